@@ -1,0 +1,65 @@
+"""metric_learning: deep metric learning in JAX — the triplet loss and online mining.
+
+The public API (see DESIGN.md §2) is imported here explicitly; nothing heavy is
+imported at package import (core needs only jax and numpy).
+"""
+
+from metric_learning import masks
+from metric_learning import memory
+from metric_learning import mining
+from metric_learning import presets
+from metric_learning import reductions
+from metric_learning.distances import l2_normalize
+from metric_learning.distances import paired_distances
+from metric_learning.distances import pairwise_distances
+from metric_learning.losses import batch_all_triplet_loss
+from metric_learning.losses import batch_hard_triplet_loss
+from metric_learning.losses import contrastive_loss
+from metric_learning.losses import lifted_structure_loss
+from metric_learning.losses import margin_loss
+from metric_learning.losses import multi_similarity_loss
+from metric_learning.losses import npair_loss
+from metric_learning.losses import quadruplet_loss
+from metric_learning.losses import selected_triplet_loss
+from metric_learning.losses import semi_hard_triplet_loss
+from metric_learning.losses import triplet_margin_loss
+from metric_learning.masks import negative_mask
+from metric_learning.masks import positive_mask
+from metric_learning.masks import triplet_mask
+from metric_learning.masks import valid_anchor_mask
+from metric_learning.memory import MemoryBank
+from metric_learning.memory import init_memory
+from metric_learning.memory import update_memory
+from metric_learning.statistics import triplet_statistics
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "MemoryBank",
+    "batch_all_triplet_loss",
+    "batch_hard_triplet_loss",
+    "contrastive_loss",
+    "init_memory",
+    "l2_normalize",
+    "lifted_structure_loss",
+    "margin_loss",
+    "masks",
+    "memory",
+    "mining",
+    "multi_similarity_loss",
+    "negative_mask",
+    "npair_loss",
+    "paired_distances",
+    "pairwise_distances",
+    "positive_mask",
+    "presets",
+    "quadruplet_loss",
+    "reductions",
+    "selected_triplet_loss",
+    "semi_hard_triplet_loss",
+    "triplet_margin_loss",
+    "triplet_mask",
+    "triplet_statistics",
+    "update_memory",
+    "valid_anchor_mask",
+)

@@ -1,0 +1,107 @@
+"""Trace-time argument checks shared by the public functions.
+
+Every check runs on static information only (shapes, dtypes, Python values), so it
+costs nothing inside ``jax.jit`` and fails before any computation starts.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def choice(value: Any, name: str, allowed: Sequence[str]) -> str:
+  if not isinstance(value, str) or value not in allowed:
+    raise ValueError(
+        f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+  return value
+
+
+def float_matrix(x: Any, name: str) -> jax.Array:
+  """A [batch, dim] floating array."""
+  x = jnp.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(
+        f"{name} must be a 2-D array [batch, dim]; got shape {x.shape}.")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{name} must have a floating dtype; got {x.dtype}.")
+  return x
+
+
+def same_dim(x: jax.Array, y: jax.Array, x_name: str, y_name: str) -> None:
+  if x.shape[-1] != y.shape[-1]:
+    raise ValueError(
+        f"{x_name} and {y_name} must have the same embedding dimension; got "
+        f"shapes {x.shape} and {y.shape}.")
+
+
+def int_vector(labels: Any, size: int, name: str,
+               size_name: str = "embeddings") -> jax.Array:
+  """A [size] integer array."""
+  labels = jnp.asarray(labels)
+  if labels.ndim != 1 or labels.shape[0] != size:
+    raise ValueError(
+        f"{name} must have shape [{size}] to match {size_name}; got shape "
+        f"{labels.shape}.")
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{name} must have an integer dtype; got {labels.dtype}.")
+  return labels
+
+
+def bool_vector(where: Any, size: int, name: str,
+                size_name: str = "embeddings") -> jax.Array:
+  """A [size] boolean mask; None means every row is real."""
+  if where is None:
+    return jnp.ones((size,), dtype=bool)
+  where = jnp.asarray(where)
+  if where.ndim != 1 or where.shape[0] != size:
+    raise ValueError(
+        f"{name} must have shape [{size}] to match {size_name}; got shape "
+        f"{where.shape}.")
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"{name} must be a boolean array; got {where.dtype}.")
+  return where
+
+
+def square_matrix(d: Any, name: str) -> jax.Array:
+  d = jnp.asarray(d)
+  if d.ndim != 2 or d.shape[0] != d.shape[1]:
+    raise ValueError(f"{name} must be a square [batch, batch] array; got "
+                     f"shape {d.shape}.")
+  if not jnp.issubdtype(d.dtype, jnp.floating):
+    raise TypeError(f"{name} must have a floating dtype; got {d.dtype}.")
+  return d
+
+
+def nonnegative(value: Any, name: str) -> None:
+  """Rejects negative concrete values; traced values are not checked."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if np.any(np.asarray(value) < 0):
+    raise ValueError(f"{name} must be non-negative; got {value!r}.")
+
+
+def positive(value: Any, name: str) -> None:
+  if isinstance(value, jax.core.Tracer):
+    return
+  if np.any(np.asarray(value) <= 0):
+    raise ValueError(f"{name} must be positive; got {value!r}.")
+
+
+def block_size(value: Any) -> int | None:
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise TypeError(f"block_size must be None or a positive int; got {value!r}.")
+  if value <= 0:
+    raise ValueError(f"block_size must be a positive int; got {value!r}.")
+  return int(value)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """fp16/bf16 are computed in fp32; fp32/fp64 as they are."""
+  return jnp.promote_types(dtype, jnp.float32)

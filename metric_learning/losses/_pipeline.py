@@ -1,0 +1,124 @@
+"""The steps every in-batch loss shares: inputs → candidates → distances → masks → terms → reduction.
+
+Candidates are the batch itself, optionally followed by reference rows (a
+cross-batch memory bank, :mod:`metric_learning.memory`). Reference rows are
+constants: no gradient flows into them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from metric_learning import _validation
+from metric_learning import distances as distances_lib
+from metric_learning import masks as masks_lib
+from metric_learning import reductions
+
+# Finite stand-in for log(0) so that no -inf enters an arithmetic expression.
+NEG_LOG = -1e30
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """Validated anchors and candidates, in the compute dtype."""
+  anchors: jax.Array            # [A, D]
+  labels: jax.Array             # [A]
+  where: jax.Array              # [A]
+  candidates: jax.Array         # [C, D]: anchors, then references
+  candidate_labels: jax.Array   # [C]
+  candidate_where: jax.Array    # [C]
+  self_index: jax.Array         # [A]: each anchor's own candidate column
+  out_dtype: str = dataclasses.field(metadata=dict(static=True))
+
+  def masks(self) -> masks_lib.PairMasks:
+    return masks_lib.pair_masks(self.labels, self.where, self.candidate_labels,
+                                self.candidate_where, self.self_index)
+
+  def distances(self, metric: str) -> jax.Array:
+    """Differentiable ``[A, C]`` distances."""
+    return distances_lib._pairwise(self.anchors, self.candidates, metric)  # pylint: disable=protected-access
+
+  def finish(self, terms: reductions.Terms, reduction: str) -> jax.Array:
+    return reductions.reduce_terms(terms, reduction).astype(self.out_dtype)
+
+
+def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None,
+            ref_where=None) -> Batch:
+  """Validates the inputs of an in-batch loss and builds its :class:`Batch`."""
+  embeddings = _validation.float_matrix(embeddings, "embeddings")
+  size = embeddings.shape[0]
+  labels = _validation.int_vector(labels, size, "labels")
+  where = _validation.bool_vector(where, size, "where")
+  dtype = _validation.compute_dtype(embeddings.dtype)
+  x = embeddings.astype(dtype)
+  cands, cand_labels, cand_where = x, labels, where
+  if (ref_embeddings is None) != (ref_labels is None):
+    raise ValueError("ref_embeddings and ref_labels must be given together; got "
+                     f"ref_embeddings={'None' if ref_embeddings is None else 'array'}"
+                     f", ref_labels={'None' if ref_labels is None else 'array'}.")
+  if ref_embeddings is not None:
+    refs = _validation.float_matrix(ref_embeddings, "ref_embeddings")
+    _validation.same_dim(embeddings, refs, "embeddings", "ref_embeddings")
+    ref_labels = _validation.int_vector(ref_labels, refs.shape[0], "ref_labels",
+                                        "ref_embeddings")
+    ref_where = _validation.bool_vector(ref_where, refs.shape[0], "ref_where",
+                                        "ref_embeddings")
+    cands = jnp.concatenate([x, jax.lax.stop_gradient(refs.astype(dtype))])
+    cand_labels = jnp.concatenate([labels, ref_labels.astype(labels.dtype)])
+    cand_where = jnp.concatenate([where, ref_where])
+  elif ref_where is not None:
+    raise ValueError("ref_where was given without ref_embeddings and ref_labels.")
+  return Batch(anchors=x, labels=labels, where=where, candidates=cands,
+               candidate_labels=cand_labels, candidate_where=cand_where,
+               self_index=jnp.arange(size), out_dtype=str(embeddings.dtype))
+
+
+def check_options(*, metric=None, reduction=None, **nonnegative) -> None:
+  if metric is not None:
+    _validation.choice(metric, "metric", distances_lib.METRICS)
+  if reduction is not None:
+    _validation.choice(reduction, "reduction", reductions.REDUCTIONS)
+  for name, value in nonnegative.items():
+    _validation.nonnegative(value, name)
+
+
+def triplet_term(gap: jax.Array, margin, soft: bool) -> jax.Array:
+  """``[m + gap]_+`` (hinge) or ``softplus(gap)`` (soft margin, no m), gap = d_ap - d_an."""
+  return jax.nn.softplus(gap) if soft else jax.nn.relu(margin + gap)
+
+
+def terms(values: jax.Array, mask: jax.Array, axis=None) -> reductions.Terms:
+  """Per-anchor :class:`Terms` from term values and the mask of the terms that exist.
+
+  With ``axis=None`` each anchor has (at most) one term; otherwise the terms
+  along ``axis`` are summed.
+  """
+  values = jnp.where(mask, values, 0)
+  active = mask & (values > 0)
+  if axis is None:
+    return reductions.Terms(values, mask.astype(values.dtype),
+                            active.astype(values.dtype))
+  return reductions.Terms(jnp.sum(values, axis), jnp.sum(mask, axis).astype(values.dtype),
+                          jnp.sum(active, axis).astype(values.dtype))
+
+
+def log_sum_exp(z: jax.Array, mask: jax.Array, axis: int = -1):
+  """Stable masked logsumexp along ``axis``: (value or NEG_LOG when empty, any)."""
+  found = jnp.any(mask, axis=axis)
+  shift = jax.lax.stop_gradient(
+      jnp.max(jnp.where(mask, z, NEG_LOG), axis=axis, keepdims=True))
+  shift = jnp.where(jnp.expand_dims(found, axis), shift, 0)
+  total = jnp.sum(jnp.where(mask, jnp.exp(jnp.where(mask, z, shift) - shift), 0),
+                  axis=axis)
+  value = jnp.squeeze(shift, axis) + jnp.log(jnp.where(found, total, 1))
+  return jnp.where(found, value, NEG_LOG), found
+
+
+def log1p_sum_exp(z: jax.Array, mask: jax.Array, axis: int = -1) -> jax.Array:
+  """``log(1 + sum_masked exp(z))``, stable; 0 when the mask is empty."""
+  value, _ = log_sum_exp(z, mask, axis)
+  return jax.nn.softplus(value)

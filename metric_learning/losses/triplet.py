@@ -1,0 +1,412 @@
+r"""The triplet family: explicit triplets, batch-hard, batch-all, semi-hard, quadruplet.
+
+Notation (DESIGN.md §3): :math:`D_{ij}` distance, :math:`P(i)` positives,
+:math:`N(i)` negatives, :math:`m` margin, :math:`[x]_+ = \max(x, 0)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metric_learning import _validation
+from metric_learning import distances as distances_lib
+from metric_learning import masks as masks_lib
+from metric_learning import mining
+from metric_learning import reductions
+from metric_learning.losses import _pipeline
+
+
+def triplet_margin_loss(anchors: jax.Array, positives: jax.Array,
+                        negatives: jax.Array, *, margin=0.2,
+                        metric: str = "sqeuclidean", soft: bool = False) -> jax.Array:
+  r"""Triplet loss on explicit triplets (Weinberger & Saul 2009; Schroff et al. 2015).
+
+  .. math::
+    \ell_t = [m + D(a_t, p_t) - D(a_t, n_t)]_+
+    \quad\text{or, with soft=True,}\quad \mathrm{softplus}(D(a_t, p_t) - D(a_t, n_t))
+
+  Distances use the accurate difference form; the gradient at zero distance is 0.
+
+  Args:
+    anchors: ``[n, dim]`` floating array.
+    positives: ``[n, dim]``, same class as the anchors.
+    negatives: ``[n, dim]``, other classes.
+    margin: :math:`m \ge 0` (ignored with ``soft=True``).
+    metric: ``"sqeuclidean"`` (FaceNet), ``"euclidean"`` or ``"cosine"``.
+    soft: use the soft margin of Hermans et al. 2017.
+
+  Returns:
+    ``[n]`` per-triplet losses in the dtype of ``anchors``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> a = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+    >>> p = jnp.array([[0.0, 0.1], [1.0, 0.5]])
+    >>> n = jnp.array([[0.0, 0.3], [1.0, 2.0]])
+    >>> [round(v, 4) for v in ml.triplet_margin_loss(a, p, n, margin=0.2).tolist()]
+    [0.12, 0.0]
+
+  References:
+    Schroff, Kalenichenko, Philbin. FaceNet: A Unified Embedding for Face
+    Recognition and Clustering. CVPR 2015. https://arxiv.org/abs/1503.03832
+  """
+  _pipeline.check_options(metric=metric, margin=margin)
+  a = _validation.float_matrix(anchors, "anchors")
+  p = _validation.float_matrix(positives, "positives")
+  n = _validation.float_matrix(negatives, "negatives")
+  if not a.shape == p.shape == n.shape:
+    raise ValueError("anchors, positives and negatives must have the same shape; "
+                     f"got {a.shape}, {p.shape} and {n.shape}.")
+  dtype = _validation.compute_dtype(a.dtype)
+  a, p, n = (v.astype(dtype) for v in (a, p, n))
+  gap = distances_lib._paired(a, p, metric) - distances_lib._paired(a, n, metric)  # pylint: disable=protected-access
+  return _pipeline.triplet_term(gap, margin, soft).astype(anchors.dtype)
+
+
+def _selected_terms(batch: _pipeline.Batch, selection: mining.TripletSelection,
+                    *, margin, metric: str, soft: bool):
+  """Per-anchor triplet terms of a selection, distances recomputed row-wise.
+
+  The selection is piecewise constant in the embeddings, so differentiating the
+  recomputed distances is the exact gradient of the mined loss. It touches only
+  the selected rows: O(batch · dim), no [batch, batch] backward pass.
+  """
+  index = jax.lax.stop_gradient(
+      jnp.stack([selection.positive_index, selection.negative_index]))
+  chosen = jnp.take(batch.candidates, jnp.maximum(index, 0), axis=0)
+  dp = distances_lib._paired(batch.anchors, chosen[0], metric)  # pylint: disable=protected-access
+  dn = distances_lib._paired(batch.anchors, chosen[1], metric)  # pylint: disable=protected-access
+  return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft),
+                         selection.valid)
+
+
+def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
+            positive: str = "hard") -> mining.TripletSelection:
+  """Batch-hard style selection, dense or streamed over blocks of anchor rows."""
+  anchors = jax.lax.stop_gradient(batch.anchors)
+  cands = jax.lax.stop_gradient(batch.candidates)
+
+  def select(a, labels, where, self_index):
+    d = distances_lib._pairwise(a, cands, metric)  # pylint: disable=protected-access
+    m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
+                             batch.candidate_where, self_index)
+    return mining.select_triplets(d, m, positive=positive)
+
+  rows = (anchors, batch.labels, batch.where, batch.self_index)
+  size = anchors.shape[0]
+  if block_size is None or block_size >= size:
+    return select(*rows)
+  blocks = -(-size // block_size)
+  pad = blocks * block_size - size
+  padded = [jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)) for r in rows]
+  padded = [r.reshape((blocks, block_size) + r.shape[1:]) for r in padded]
+  sel = jax.lax.map(lambda r: select(*r), padded)
+  return jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:])[:size], sel)
+
+
+def selected_triplet_loss(embeddings: jax.Array, selection: mining.TripletSelection,
+                          *, margin=0.2, metric: str = "euclidean",
+                          soft: bool = False, reduction: str = "mean") -> jax.Array:
+  r"""Triplet loss on any miner's :class:`~metric_learning.mining.TripletSelection`.
+
+  .. math::
+    \ell_i = [m + D(x_i, x_{p(i)}) - D(x_i, x_{n(i)})]_+ \quad (i \text{ valid})
+
+  Lets any miner (easy-positive, distance-weighted, your own) drive the loss.
+  The selection is treated as constant; distances are recomputed from the rows.
+
+  Args:
+    embeddings: ``[batch, dim]`` floating array.
+    selection: per-anchor indices into ``embeddings`` and validity.
+    margin: :math:`m \ge 0` (ignored with ``soft=True``).
+    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    soft: softplus instead of the hinge.
+    reduction: ``"mean"`` (over valid anchors), ``"sum"``, ``"none"`` or
+      ``"mean_nonzero"``.
+
+  Returns:
+    A scalar, or ``[batch]`` with ``reduction="none"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x, y = jnp.array([[0.0], [1.0], [5.0], [3.0], [7.0]]), jnp.array([0, 0, 0, 1, 1])
+    >>> sel = ml.mining.easy_positive(ml.pairwise_distances(x), y)
+    >>> float(ml.selected_triplet_loss(x, sel, margin=1.0, reduction="sum"))  # 3 + 3 + 3
+    9.0
+  """
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  batch = _pipeline.prepare(embeddings, jnp.zeros(jnp.shape(embeddings)[:1], jnp.int32))
+  if selection.valid.shape != batch.labels.shape:
+    raise ValueError(f"selection must have [{batch.labels.shape[0]}] fields to "
+                     f"match embeddings; got valid of shape {selection.valid.shape}.")
+  return batch.finish(_selected_terms(batch, selection, margin=margin, metric=metric,
+                                      soft=soft), reduction)
+
+
+def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
+                            margin=0.2, metric: str = "euclidean", soft: bool = False,
+                            where: jax.Array | None = None, reduction: str = "mean",
+                            block_size: int | None = None,
+                            ref_embeddings: jax.Array | None = None,
+                            ref_labels: jax.Array | None = None,
+                            ref_where: jax.Array | None = None) -> jax.Array:
+  r"""Batch-hard triplet loss (Hermans, Beyer, Leibe 2017).
+
+  .. math::
+    d^+_i = \max_{j \in P(i)} D_{ij}, \quad d^-_i = \min_{k \in N(i)} D_{ik}, \quad
+    \ell_i = [m + d^+_i - d^-_i]_+ \;\text{or}\; \mathrm{softplus}(d^+_i - d^-_i)
+
+  over valid anchors (at least one positive and one negative). Mining runs
+  under ``stop_gradient``; the gradient flows through the two selected
+  distances only, recomputed row-wise (O(batch · dim) backward).
+
+  Args:
+    embeddings: ``[batch, dim]`` floating array (bf16/fp16 computed in fp32).
+    labels: ``[batch]`` integer labels (any values).
+    margin: :math:`m \ge 0` (ignored with ``soft=True``).
+    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    soft: soft margin :math:`\mathrm{softplus}` (Hermans' default).
+    where: optional ``[batch]`` bool; False marks padding rows.
+    reduction: ``"mean"`` over valid anchors, ``"sum"``, ``"none"``
+      (``[batch]``, 0 at invalid anchors) or ``"mean_nonzero"``.
+    block_size: None for one dense ``[batch, candidates]`` matrix; an int to
+      stream the mining over blocks of that many anchor rows
+      (O(block_size · candidates) memory). Same values and gradients.
+    ref_embeddings: optional ``[refs, dim]`` extra candidates (e.g. a memory
+      bank, :mod:`metric_learning.memory`); no gradient flows into them.
+    ref_labels: ``[refs]`` integer labels of ``ref_embeddings``.
+    ref_where: optional ``[refs]`` bool; False marks empty reference slots.
+
+  Returns:
+    A scalar in the dtype of ``embeddings``, or ``[batch]`` with ``"none"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
+    >>> y = jnp.array([0, 0, 1, 1])
+    >>> [round(v, 4) for v in ml.batch_hard_triplet_loss(x, y, reduction="none").tolist()]
+    [0.0, 0.7, 2.2, 0.0]
+    >>> round(float(ml.batch_hard_triplet_loss(x, y, margin=0.2)), 4)
+    0.725
+
+  References:
+    Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+    Re-Identification. 2017. https://arxiv.org/abs/1703.07737
+  """
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  block_size = _validation.block_size(block_size)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where)
+  selection = _select(batch, metric, block_size)
+  return batch.finish(_selected_terms(batch, selection, margin=margin, metric=metric,
+                                      soft=soft), reduction)
+
+
+def _cube_loss(batch: _pipeline.Batch, metric: str, row_terms, reduction: str):
+  """Shared path of the losses over (anchor, positive, negative) cubes."""
+  masks = batch.masks()
+  values, counts, nonzero = mining.map_anchors(
+      row_terms, batch.distances(metric), masks.positive, masks.negative)
+  return batch.finish(reductions.Terms(values, counts, nonzero), reduction)
+
+
+def _sum_terms(values, mask):
+  t = _pipeline.terms(values, mask)
+  return jnp.sum(t.values), jnp.sum(t.counts), jnp.sum(t.nonzero)
+
+
+def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
+                           margin=0.2, metric: str = "euclidean", soft: bool = False,
+                           where: jax.Array | None = None,
+                           reduction: str = "mean_nonzero",
+                           ref_embeddings: jax.Array | None = None,
+                           ref_labels: jax.Array | None = None,
+                           ref_where: jax.Array | None = None) -> jax.Array:
+  r"""Batch-all triplet loss (Hermans et al. 2017): every valid triplet.
+
+  .. math::
+    \ell_{ijk} = [m + D_{ij} - D_{ik}]_+, \quad j \in P(i),\ k \in N(i)
+
+  ``"mean"`` averages over all valid triplets (Hermans' BA), the default
+  ``"mean_nonzero"`` over the triplets with :math:`\ell > 0` (BA≠0);
+  ``"none"`` gives each anchor's sum over its triplets. Streams over anchors:
+  O(chunk · batch²) memory, never the full cube.
+
+  Args:
+    embeddings: ``[batch, dim]`` floating array.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m \ge 0` (ignored with ``soft=True``).
+    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    soft: :math:`\mathrm{softplus}(D_{ij} - D_{ik})` instead of the hinge.
+    where: optional ``[batch]`` bool; False marks padding rows.
+    reduction: ``"mean_nonzero"``, ``"mean"``, ``"sum"`` or ``"none"``.
+    ref_embeddings, ref_labels, ref_where: optional extra candidates, as in
+      :func:`batch_hard_triplet_loss`.
+
+  Returns:
+    A scalar, or ``[batch]`` with ``reduction="none"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x, y = jnp.array([[0.0], [1.0], [1.5], [4.0]]), jnp.array([0, 0, 1, 1])
+    >>> [round(v, 4) for v in ml.batch_all_triplet_loss(x, y, reduction="none").tolist()]
+    [0.0, 0.7, 3.4, 0.0]
+    >>> round(float(ml.batch_all_triplet_loss(x, y, reduction="mean")), 4)  # 4.1 / 8
+    0.5125
+
+  References:
+    Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+    Re-Identification. 2017. https://arxiv.org/abs/1703.07737
+  """
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where)
+
+  def row(d, pos, neg):
+    gap, mask = mining.triplet_cube(d, pos, neg)
+    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
+
+  return _cube_loss(batch, metric, row, reduction)
+
+
+def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
+                           margin=0.2, metric: str = "euclidean",
+                           definition: str = "facenet", soft: bool = False,
+                           where: jax.Array | None = None, reduction: str = "mean",
+                           ref_embeddings: jax.Array | None = None,
+                           ref_labels: jax.Array | None = None,
+                           ref_where: jax.Array | None = None) -> jax.Array:
+  r"""Semi-hard triplet loss under the FaceNet or the TensorFlow Addons definition.
+
+  * ``"facenet"`` (Schroff et al. 2015): every triplet with
+    :math:`D_{ij} < D_{ik} < D_{ij} + m`; ``"mean"`` averages over them.
+  * ``"tfa"``: for every positive pair :math:`(i, j)`, the negative
+    :math:`k^*(i,j) = \arg\min_{k \in N(i),\, D_{ik} > D_{ij}} D_{ik}`, or the
+    farthest negative if none is farther than :math:`D_{ij}`;
+    :math:`\ell_{ij} = [m + D_{ij} - D_{ik^*}]_+`, ``"mean"`` over positive pairs
+    (zeros included) — TFA's ``triplet_semihard_loss``, but 0 instead of its NaN
+    when there is no pair.
+
+  Args:
+    embeddings: ``[batch, dim]`` floating array.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m \ge 0` (in the "facenet" selection even with ``soft=True``).
+    metric: ``"euclidean"``, ``"sqeuclidean"`` (FaceNet's) or ``"cosine"``.
+    definition: ``"facenet"`` or ``"tfa"``.
+    soft: softplus instead of the hinge.
+    where: optional ``[batch]`` bool; False marks padding rows.
+    reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    ref_embeddings, ref_labels, ref_where: optional extra candidates, as in
+      :func:`batch_hard_triplet_loss`.
+
+  Returns:
+    A scalar, or ``[batch]`` with ``reduction="none"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x, y = jnp.array([[0.0], [1.0], [1.5], [4.0]]), jnp.array([0, 0, 1, 1])
+    >>> ml.semi_hard_triplet_loss(x, y, margin=1.0, reduction="none").tolist()
+    [0.5, 0.0, 0.0, 0.5]
+    >>> ml.semi_hard_triplet_loss(x, y, margin=1.0, definition="tfa",
+    ...                           reduction="none").tolist()  # 2: farthest-negative fallback
+    [0.5, 0.0, 2.0, 0.5]
+
+  References:
+    Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015.
+    https://arxiv.org/abs/1503.03832
+  """
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _validation.choice(definition, "definition", mining.SEMI_HARD_DEFINITIONS)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where)
+
+  def facenet_row(d, pos, neg):
+    gap, mask = mining.facenet_cube(jax.lax.stop_gradient(d), pos, neg, margin)
+    gap, _ = mining.triplet_cube(d, pos, neg)
+    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
+
+  def tfa_row(d, pos, neg):
+    index, valid = mining.tfa_negatives(jax.lax.stop_gradient(d), pos, neg)
+    gap = d - jnp.take(d, jnp.maximum(index, 0))
+    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), valid)
+
+  return _cube_loss(batch, metric, facenet_row if definition == "facenet"
+                    else tfa_row, reduction)
+
+
+def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
+                    margin2=0.1, metric: str = "euclidean",
+                    where: jax.Array | None = None,
+                    reduction: str = "mean") -> jax.Array:
+  r"""Batch-hard quadruplet loss (Chen et al. 2017).
+
+  .. math::
+    \ell_i = [m_1 + d^+_i - d^-_i]_+ + [m_2 + d^+_i - d^{--}_i]_+, \qquad
+    d^{--}_i = \min_{\substack{k, l \in N(i)\\ y_k \ne y_l}} D_{kl}
+
+  :math:`d^+_i, d^-_i` as in batch-hard; the second term pushes the anchor's
+  positive distance below the distance between the closest pair of samples of
+  two *other* classes (absent when no such pair exists). ``"mean"`` is over
+  valid anchors.
+
+  Args:
+    embeddings: ``[batch, dim]`` floating array.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m_1 \ge 0`.
+    margin2: :math:`m_2 \ge 0` (the paper uses :math:`m_2 < m_1`).
+    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    where: optional ``[batch]`` bool; False marks padding rows.
+    reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+
+  Returns:
+    A scalar, or ``[batch]`` with ``reduction="none"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [3.0], [3.5], [6.0]])
+    >>> y = jnp.array([0, 0, 1, 1, 2])
+    >>> ml.quadruplet_loss(x, y, margin=1.0, margin2=0.5, reduction="none").tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> ml.quadruplet_loss(x, y, margin=2.0, margin2=2.0, reduction="none").tolist()
+    [0.5, 1.5, 0.5, 0.0, 0.0]
+
+  References:
+    Chen, Chen, Zhang, Huang. Beyond triplet loss: a deep quadruplet network
+    for person re-identification. CVPR 2017. https://arxiv.org/abs/1704.01719
+  """
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
+                          margin2=margin2)
+  batch = _pipeline.prepare(embeddings, labels, where)
+  selection = _select(batch, metric, None)
+  first = _selected_terms(batch, selection, margin=margin, metric=metric, soft=False)
+
+  x = jax.lax.stop_gradient(batch.anchors)
+  d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
+  masks = batch.masks()
+  other_pair = masks.negative                      # y_k != y_l, both real
+  size = d.shape[0]
+
+  def hardest_pair(neg_row):
+    allowed = other_pair & neg_row[:, None] & neg_row[None, :]
+    flat, _, found = mining.masked_argmin(d.reshape(-1), allowed.reshape(-1))
+    return jnp.maximum(flat, 0) // size, jnp.maximum(flat, 0) % size, found
+
+  k, l, found = mining.map_anchors(hardest_pair, masks.negative)
+  xk = jnp.take(batch.anchors, k, axis=0)
+  xl = jnp.take(batch.anchors, l, axis=0)
+  dp = distances_lib._paired(  # pylint: disable=protected-access
+      batch.anchors, jnp.take(batch.anchors, jnp.maximum(selection.positive_index, 0),
+                              axis=0), metric)
+  dnn = distances_lib._paired(xk, xl, metric)  # pylint: disable=protected-access
+  second = jnp.where(selection.valid & found, jax.nn.relu(margin2 + dp - dnn), 0)
+  values = first.values + second
+  terms = reductions.Terms(values, first.counts,
+                           (selection.valid & (values > 0)).astype(values.dtype))
+  return batch.finish(terms, reduction)

@@ -1,0 +1,478 @@
+r"""Online mining: which positives and negatives each anchor uses.
+
+Every miner reads a distance matrix (``[batch, batch]`` from
+:func:`metric_learning.pairwise_distances`) and integer labels, and returns a
+small pytree dataclass of indices, distances and validity, so a training loop
+can log what was chosen. Miners are pure and jit-able; the selection is
+piecewise constant, so losses compute it under ``stop_gradient`` and let the
+gradient flow only through the selected distances.
+
+Notation as in :mod:`metric_learning.masks`. Where an anchor has nothing to
+select, its ``valid`` flag is False, its indices are -1 and its distances 0:
+no ±inf ever leaves a miner.
+
+References:
+  Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+  Re-Identification. 2017. https://arxiv.org/abs/1703.07737
+  Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015.
+  https://arxiv.org/abs/1503.03832
+  Xuan, Stylianou, Pless. Improved Embeddings with Easy Positive Triplet
+  Mining. WACV 2020. https://arxiv.org/abs/1904.04370
+  Wu, Manmatha, Smola, Krähenbühl. Sampling Matters in Deep Embedding
+  Learning. ICCV 2017. https://arxiv.org/abs/1706.07567
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from metric_learning import _validation
+from metric_learning import masks as masks_lib
+from metric_learning import reductions
+
+SEMI_HARD_DEFINITIONS = ("facenet", "tfa")
+# Elements of one [anchors_chunk, candidates, candidates] block in the anchor
+# streaming of triplet-cube computations (batch-all, semi-hard, ...).
+_CUBE_BUDGET = 1 << 22
+
+
+def _dataclass(cls):
+  return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+
+@_dataclass
+class TripletSelection:
+  """One (positive, negative) per anchor; every field is ``[anchors]``."""
+  positive_index: jax.Array
+  negative_index: jax.Array
+  positive_distance: jax.Array
+  negative_distance: jax.Array
+  valid: jax.Array
+
+
+@_dataclass
+class PairSelection:
+  """One negative per (anchor, positive) pair; every field is ``[anchors, candidates]``.
+
+  ``valid[i, j]`` is True when ``j`` is a positive of a valid anchor ``i``.
+  """
+  negative_index: jax.Array
+  positive_distance: jax.Array
+  negative_distance: jax.Array
+  valid: jax.Array
+
+
+@_dataclass
+class RankSelection:
+  """Positives and negatives at chosen hardness ranks.
+
+  ``positive_*`` are ``[anchors, num_positive_ranks]`` (hardest = farthest first),
+  ``negative_*`` are ``[anchors, num_negative_ranks]`` (hardest = closest first).
+  """
+  positive_index: jax.Array
+  positive_distance: jax.Array
+  positive_valid: jax.Array
+  negative_index: jax.Array
+  negative_distance: jax.Array
+  negative_valid: jax.Array
+
+
+@_dataclass
+class TripletCounts:
+  """Per-anchor triplet counts, ``[anchors]`` each: selected and active (loss > 0)."""
+  num_triplets: jax.Array
+  num_active: jax.Array
+
+
+# --------------------------------------------------------------------------- #
+# Building blocks shared with the losses.
+# --------------------------------------------------------------------------- #
+
+
+def masked_argmax(values: jax.Array, mask: jax.Array):
+  """Row-wise argmax over ``mask``: (index or -1, value or 0, any)."""
+  filled = jnp.where(mask, values, -jnp.inf)
+  index = jnp.argmax(filled, axis=-1)
+  value = jnp.take_along_axis(values, index[..., None], axis=-1)[..., 0]
+  found = jnp.any(mask, axis=-1)
+  return jnp.where(found, index, -1), jnp.where(found, value, 0), found
+
+
+def masked_argmin(values: jax.Array, mask: jax.Array):
+  """Row-wise argmin over ``mask``: (index or -1, value or 0, any)."""
+  index, value, found = masked_argmax(-values, mask)
+  return index, -value, found
+
+
+def gather_rows(values: jax.Array, index: jax.Array) -> jax.Array:
+  """``values[i, index[i, ...]]`` with -1 (nothing selected) read as column 0."""
+  return jnp.take_along_axis(values, jnp.maximum(index, 0), axis=-1)
+
+
+def select_triplets(distances: jax.Array, masks: masks_lib.PairMasks, *,
+                    positive: str = "hard") -> TripletSelection:
+  """Hardest negative and the hardest (or easiest) positive of every anchor."""
+  pos_fn = masked_argmax if positive == "hard" else masked_argmin
+  pi, pd, has_p = pos_fn(distances, masks.positive)
+  ni, nd, has_n = masked_argmin(distances, masks.negative)
+  valid = has_p & has_n
+  return TripletSelection(
+      positive_index=jnp.where(valid, pi, -1),
+      negative_index=jnp.where(valid, ni, -1),
+      positive_distance=jnp.where(valid, pd, 0),
+      negative_distance=jnp.where(valid, nd, 0), valid=valid)
+
+
+def map_anchors(fn: Callable, *rows: jax.Array):
+  """Applies ``fn`` to each anchor's rows, in chunks that bound the memory.
+
+  ``fn`` gets one anchor's ``[candidates]`` rows and may build
+  ``[candidates, candidates]`` temporaries; chunks hold at most ``_CUBE_BUDGET``
+  such elements and are rematerialised in the backward pass, so memory stays
+  O(chunk · candidates²) instead of O(anchors · candidates²).
+  """
+  anchors, candidates = rows[0].shape
+  chunk = max(1, min(anchors, _CUBE_BUDGET // max(1, candidates * candidates)))
+  if chunk >= anchors:
+    return jax.vmap(fn)(*rows)
+  return jax.lax.map(jax.checkpoint(lambda r: fn(*r)), rows, batch_size=chunk)
+
+
+def triplet_cube(d: jax.Array, pos: jax.Array, neg: jax.Array):
+  """One anchor's ``d_ap - d_an`` for all (positive j, negative k), and the mask."""
+  return d[:, None] - d[None, :], pos[:, None] & neg[None, :]
+
+
+def facenet_cube(d: jax.Array, pos: jax.Array, neg: jax.Array, margin):
+  """FaceNet semi-hard triplets of one anchor: ``d_ap < d_an < d_ap + margin``."""
+  gap, mask = triplet_cube(d, pos, neg)
+  return gap, mask & (gap < 0) & (gap > -margin)
+
+
+def tfa_negatives(d: jax.Array, pos: jax.Array, neg: jax.Array):
+  """TFA semi-hard negative for each positive j of one anchor (index or -1)."""
+  farther = neg[None, :] & (d[None, :] > d[:, None])            # [j, k]
+  near_i, _, found = masked_argmin(jnp.broadcast_to(d, farther.shape), farther)
+  far_i, _, has_neg = masked_argmax(d, neg)
+  index = jnp.where(found, near_i, far_i)
+  valid = pos & has_neg
+  return jnp.where(valid, index, -1), valid
+
+
+# --------------------------------------------------------------------------- #
+# Public miners (square case: candidates = the batch).
+# --------------------------------------------------------------------------- #
+
+
+def _square(distances, labels, where):
+  distances = _validation.square_matrix(distances, "distances")
+  masks = masks_lib.square_masks(labels, where)
+  if masks.positive.shape != distances.shape:
+    raise ValueError(f"labels must have shape [{distances.shape[0]}] to match "
+                     f"distances; got shape {jnp.shape(labels)}.")
+  return distances, masks
+
+
+def batch_hard(distances: jax.Array, labels: jax.Array, *,
+               where: jax.Array | None = None) -> TripletSelection:
+  r"""Batch-hard mining (Hermans et al. 2017).
+
+  .. math::
+    p(i) = \arg\max_{j \in P(i)} D_{ij}, \qquad n(i) = \arg\min_{k \in N(i)} D_{ik}
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`TripletSelection` with ``[batch]`` fields.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [3.0], [7.0]])
+    >>> sel = ml.mining.batch_hard(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]))
+    >>> sel.positive_index.tolist(), sel.negative_index.tolist()
+    ([1, 0, 3, 2], [2, 2, 1, 1])
+  """
+  distances, masks = _square(distances, labels, where)
+  return select_triplets(distances, masks, positive="hard")
+
+
+def easy_positive(distances: jax.Array, labels: jax.Array, *,
+                  where: jax.Array | None = None) -> TripletSelection:
+  r"""Easy-positive, hard-negative mining (Xuan et al. 2020).
+
+  .. math::
+    p(i) = \arg\min_{j \in P(i)} D_{ij}, \qquad n(i) = \arg\min_{k \in N(i)} D_{ik}
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`TripletSelection` with ``[batch]`` fields.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [5.0], [3.0], [7.0]])
+    >>> sel = ml.mining.easy_positive(ml.pairwise_distances(x), jnp.array([0, 0, 0, 1, 1]))
+    >>> sel.positive_index.tolist()
+    [1, 0, 1, 4, 3]
+  """
+  distances, masks = _square(distances, labels, where)
+  return select_triplets(distances, masks, positive="easy")
+
+
+def semi_hard(distances: jax.Array, labels: jax.Array, *, margin=0.2,
+              definition: str = "facenet", where: jax.Array | None = None):
+  r"""Semi-hard mining under one of two definitions.
+
+  * ``"facenet"`` (Schroff et al. 2015): every triplet with
+    :math:`D_{ij} < D_{ik} < D_{ij} + m`; returns :class:`TripletCounts`
+    (how many per anchor; all of them have a non-zero hinge loss).
+  * ``"tfa"`` (TensorFlow Addons ``triplet_semihard_loss``): for every positive
+    pair, the closest negative with :math:`D_{ik} > D_{ij}`, or else the
+    farthest negative; returns :class:`PairSelection`.
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m \ge 0` (only used by ``"facenet"``).
+    definition: ``"facenet"`` or ``"tfa"``.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`TripletCounts` (``"facenet"``) or :class:`PairSelection` (``"tfa"``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
+    >>> d, y = ml.pairwise_distances(x), jnp.array([0, 0, 1, 1])
+    >>> ml.mining.semi_hard(d, y, margin=1.0).num_triplets.tolist()
+    [1, 0, 0, 1]
+    >>> ml.mining.semi_hard(d, y, definition="tfa").negative_index[0].tolist()
+    [-1, 2, -1, -1]
+  """
+  _validation.choice(definition, "definition", SEMI_HARD_DEFINITIONS)
+  _validation.nonnegative(margin, "margin")
+  distances, masks = _square(distances, labels, where)
+  if definition == "tfa":
+    index, valid = jax.vmap(tfa_negatives)(distances, masks.positive,
+                                            masks.negative)
+    neg = gather_rows(distances, index)
+    return PairSelection(negative_index=index,
+                         positive_distance=jnp.where(valid, distances, 0),
+                         negative_distance=jnp.where(valid, neg, 0), valid=valid)
+
+  def row(d, p, n):
+    _, mask = facenet_cube(d, p, n, margin)
+    count = jnp.sum(mask)
+    return count, count
+
+  counts, active = map_anchors(row, distances, masks.positive, masks.negative)
+  return TripletCounts(num_triplets=counts, num_active=active)
+
+
+def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
+              where: jax.Array | None = None) -> TripletCounts:
+  r"""Counts every valid triplet and the active ones, per anchor.
+
+  .. math::
+    T_i = |P(i)| \cdot |N(i)|, \qquad
+    A_i = |\{(j, k) : j \in P(i), k \in N(i), m + D_{ij} - D_{ik} > 0\}|
+
+  Streams over anchors (O(chunk · batch²) memory). For the dense triplet cube
+  itself see :func:`metric_learning.masks.triplet_mask`.
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m \ge 0`.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`TripletCounts` with ``[batch]`` fields.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
+    >>> c = ml.mining.batch_all(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]))
+    >>> c.num_triplets.tolist(), c.num_active.tolist()
+    ([2, 2, 2, 2], [0, 1, 2, 0])
+  """
+  _validation.nonnegative(margin, "margin")
+  distances, masks = _square(distances, labels, where)
+
+  def row(d, p, n):
+    gap, mask = triplet_cube(d, p, n)
+    return jnp.sum(mask), jnp.sum(mask & (gap + margin > 0))
+
+  counts, active = map_anchors(row, distances, masks.positive, masks.negative)
+  return TripletCounts(num_triplets=counts, num_active=active)
+
+
+def rank_range(distances: jax.Array, labels: jax.Array, *,
+               positive_ranks: tuple[int, int] = (0, 1),
+               negative_ranks: tuple[int, int] = (0, 1),
+               where: jax.Array | None = None) -> RankSelection:
+  r"""Positives and negatives at hardness ranks ``[lo, hi)`` (hardest = rank 0).
+
+  Positives are ranked by decreasing distance, negatives by increasing distance.
+  ``(0, k)`` gives the hardest k (``hardest-k``); skipping the first ranks
+  (e.g. ``negative_ranks=(2, 5)``) guards against label noise, as OML's
+  ``NHardTripletsMiner`` does. Ranks beyond an anchor's count are invalid.
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    positive_ranks: static ``(lo, hi)`` with ``0 <= lo < hi``.
+    negative_ranks: static ``(lo, hi)`` with ``0 <= lo < hi``.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`RankSelection`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [2.0], [4.0], [5.0]])
+    >>> sel = ml.mining.rank_range(ml.pairwise_distances(x), jnp.array([0, 0, 0, 1, 1]),
+    ...                            negative_ranks=(0, 2))
+    >>> sel.negative_index[0].tolist(), sel.negative_valid[3].tolist()
+    ([3, 4], [True, True])
+  """
+  for name, ranks in (("positive_ranks", positive_ranks),
+                      ("negative_ranks", negative_ranks)):
+    if (not isinstance(ranks, tuple) or len(ranks) != 2
+        or not all(isinstance(r, int) for r in ranks)
+        or not 0 <= ranks[0] < ranks[1]):
+      raise ValueError(f"{name} must be a tuple (lo, hi) of ints with "
+                       f"0 <= lo < hi; got {ranks!r}.")
+  distances, masks = _square(distances, labels, where)
+  size = distances.shape[1]
+
+  def top(scores, mask, ranks):
+    lo, hi = ranks
+    k = min(hi, size)
+    vals, idx = jax.lax.top_k(jnp.where(mask, scores, -jnp.inf), k)
+    vals, idx = vals[:, lo:], idx[:, lo:]
+    pad = hi - max(k, lo)
+    if pad:
+      vals = jnp.pad(vals, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+      idx = jnp.pad(idx, ((0, 0), (0, pad)))
+    valid = jnp.isfinite(vals)
+    return (jnp.where(valid, idx, -1),
+            jnp.where(valid, gather_rows(distances, idx), 0), valid)
+
+  pi, pd, pv = top(distances, masks.positive, positive_ranks)
+  ni, nd, nv = top(-distances, masks.negative, negative_ranks)
+  return RankSelection(positive_index=pi, positive_distance=pd, positive_valid=pv,
+                       negative_index=ni, negative_distance=nd, negative_valid=nv)
+
+
+def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *,
+                      dim: int, cutoff: float = 0.5,
+                      nonzero_loss_cutoff: float = 1.4,
+                      where: jax.Array | None = None) -> TripletSelection:
+  r"""Distance-weighted sampling (Wu et al. 2017) for unit-norm embeddings.
+
+  One positive per anchor uniformly at random, and one negative with
+  probability :math:`\propto 1 / q(D_{ik})` where
+  :math:`q(d) \propto d^{n-2} (1 - d^2/4)^{(n-3)/2}` is the density of pairwise
+  distances of uniform points on the unit sphere :math:`S^{n-1}`; distances are
+  clipped below at ``cutoff`` and negatives at or beyond ``nonzero_loss_cutoff``
+  are not sampled (they could not contribute). If an anchor has no negative
+  below the cutoff, one of its negatives is drawn uniformly.
+
+  Args:
+    key: a PRNG key.
+    distances: ``[batch, batch]`` euclidean distances of L2-normalised embeddings.
+    labels: ``[batch]`` integer labels.
+    dim: the embedding dimension :math:`n`.
+    cutoff: lower clip of distances.
+    nonzero_loss_cutoff: negatives at this distance or farther are not sampled.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    :class:`TripletSelection` with ``[batch]`` fields.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = ml.l2_normalize(jax.random.normal(jax.random.key(0), (6, 8)))
+    >>> sel = ml.mining.distance_weighted(jax.random.key(1), ml.pairwise_distances(x),
+    ...                                   jnp.array([0, 0, 1, 1, 2, 2]), dim=8)
+    >>> sel.valid.tolist()
+    [True, True, True, True, True, True]
+  """
+  distances, masks = _square(distances, labels, where)
+  d = jnp.maximum(distances, cutoff)
+  log_q = ((dim - 2.0) * jnp.log(d)
+           + ((dim - 3.0) / 2.0) * jnp.log(jnp.maximum(1.0 - 0.25 * d * d, 1e-8)))
+  near = masks.negative & (distances < nonzero_loss_cutoff)
+  use = jnp.where(jnp.any(near, axis=-1, keepdims=True), near, masks.negative)
+  # 1/q, stabilised per row; the max shift cancels in the categorical.
+  log_w = jnp.where(use, -log_q, -jnp.inf)
+  pkey, nkey = jax.random.split(key)
+  ni = jax.random.categorical(nkey, log_w, axis=-1)
+  pi = jax.random.categorical(
+      pkey, jnp.where(masks.positive, 0.0, -jnp.inf), axis=-1)
+  valid = masks.valid_anchor
+  pi, ni = jnp.where(valid, pi, -1), jnp.where(valid, ni, -1)
+  return TripletSelection(
+      positive_index=pi, negative_index=ni,
+      positive_distance=jnp.where(valid, gather_rows(distances, pi[:, None])[:, 0], 0),
+      negative_distance=jnp.where(valid, gather_rows(distances, ni[:, None])[:, 0], 0),
+      valid=valid)
+
+
+def statistics(distances: jax.Array, labels: jax.Array, *, margin=0.2,
+               where: jax.Array | None = None) -> dict[str, jax.Array]:
+  r"""Scalars a training loop can log about what mining sees.
+
+  Keys: ``valid_anchor_fraction`` (of real rows), ``active_anchor_fraction``
+  (valid anchors whose batch-hard hinge :math:`m + d^+_i - d^-_i` is > 0),
+  ``active_triplet_fraction`` (of all valid triplets, hinge > 0),
+  ``hardest_positive_mean`` / ``hardest_negative_mean`` (over valid anchors).
+
+  Args:
+    distances: ``[batch, batch]`` distances.
+    labels: ``[batch]`` integer labels.
+    margin: :math:`m \ge 0`.
+    where: optional ``[batch]`` bool; False marks padding rows.
+
+  Returns:
+    A dict of float32 scalars; every value is 0, never NaN, on empty batches.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
+    >>> s = ml.mining.statistics(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]))
+    >>> round(float(s["active_anchor_fraction"]), 2), float(s["hardest_positive_mean"])
+    (0.5, 1.75)
+  """
+  distances, masks = _square(distances, labels, where)
+  sel = select_triplets(distances, masks)
+  counts = batch_all(distances, labels, margin=margin, where=where)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  valid = sel.valid
+  return {
+      "valid_anchor_fraction": reductions.masked_mean(f32(valid), masks.anchor_where),
+      "active_anchor_fraction": reductions.masked_mean(
+          f32(margin + sel.positive_distance - sel.negative_distance > 0), valid),
+      "active_triplet_fraction": reductions.safe_divide(
+          f32(jnp.sum(counts.num_active)), f32(jnp.sum(counts.num_triplets))),
+      "hardest_positive_mean": reductions.masked_mean(f32(sel.positive_distance), valid),
+      "hardest_negative_mean": reductions.masked_mean(f32(sel.negative_distance), valid),
+  }

@@ -1,0 +1,105 @@
+r"""Named loss definitions reproducing papers and other libraries.
+
+The same name — "batch-hard triplet loss" — means different losses in
+different places: with or without L2 normalisation, a squared or plain
+distance, a hinge or soft margin, and a mean over anchors or over active
+triplets (see ``PEERS.md``). A preset pins all of that down:
+
+=======================  ============================================================
+``hermans``              batch-hard, euclidean, no normalisation, soft margin, mean over
+                         valid anchors (Hermans et al. 2017, their default).
+``facenet``              L2-normalised, squared euclidean, margin 0.2, semi-hard
+                         "facenet" triplets, mean over them (Schroff et al. 2015).
+``pml``                  pytorch-metric-learning ``BatchHardMiner`` +
+                         ``TripletMarginLoss()``: L2-normalised euclidean, margin 0.05,
+                         mean over non-zero triplets (``AvgNonZeroReducer``).
+``tfa``                  ``tfa.losses.TripletHardLoss()``: euclidean, margin 1.0, mean
+                         over anchors.
+``tfa_semihard``         ``tfa.losses.TripletSemiHardLoss()``: euclidean, margin 1.0,
+                         semi-hard "tfa", mean over positive pairs.
+``sentence_transformers``  ``BatchHardTripletLoss``: euclidean, margin 5, mean over anchors.
+=======================  ============================================================
+
+On PK batches (every anchor has a positive and a negative) each preset equals
+its source. Elsewhere, presets follow this library's edge handling (anchors
+without a positive or negative are left out; never NaN), not the source's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+from metric_learning import distances
+from metric_learning.losses import triplet
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """A loss with pinned defaults. Call it as ``preset(embeddings, labels, **overrides)``."""
+  name: str
+  loss: Callable[..., jax.Array]
+  defaults: dict[str, Any]
+  normalize: bool
+  description: str
+
+  def __call__(self, embeddings: jax.Array, labels: jax.Array, **overrides) -> jax.Array:
+    if self.normalize:
+      embeddings = distances.l2_normalize(embeddings)
+    return self.loss(embeddings, labels, **{**self.defaults, **overrides})
+
+
+_PRESETS = {
+    p.name: p for p in (
+        Preset("hermans", triplet.batch_hard_triplet_loss,
+               dict(metric="euclidean", soft=True, reduction="mean"), False,
+               "Hermans et al. 2017: batch-hard, soft margin, euclidean."),
+        Preset("facenet", triplet.semi_hard_triplet_loss,
+               dict(metric="sqeuclidean", margin=0.2, definition="facenet",
+                    reduction="mean"), True,
+               "Schroff et al. 2015: semi-hard, squared L2 on the unit sphere."),
+        Preset("pml", triplet.batch_hard_triplet_loss,
+               dict(metric="euclidean", margin=0.05, reduction="mean_nonzero"), True,
+               "pytorch-metric-learning BatchHardMiner + TripletMarginLoss."),
+        Preset("tfa", triplet.batch_hard_triplet_loss,
+               dict(metric="euclidean", margin=1.0, reduction="mean"), False,
+               "tfa.losses.TripletHardLoss defaults."),
+        Preset("tfa_semihard", triplet.semi_hard_triplet_loss,
+               dict(metric="euclidean", margin=1.0, definition="tfa",
+                    reduction="mean"), False,
+               "tfa.losses.TripletSemiHardLoss defaults."),
+        Preset("sentence_transformers", triplet.batch_hard_triplet_loss,
+               dict(metric="euclidean", margin=5.0, reduction="mean"), False,
+               "sentence-transformers BatchHardTripletLoss defaults."),
+    )
+}
+
+NAMES = tuple(_PRESETS)
+
+
+def get(name: str) -> Preset:
+  r"""The loss callable of a named preset.
+
+  Args:
+    name: one of :data:`NAMES`.
+
+  Returns:
+    A :class:`Preset`: ``preset(embeddings, labels, **overrides) -> scalar``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import metric_learning as ml
+    >>> x, y = jnp.array([[0.0], [1.0], [1.5], [4.0]]), jnp.array([0, 0, 1, 1])
+    >>> round(float(ml.presets.get("tfa")(x, y)), 4)  # (0.5 + 1.5 + 3 + 0.5) / 4
+    1.375
+    >>> round(float(ml.presets.get("tfa")(x, y, margin=0.2)), 4)
+    0.725
+  """
+  if name not in _PRESETS:
+    raise ValueError(f"name must be one of {', '.join(map(repr, NAMES))}; "
+                     f"got {name!r}.")
+  return _PRESETS[name]
+
+
