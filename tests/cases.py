@@ -1,0 +1,36 @@
+"""Random batches with the label patterns every loss is checked on."""
+
+import numpy as np
+
+SHAPES = ((7, 3), (12, 5))
+PATTERNS = ("pk", "one_class", "all_distinct", "singletons", "padding")
+
+
+def labels_for(pattern, batch, rng):
+  if pattern in ("pk", "padding"):
+    return (np.arange(batch) // 3) * 5 + 100          # groups of 3, any values
+  if pattern == "one_class":
+    return np.full(batch, -42)
+  if pattern == "all_distinct":
+    return np.arange(batch) * 3 - 7
+  if pattern == "singletons":                          # a pair, a triple, singletons
+    return np.array([0, 0, 1, 1, 1] + list(range(2, batch - 3)))[:batch]
+  raise ValueError(pattern)
+
+
+def make(pattern, batch, dim, seed=0, scale=1.0):
+  """(embeddings float32, labels int32, where bool or None)."""
+  rng = np.random.default_rng([seed, batch, dim, PATTERNS.index(pattern)])
+  x = (scale * rng.standard_normal((batch, dim))).astype(np.float32)
+  labels = labels_for(pattern, batch, rng).astype(np.int32)
+  where = None
+  if pattern == "padding":
+    where = np.ones(batch, bool)
+    where[[1, batch - 1, batch // 2]] = False
+  return x, labels, where
+
+
+def all_cases():
+  for batch, dim in SHAPES:
+    for pattern in PATTERNS:
+      yield (pattern, batch, dim) + make(pattern, batch, dim)

@@ -1,0 +1,215 @@
+"""Brute-force NumPy float64 references: explicit loops over anchors, pairs, triplets.
+
+Deliberately naive — nothing here shares code with the library. Each loss
+reference returns per-anchor (value, count, nonzero) lists, reduced by
+:func:`reduce`.
+"""
+
+import math
+
+import numpy as np
+
+
+def distance(a, b, metric):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if metric == "cosine":
+    na, nb = math.sqrt(a @ a), math.sqrt(b @ b)
+    cos = 0.0 if na == 0 or nb == 0 else (a @ b) / (na * nb)
+    return 1.0 - cos
+  sq = float(np.sum((a - b) ** 2))
+  return math.sqrt(sq) if metric == "euclidean" else sq
+
+
+def distance_matrix(x, y, metric):
+  return np.array([[distance(a, b, metric) for b in y] for a in x])
+
+
+class Setup:
+  """Anchors = batch; candidates = batch followed by optional references."""
+
+  def __init__(self, x, labels, where=None, refs=None, ref_labels=None, ref_where=None):
+    self.x = np.asarray(x, np.float64)
+    self.labels = [int(v) for v in labels]
+    self.where = [True] * len(self.labels) if where is None else [bool(v) for v in where]
+    self.cands = self.x
+    self.cand_labels = list(self.labels)
+    self.cand_where = list(self.where)
+    if refs is not None:
+      self.cands = np.concatenate([self.x, np.asarray(refs, np.float64)])
+      self.cand_labels += [int(v) for v in ref_labels]
+      self.cand_where += ([True] * len(ref_labels) if ref_where is None
+                          else [bool(v) for v in ref_where])
+
+  def anchors(self):
+    return [i for i in range(len(self.labels)) if self.where[i]]
+
+  def positives(self, i):
+    return [j for j in range(len(self.cand_labels)) if j != i and self.cand_where[j]
+            and self.cand_labels[j] == self.labels[i] and self.where[i]]
+
+  def negatives(self, i):
+    return [k for k in range(len(self.cand_labels)) if self.cand_where[k]
+            and self.cand_labels[k] != self.labels[i] and self.where[i]]
+
+  def d(self, i, j, metric):
+    return distance(self.x[i], self.cands[j], metric)
+
+
+def term(gap, margin, soft):
+  if soft:
+    return math.log1p(math.exp(gap)) if gap < 30 else gap
+  return max(margin + gap, 0.0)
+
+
+def reduce(per_anchor, reduction):
+  values = np.array([v for v, _, _ in per_anchor], np.float64)
+  counts = sum(c for _, c, _ in per_anchor)
+  nonzero = sum(n for _, _, n in per_anchor)
+  if reduction == "none":
+    return values
+  total = float(values.sum())
+  if reduction == "sum":
+    return total
+  den = counts if reduction == "mean" else nonzero
+  return total / den if den > 0 else 0.0
+
+
+def _collect(values):
+  """(sum, count, nonzero) of a list of term values."""
+  return (float(sum(values)), len(values), sum(1 for v in values if v > 0))
+
+
+def batch_hard(s, metric, margin, soft, positive="hard"):
+  out = []
+  for i in range(len(s.labels)):
+    pos, neg = s.positives(i), s.negatives(i)
+    if not pos or not neg:
+      out.append((0.0, 0, 0))
+      continue
+    dps = [s.d(i, j, metric) for j in pos]
+    dp = max(dps) if positive == "hard" else min(dps)
+    dn = min(s.d(i, k, metric) for k in neg)
+    out.append(_collect([term(dp - dn, margin, soft)]))
+  return out
+
+
+def batch_all(s, metric, margin, soft):
+  out = []
+  for i in range(len(s.labels)):
+    vals = [term(s.d(i, j, metric) - s.d(i, k, metric), margin, soft)
+            for j in s.positives(i) for k in s.negatives(i)]
+    out.append(_collect(vals))
+  return out
+
+
+def semi_hard_facenet(s, metric, margin, soft):
+  out = []
+  for i in range(len(s.labels)):
+    vals = []
+    for j in s.positives(i):
+      for k in s.negatives(i):
+        dp, dn = s.d(i, j, metric), s.d(i, k, metric)
+        if dp < dn < dp + margin:
+          vals.append(term(dp - dn, margin, soft))
+    out.append(_collect(vals))
+  return out
+
+
+def semi_hard_tfa(s, metric, margin, soft):
+  out = []
+  for i in range(len(s.labels)):
+    neg = s.negatives(i)
+    vals = []
+    for j in (s.positives(i) if neg else []):
+      dp = s.d(i, j, metric)
+      farther = [s.d(i, k, metric) for k in neg if s.d(i, k, metric) > dp]
+      dn = min(farther) if farther else max(s.d(i, k, metric) for k in neg)
+      vals.append(term(dp - dn, margin, soft))
+    out.append(_collect(vals))
+  return out
+
+
+def quadruplet(s, metric, margin, margin2):
+  out = []
+  for i in range(len(s.labels)):
+    pos, neg = s.positives(i), s.negatives(i)
+    if not pos or not neg:
+      out.append((0.0, 0, 0))
+      continue
+    dp = max(s.d(i, j, metric) for j in pos)
+    dn = min(s.d(i, k, metric) for k in neg)
+    value = max(margin + dp - dn, 0.0)
+    pairs = [distance(s.x[k], s.x[l], metric) for k in neg for l in neg
+             if s.labels[k] != s.labels[l]]
+    if pairs:
+      value += max(margin2 + dp - min(pairs), 0.0)
+    out.append((value, 1, int(value > 0)))
+  return out
+
+
+def contrastive(s, metric, margin):
+  out = []
+  for i in range(len(s.labels)):
+    vals = [0.5 * s.d(i, j, metric) ** 2 for j in s.positives(i)]
+    vals += [0.5 * max(margin - s.d(i, k, metric), 0.0) ** 2 for k in s.negatives(i)]
+    out.append(_collect(vals))
+  return out
+
+
+def lifted(s, metric, margin):
+  out = []
+  for i in range(len(s.labels)):
+    vals = []
+    for j in s.positives(i):
+      total = sum(math.exp(margin - s.d(i, k, metric)) for k in s.negatives(i))
+      total += sum(math.exp(margin - s.d(j, l, metric)) for l in s.negatives(j))
+      if total == 0:
+        continue
+      vals.append(0.5 * max(math.log(total) + s.d(i, j, metric), 0.0) ** 2)
+    # count = pairs, value = sum; the paper's 1/(2|P|) over unordered pairs.
+    out.append((float(sum(vals)), len(vals), sum(1 for v in vals if v > 0)))
+  return out
+
+
+def multi_similarity(s, alpha, beta, base, epsilon):
+  out = []
+  for i in range(len(s.labels)):
+    pos, neg = s.positives(i), s.negatives(i)
+    if not pos or not neg:
+      out.append((0.0, 0, 0))
+      continue
+    sim = lambda j: 1.0 - s.d(i, j, "cosine")
+    min_pos = min(sim(j) for j in pos)
+    max_neg = max(sim(k) for k in neg)
+    kp = [j for j in pos if sim(j) - epsilon < max_neg]
+    kn = [k for k in neg if sim(k) + epsilon > min_pos]
+    if not kp or not kn:
+      out.append((0.0, 1, 0))
+      continue
+    value = (math.log1p(sum(math.exp(-alpha * (sim(j) - base)) for j in kp)) / alpha
+             + math.log1p(sum(math.exp(beta * (sim(k) - base)) for k in kn)) / beta)
+    out.append((value, 1, int(value > 0)))
+  return out
+
+
+def margin_loss(s, metric, beta, margin):
+  out = []
+  for i in range(len(s.labels)):
+    b = beta[i] if np.ndim(beta) else beta
+    vals = [max(margin + s.d(i, j, metric) - b, 0.0) for j in s.positives(i)]
+    vals += [max(margin - s.d(i, k, metric) + b, 0.0) for k in s.negatives(i)]
+    out.append(_collect(vals))
+  return out
+
+
+def npair(s):
+  out = []
+  for i in range(len(s.labels)):
+    neg = s.negatives(i)
+    vals = []
+    for j in (s.positives(i) if neg else []):
+      sij = float(s.x[i] @ s.cands[j])
+      vals.append(math.log1p(sum(math.exp(float(s.x[i] @ s.cands[k]) - sij)
+                                 for k in neg)))
+    out.append(_collect(vals))
+  return out
