@@ -55,18 +55,28 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   x = jnp.asarray(x)
   dtype = _validation.compute_dtype(x.dtype)
   x32 = x.astype(dtype)
+  # Divide by the largest |component| first so that squares neither underflow
+  # (tiny vectors) nor overflow (huge ones).
+  scale = jax.lax.stop_gradient(jnp.max(jnp.abs(x32), axis=axis, keepdims=True))
+  x32 = x32 / jnp.where(scale > 0, scale, 1.0)
   sq = jnp.sum(x32 * x32, axis=axis, keepdims=True)
   nonzero = sq > 0
   inv = jnp.where(nonzero, jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
   return (x32 * inv).astype(x.dtype)
 
 
+def _cosine_distance(cos: jax.Array) -> jax.Array:
+  """1 - cos of unit vectors, in [0, 2]; rounding noise around 0 is set to 0."""
+  d = jnp.minimum(1.0 - cos, 2.0)
+  noise = 2 * _CANCELLATION_NOISE * jnp.finfo(d.dtype).eps
+  return jnp.where(d > noise, d, 0.0)
+
+
 def _pairwise(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
   """All-pairs distances of validated arrays in their (compute) dtype."""
   if metric == "cosine":
     xn, yn = l2_normalize(x), l2_normalize(y)
-    cos = jnp.matmul(xn, yn.T, precision=_HIGHEST)
-    return jnp.clip(1.0 - cos, 0.0, 2.0)
+    return _cosine_distance(jnp.matmul(xn, yn.T, precision=_HIGHEST))
   xx = jnp.sum(x * x, axis=-1)[:, None]
   yy = jnp.sum(y * y, axis=-1)[None, :]
   sq = xx + yy - 2.0 * jnp.matmul(x, y.T, precision=_HIGHEST)
@@ -78,8 +88,7 @@ def _pairwise(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
 def _paired(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
   """Row-wise distances of validated arrays; the accurate difference form."""
   if metric == "cosine":
-    cos = jnp.sum(l2_normalize(x) * l2_normalize(y), axis=-1)
-    return jnp.clip(1.0 - cos, 0.0, 2.0)
+    return _cosine_distance(jnp.sum(l2_normalize(x) * l2_normalize(y), axis=-1))
   diff = x - y
   sq = jnp.sum(diff * diff, axis=-1)
   return safe_sqrt(sq) if metric == "euclidean" else sq

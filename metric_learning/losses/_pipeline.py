@@ -54,7 +54,9 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
   labels = _validation.int_vector(labels, size, "labels")
   where = _validation.bool_vector(where, size, "where")
   dtype = _validation.compute_dtype(embeddings.dtype)
-  x = embeddings.astype(dtype)
+  # Padding rows may hold anything (even NaN): zero them so that nothing they
+  # hold reaches a value or, through 0 * NaN in a matmul transpose, a gradient.
+  x = jnp.where(where[:, None], embeddings.astype(dtype), 0)
   cands, cand_labels, cand_where = x, labels, where
   if (ref_embeddings is None) != (ref_labels is None):
     raise ValueError("ref_embeddings and ref_labels must be given together; got "
@@ -67,7 +69,8 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
                                         "ref_embeddings")
     ref_where = _validation.bool_vector(ref_where, refs.shape[0], "ref_where",
                                         "ref_embeddings")
-    cands = jnp.concatenate([x, jax.lax.stop_gradient(refs.astype(dtype))])
+    refs = jnp.where(ref_where[:, None], refs.astype(dtype), 0)
+    cands = jnp.concatenate([x, jax.lax.stop_gradient(refs)])
     cand_labels = jnp.concatenate([labels, ref_labels.astype(labels.dtype)])
     cand_where = jnp.concatenate([where, ref_where])
   elif ref_where is not None:

@@ -1,0 +1,144 @@
+"""Miners against brute-force selection loops."""
+
+import cases
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+
+import metric_learning as ml
+
+
+def _setup(x, y, w):
+  return ref.Setup(x, y, w), ref.distance_matrix(x, x, "euclidean")
+
+
+@pytest.mark.parametrize("positive", ["hard", "easy"])
+def test_batch_hard_and_easy_positive_match_loops(positive):
+  miner = jax.jit(ml.mining.batch_hard if positive == "hard" else ml.mining.easy_positive)
+  for _, batch, _, x, y, w in cases.all_cases():
+    s, d = _setup(x, y, w)
+    sel = miner(ml.pairwise_distances(x), y, where=None if w is None else jnp.asarray(w))
+    for field in ("positive_index", "negative_index", "positive_distance",
+                  "negative_distance", "valid"):
+      assert getattr(sel, field).shape == (batch,)
+    for i in range(batch):
+      pos, neg = s.positives(i), s.negatives(i)
+      assert bool(sel.valid[i]) == bool(pos and neg)
+      if not (pos and neg):
+        assert sel.positive_index[i] == -1 and sel.negative_index[i] == -1
+        assert sel.positive_distance[i] == 0 and sel.negative_distance[i] == 0
+        continue
+      pick = max if positive == "hard" else min
+      assert sel.positive_index[i] == pick(pos, key=lambda j: d[i, j])
+      assert sel.negative_index[i] == min(neg, key=lambda k: d[i, k])
+      np.testing.assert_allclose(sel.positive_distance[i], d[i, sel.positive_index[i]],
+                                 rtol=1e-5)
+
+
+def test_semi_hard_tfa_matches_loops():
+  for _, batch, _, x, y, w in cases.all_cases():
+    s, d = _setup(x, y, w)
+    sel = ml.mining.semi_hard(ml.pairwise_distances(x), y, definition="tfa",
+                              where=None if w is None else jnp.asarray(w))
+    assert sel.negative_index.shape == (batch, batch)
+    for i in range(batch):
+      neg = s.negatives(i)
+      for j in range(batch):
+        is_pair = j in s.positives(i) and bool(neg)
+        assert bool(sel.valid[i, j]) == is_pair
+        if not is_pair:
+          assert sel.negative_index[i, j] == -1
+          continue
+        farther = [k for k in neg if d[i, k] > d[i, j]]
+        want = (min(farther, key=lambda k: d[i, k]) if farther
+                else max(neg, key=lambda k: d[i, k]))
+        assert sel.negative_index[i, j] == want
+
+
+@pytest.mark.parametrize("definition", ["facenet", None])
+def test_triplet_counts_match_loops(definition):
+  for _, batch, _, x, y, w in cases.all_cases():
+    s, d = _setup(x, y, w)
+    dm = ml.pairwise_distances(x)
+    wj = None if w is None else jnp.asarray(w)
+    counts = (ml.mining.semi_hard(dm, y, margin=0.7, where=wj) if definition
+              else ml.mining.batch_all(dm, y, margin=0.7, where=wj))
+    for i in range(batch):
+      trip = [(j, k) for j in s.positives(i) for k in s.negatives(i)]
+      if definition:
+        trip = [(j, k) for j, k in trip if d[i, j] < d[i, k] < d[i, j] + 0.7]
+        active = trip
+      else:
+        active = [(j, k) for j, k in trip if 0.7 + d[i, j] - d[i, k] > 0]
+      assert counts.num_triplets[i] == len(trip)
+      assert counts.num_active[i] == len(active)
+
+
+def test_rank_range_matches_sorting():
+  for _, batch, _, x, y, w in cases.all_cases():
+    s, d = _setup(x, y, w)
+    sel = ml.mining.rank_range(ml.pairwise_distances(x), y, positive_ranks=(0, 2),
+                               negative_ranks=(1, 4),
+                               where=None if w is None else jnp.asarray(w))
+    assert sel.positive_index.shape == (batch, 2)
+    assert sel.negative_index.shape == (batch, 3)
+    for i in range(batch):
+      pos = sorted(s.positives(i), key=lambda j: -d[i, j])[0:2]
+      neg = sorted(s.negatives(i), key=lambda k: d[i, k])[1:4]
+      assert sel.positive_index[i].tolist() == pos + [-1] * (2 - len(pos))
+      assert sel.negative_index[i].tolist() == neg + [-1] * (3 - len(neg))
+      assert sel.negative_valid[i].tolist() == [True] * len(neg) + [False] * (3 - len(neg))
+
+
+def test_rank_range_beyond_batch_is_invalid_not_an_error():
+  x, y, _ = cases.make("pk", 6, 2)
+  sel = ml.mining.rank_range(ml.pairwise_distances(x), y, negative_ranks=(4, 9))
+  assert sel.negative_index.shape == (6, 5)
+  assert not np.any(sel.negative_valid[:, 1:])
+
+
+def test_distance_weighted_samples_only_valid_pairs_and_follows_weights():
+  x, y, w = cases.make("padding", 12, 16)
+  x = np.asarray(ml.l2_normalize(x))
+  d = ml.pairwise_distances(x)
+  s = ref.Setup(x, y, w)
+  keys = jax.random.split(jax.random.key(0), 400)
+  sample = jax.jit(jax.vmap(lambda k: ml.mining.distance_weighted(
+      k, d, y, dim=16, where=jnp.asarray(w))))(keys)
+  for i in range(12):
+    pos, neg = s.positives(i), s.negatives(i)
+    if not (pos and neg):
+      assert not np.any(sample.valid[:, i])
+      continue
+    assert set(np.asarray(sample.positive_index[:, i]).tolist()) <= set(pos)
+    assert set(np.asarray(sample.negative_index[:, i]).tolist()) <= set(neg)
+  # Negatives closer than typical are drawn more often than uniform sampling would.
+  i = 0
+  neg = s.negatives(i)
+  counts = np.bincount(np.asarray(sample.negative_index[:, i]), minlength=12)[neg]
+  dn = np.asarray(d)[i, neg]
+  logw = -((16 - 2) * np.log(np.maximum(dn, 0.5))
+           + (16 - 3) / 2 * np.log(np.maximum(1 - np.maximum(dn, 0.5) ** 2 / 4, 1e-8)))
+  p = np.exp(logw - logw.max())
+  p = np.where(dn < 1.4, p, 0)
+  p /= p.sum()
+  np.testing.assert_allclose(counts / 400, p, atol=0.08)
+
+
+def test_statistics_are_finite_and_correct_on_tiny_batches():
+  x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
+  s = ml.mining.statistics(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]), margin=0.2)
+  assert float(s["valid_anchor_fraction"]) == 1.0
+  assert float(s["active_triplet_fraction"]) == 3 / 8
+  np.testing.assert_allclose(float(s["hardest_negative_mean"]), (1.5 + 0.5 + 0.5 + 3) / 4)
+  empty = ml.triplet_statistics(x, jnp.array([0, 1, 2, 3]))
+  assert all(np.isfinite(float(v)) for v in empty.values())
+  assert float(empty["valid_anchor_fraction"]) == 0.0
+
+
+def test_no_inf_leaks_from_all_masked_rows():
+  d = ml.pairwise_distances(jnp.ones((3, 2)))
+  sel = ml.mining.batch_hard(d, jnp.array([0, 0, 0]))
+  assert np.all(np.isfinite(sel.positive_distance)) and np.all(np.isfinite(sel.negative_distance))
