@@ -89,7 +89,8 @@ def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
   cands = jax.lax.stop_gradient(batch.candidates)
 
   def select(a, labels, where, self_index):
-    d = distances_lib._pairwise(a, cands, metric)  # pylint: disable=protected-access
+    # Only indices are used: rank by a per-row monotone score, not the distances.
+    d = distances_lib._row_ranking(a, cands, metric)  # pylint: disable=protected-access
     m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
                              batch.candidate_where, self_index)
     return mining.select_triplets(d, m, positive=positive)
