@@ -38,7 +38,7 @@ _DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension D.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per point (median reported).")
 _METHODS = flags.DEFINE_list("methods", ["dense", "streaming", "autodiff", "floor", "pml"],
                              "Methods to run.")
-_BLOCK = flags.DEFINE_integer("block_size", 1024, "Rows per block for 'streaming'.")
+_BLOCK = flags.DEFINE_integer("block_size", 256, "Rows per block for 'streaming'.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Measure peak RSS per point (subprocesses).")
 _MAX_AUTODIFF = flags.DEFINE_integer(
     "max_dense_batch", 16384, "Skip dense/autodiff/pml above this B (B×B memory).")

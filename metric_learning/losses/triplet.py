@@ -65,35 +65,34 @@ def triplet_margin_loss(anchors: jax.Array, positives: jax.Array,
   return _pipeline.triplet_term(gap, margin, soft).astype(anchors.dtype)
 
 
-def _selected_terms(batch: _pipeline.Batch, selection: mining.TripletSelection,
-                    *, margin, metric: str, soft: bool):
+def _triplet_terms(batch: _pipeline.Batch, positive_index, negative_index, valid,
+                   *, margin, metric: str, soft: bool):
   """Per-anchor triplet terms of a selection, distances recomputed row-wise.
 
   The selection is piecewise constant in the embeddings, so differentiating the
   recomputed distances is the exact gradient of the mined loss. It touches only
   the selected rows: O(batch · dim), no [batch, batch] backward pass.
   """
-  index = jax.lax.stop_gradient(
-      jnp.stack([selection.positive_index, selection.negative_index]))
+  index = jax.lax.stop_gradient(jnp.stack([positive_index, negative_index]))
   chosen = jnp.take(batch.candidates, jnp.maximum(index, 0), axis=0)
   dp = distances_lib._paired(batch.anchors, chosen[0], metric)  # pylint: disable=protected-access
   dn = distances_lib._paired(batch.anchors, chosen[1], metric)  # pylint: disable=protected-access
-  return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft),
-                         selection.valid)
+  return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft), valid), dp
 
 
 def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
-            positive: str = "hard") -> mining.TripletSelection:
-  """Batch-hard style selection, dense or streamed over blocks of anchor rows."""
+            positive: str = "hard"):
+  """Batch-hard style (positive_index, negative_index, valid), dense or streamed
+  over blocks of anchor rows. Never differentiated; only indices are kept."""
   anchors = jax.lax.stop_gradient(batch.anchors)
   cands = jax.lax.stop_gradient(batch.candidates)
 
   def select(a, labels, where, self_index):
     # Only indices are used: rank by a per-row monotone score, not the distances.
-    d = distances_lib._row_ranking(a, cands, metric)  # pylint: disable=protected-access
+    scores = distances_lib._row_ranking(a, cands, metric)  # pylint: disable=protected-access
     m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
                              batch.candidate_where, self_index)
-    return mining.select_triplets(d, m, positive=positive)
+    return mining.hard_indices(scores, m, positive=positive)
 
   rows = (anchors, batch.labels, batch.where, batch.self_index)
   size = anchors.shape[0]
@@ -104,7 +103,7 @@ def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
   padded = [jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)) for r in rows]
   padded = [r.reshape((blocks, block_size) + r.shape[1:]) for r in padded]
   sel = jax.lax.map(lambda r: select(*r), padded)
-  return jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:])[:size], sel)
+  return tuple(v.reshape(-1)[:size] for v in sel)
 
 
 def selected_triplet_loss(embeddings: jax.Array, selection: mining.TripletSelection,
@@ -143,8 +142,9 @@ def selected_triplet_loss(embeddings: jax.Array, selection: mining.TripletSelect
   if selection.valid.shape != batch.labels.shape:
     raise ValueError(f"selection must have [{batch.labels.shape[0]}] fields to "
                      f"match embeddings; got valid of shape {selection.valid.shape}.")
-  return batch.finish(_selected_terms(batch, selection, margin=margin, metric=metric,
-                                      soft=soft), reduction)
+  terms, _ = _triplet_terms(batch, selection.positive_index, selection.negative_index,
+                            selection.valid, margin=margin, metric=metric, soft=soft)
+  return batch.finish(terms, reduction)
 
 
 def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
@@ -202,9 +202,9 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   block_size = _validation.block_size(block_size)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where)
-  selection = _select(batch, metric, block_size)
-  return batch.finish(_selected_terms(batch, selection, margin=margin, metric=metric,
-                                      soft=soft), reduction)
+  terms, _ = _triplet_terms(batch, *_select(batch, metric, block_size), margin=margin,
+                            metric=metric, soft=soft)
+  return batch.finish(terms, reduction)
 
 
 def _cube_loss(batch: _pipeline.Batch, metric: str, row_terms, reduction: str):
@@ -385,8 +385,8 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
                           margin2=margin2)
   batch = _pipeline.prepare(embeddings, labels, where)
-  selection = _select(batch, metric, None)
-  first = _selected_terms(batch, selection, margin=margin, metric=metric, soft=False)
+  pi, ni, valid = _select(batch, metric, None)
+  first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=False)
 
   x = jax.lax.stop_gradient(batch.anchors)
   d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
@@ -402,12 +402,9 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   k, l, found = mining.map_anchors(hardest_pair, masks.negative)
   xk = jnp.take(batch.anchors, k, axis=0)
   xl = jnp.take(batch.anchors, l, axis=0)
-  dp = distances_lib._paired(  # pylint: disable=protected-access
-      batch.anchors, jnp.take(batch.anchors, jnp.maximum(selection.positive_index, 0),
-                              axis=0), metric)
   dnn = distances_lib._paired(xk, xl, metric)  # pylint: disable=protected-access
-  second = jnp.where(selection.valid & found, jax.nn.relu(margin2 + dp - dnn), 0)
+  second = jnp.where(valid & found, jax.nn.relu(margin2 + dp - dnn), 0)
   values = first.values + second
   terms = reductions.Terms(values, first.counts,
-                           (selection.valid & (values > 0)).astype(values.dtype))
+                           (valid & (values > 0)).astype(values.dtype))
   return batch.finish(terms, reduction)
