@@ -137,30 +137,45 @@ def test_reference_candidates_match_reference(name):
   del call
 
 
-def test_batch_hard_streaming_block_sizes_agree():
-  x, y, w = cases.make("padding", 23, 6)
-  dense = jax.value_and_grad(lambda e: ml.batch_hard_triplet_loss(e, y, where=w))(x)
-  for block in (1, 4, 7, 23, 64):
-    blocked = jax.value_and_grad(
-        lambda e, b=block: ml.batch_hard_triplet_loss(e, y, where=w, block_size=b))(x)
-    np.testing.assert_array_equal(dense[0], blocked[0])
-    np.testing.assert_allclose(dense[1], blocked[1], rtol=0, atol=0)
+def _naive_batch_hard(x, y, where, margin, metric, soft):
+  """Plain autodiff over one dense matrix: masked max/min, no stop_gradient tricks."""
+  d = ml.pairwise_distances(x, metric=metric)
+  pos, neg = ml.positive_mask(y, where=where), ml.negative_mask(y, where=where)
+  dp = jnp.max(jnp.where(pos, d, -jnp.inf), axis=1)
+  dn = jnp.min(jnp.where(neg, d, jnp.inf), axis=1)
+  valid = pos.any(1) & neg.any(1)
+  gap = jnp.where(valid, dp - dn, 0.0)
+  term = jax.nn.softplus(gap) if soft else jax.nn.relu(margin + gap)
+  return jnp.sum(jnp.where(valid, term, 0)) / jnp.maximum(valid.sum(), 1)
 
 
-def test_batch_hard_gradient_equals_plain_autodiff_of_dense_matrix():
-  """The recompute-only-the-selected-rows gradient equals autodiff of a naive
-  dense implementation (masked max/min over the full matrix)."""
-  x, y, _ = cases.make("pk", 12, 5)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("soft", [False, True])
+def test_dense_streaming_and_plain_autodiff_agree(metric, soft):
+  """Value and gradient: dense, streaming with uneven block sizes, and naive autodiff."""
+  x, y, w = cases.make("padding", 23, 6, seed=11)
+  w = jnp.asarray(w)
+  loss = lambda e, b: ml.batch_hard_triplet_loss(e, y, where=w, margin=0.5, metric=metric,
+                                                 soft=soft, block_size=b)
+  value, grad = jax.value_and_grad(loss)(x, None)
+  naive_value, naive_grad = jax.value_and_grad(_naive_batch_hard)(x, y, w, 0.5, metric, soft)
+  np.testing.assert_allclose(value, naive_value, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grad, naive_grad, rtol=1e-4, atol=1e-5)
+  for block in (1, 4, 7, 22, 64):
+    b_value, b_grad = jax.value_and_grad(loss)(x, block)
+    np.testing.assert_array_equal(value, b_value)
+    np.testing.assert_array_equal(grad, b_grad)
 
-  def naive(e):
-    d = ml.pairwise_distances(e)
-    pos, neg = ml.positive_mask(y), ml.negative_mask(y)
-    dp = jnp.max(jnp.where(pos, d, -jnp.inf), axis=1)
-    dn = jnp.min(jnp.where(neg, d, jnp.inf), axis=1)
-    return jnp.mean(jax.nn.relu(0.5 + dp - dn))
 
-  ours = jax.grad(lambda e: ml.batch_hard_triplet_loss(e, y, margin=0.5))(x)
-  np.testing.assert_allclose(ours, jax.grad(naive)(x), rtol=1e-4, atol=1e-5)
+def test_streaming_with_memory_bank_equals_dense():
+  x, y, _ = cases.make("pk", 10, 4)
+  refs, ref_y, _ = cases.make("singletons", 9, 4, seed=2)
+  kw = dict(ref_embeddings=refs, ref_labels=ref_y, ref_where=np.arange(9) != 3)
+  dense = jax.value_and_grad(lambda e: ml.batch_hard_triplet_loss(e, y, **kw))(x)
+  streamed = jax.value_and_grad(
+      lambda e: ml.batch_hard_triplet_loss(e, y, block_size=3, **kw))(x)
+  np.testing.assert_array_equal(dense[0], streamed[0])
+  np.testing.assert_array_equal(dense[1], streamed[1])
 
 
 def test_triplet_margin_loss_matches_reference():
