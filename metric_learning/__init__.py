@@ -4,8 +4,10 @@ The public API (see DESIGN.md §2) is imported here explicitly; nothing heavy is
 imported at package import (core needs only jax and numpy).
 """
 
+from metric_learning import index
 from metric_learning import masks
 from metric_learning import memory
+from metric_learning import metrics
 from metric_learning import mining
 from metric_learning import presets
 from metric_learning import reductions
@@ -39,12 +41,14 @@ __all__ = (
     "batch_all_triplet_loss",
     "batch_hard_triplet_loss",
     "contrastive_loss",
+    "index",
     "init_memory",
     "l2_normalize",
     "lifted_structure_loss",
     "margin_loss",
     "masks",
     "memory",
+    "metrics",
     "mining",
     "multi_similarity_loss",
     "negative_mask",

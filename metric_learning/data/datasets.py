@@ -1,0 +1,169 @@
+"""Datasets behind one small interface: arrays in memory.
+
+Every loader returns a :class:`Dataset` of float32 images ``[n, h, w, c]`` in
+[0, 1] (or features ``[n, d]``) and integer labels; re-ID data also carries
+camera ids. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Inputs ``[n, ...]`` float32, labels ``[n]`` int32, optional cameras ``[n]``."""
+  inputs: np.ndarray
+  labels: np.ndarray
+  cameras: np.ndarray | None = None
+  name: str = ""
+
+  def __post_init__(self):
+    if len(self.inputs) != len(self.labels):
+      raise ValueError(f"{self.name or 'dataset'}: {len(self.inputs)} inputs but "
+                       f"{len(self.labels)} labels.")
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def subset(self, mask_or_index, name: str | None = None) -> "Dataset":
+    cams = None if self.cameras is None else self.cameras[mask_or_index]
+    return Dataset(self.inputs[mask_or_index], self.labels[mask_or_index], cams,
+                   self.name if name is None else name)
+
+  @property
+  def num_classes(self) -> int:
+    return len(np.unique(self.labels))
+
+
+def digits() -> Dataset:
+  """scikit-learn's bundled digits: 1797 images 8×8×1 in [0, 1], labels 0–9."""
+  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  d = datasets.load_digits()
+  images = (d.images / 16.0).astype(np.float32)[..., None]
+  return Dataset(images, d.target.astype(np.int32), name="digits")
+
+
+def class_disjoint_split(dataset: Dataset, *, seen_classes, test_fraction: float,
+                         seed: int) -> dict[str, Dataset]:
+  """Train / seen / unseen splits.
+
+  ``train`` and ``seen`` are a stratified split of the seen classes
+  (``test_fraction`` held out); ``unseen`` is every sample of the other
+  classes, never seen in training.
+  """
+  from sklearn import model_selection  # pylint: disable=import-outside-toplevel
+  seen_mask = np.isin(dataset.labels, np.asarray(seen_classes))
+  if not seen_mask.any() or seen_mask.all():
+    raise ValueError(f"seen_classes {list(seen_classes)} must select some but not all "
+                     f"classes of {dataset.name}; its classes are "
+                     f"{np.unique(dataset.labels).tolist()}.")
+  seen_index = np.flatnonzero(seen_mask)
+  train_i, test_i = model_selection.train_test_split(
+      seen_index, test_size=test_fraction, stratify=dataset.labels[seen_index],
+      random_state=seed)
+  return {"train": dataset.subset(np.sort(train_i), "train"),
+          "seen": dataset.subset(np.sort(test_i), "seen"),
+          "unseen": dataset.subset(~seen_mask, "unseen")}
+
+
+def load_npz(path: str, *, inputs_key: str = "inputs", labels_key: str = "labels"
+             ) -> Dataset:
+  """An ``.npz`` with float (or uint8 image) inputs and integer labels.
+
+  Loaded with ``allow_pickle=False``: a file holding pickled objects is rejected.
+  uint8 inputs are scaled to [0, 1]; ``[n, h, w]`` images get a channel axis.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"npz dataset not found: {path!r}; expected a .npz file with "
+                            f"arrays {inputs_key!r} [n, ...] and {labels_key!r} [n].")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      missing = [k for k in (inputs_key, labels_key) if k not in f.files]
+      if missing:
+        raise ValueError(f"{path!r} lacks arrays {missing}; it has {f.files}.")
+      inputs, labels = f[inputs_key], f[labels_key]
+  except ValueError as e:
+    if "pickle" in str(e).lower():
+      raise ValueError(f"{path!r} holds pickled objects, which are not loaded; store "
+                       "plain numeric arrays.") from e
+    raise
+  if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+    raise ValueError(f"{path!r}: {labels_key!r} must be a 1-D integer array; got "
+                     f"{labels.dtype} {labels.shape}.")
+  if inputs.dtype == np.uint8:
+    inputs = inputs.astype(np.float32) / 255.0
+  elif not np.issubdtype(inputs.dtype, np.floating):
+    raise ValueError(f"{path!r}: {inputs_key!r} must be float or uint8; got {inputs.dtype}.")
+  if inputs.ndim == 3:
+    inputs = inputs[..., None]
+  return Dataset(inputs.astype(np.float32), labels.astype(np.int32),
+                 name=os.path.basename(path))
+
+
+def _load_image(path: str, size: int) -> np.ndarray:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with Image.open(path) as im:
+    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(im, np.float32) / 255.0
+
+
+def image_folder(root: str, *, image_size: int = 64) -> Dataset:
+  """One sub-folder per class (CUB-200, Cars196, SOP after extraction).
+
+  Classes are numbered in sorted sub-folder order; images are resized to
+  ``image_size`` × ``image_size`` RGB.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"image folder not found: {root!r}; expected ROOT/CLASS_NAME/"
+                            "IMAGE.jpg with one sub-folder per class.")
+  classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  images, labels = [], []
+  for label, name in enumerate(classes):
+    for file in sorted(os.listdir(os.path.join(root, name))):
+      if file.lower().endswith(IMAGE_SUFFIXES):
+        images.append(_load_image(os.path.join(root, name, file), image_size))
+        labels.append(label)
+  if not images:
+    raise ValueError(f"no images found under {root!r}; expected ROOT/CLASS_NAME/IMAGE.jpg "
+                     f"({', '.join(IMAGE_SUFFIXES)}).")
+  return Dataset(np.stack(images), np.asarray(labels, np.int32),
+                 name=os.path.basename(os.path.normpath(root)))
+
+
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+
+
+def market1501(root: str, split: str, *, image_size: int = 64) -> Dataset:
+  """Market-1501 layout: ``ROOT/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_*.jpg``.
+
+  The person id (``-1`` = junk, ``0`` = distractor) and camera id are parsed
+  from each file name.
+  """
+  folders = {"train": "bounding_box_train", "gallery": "bounding_box_test",
+             "query": "query"}
+  if split not in folders:
+    raise ValueError(f"split must be one of {sorted(folders)}; got {split!r}.")
+  folder = os.path.join(root, folders[split])
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"Market-1501 folder not found: {folder!r}; expected "
+                            f"{root!r} to hold bounding_box_train/, bounding_box_test/ and "
+                            "query/ with files named like 0002_c1s1_000451_03.jpg.")
+  images, ids, cams = [], [], []
+  for file in sorted(os.listdir(folder)):
+    m = _MARKET_NAME.match(file)
+    if m is None or not file.lower().endswith(IMAGE_SUFFIXES):
+      continue
+    images.append(_load_image(os.path.join(folder, file), image_size))
+    ids.append(int(m.group(1)))
+    cams.append(int(m.group(2)))
+  if not images:
+    raise ValueError(f"no Market-1501 images found in {folder!r}.")
+  return Dataset(np.stack(images), np.asarray(ids, np.int32), np.asarray(cams, np.int32),
+                 name=f"market1501/{split}")

@@ -1,0 +1,95 @@
+"""A k-NN index of gallery embeddings: enroll new identities without retraining.
+
+Example:
+  >>> import numpy as np
+  >>> import metric_learning as ml
+  >>> index = ml.index.EmbeddingIndex.create(np.array([[0.0, 0.0], [1.0, 0.0]]), [10, 11])
+  >>> index = index.add(np.array([[0.0, 5.0]]), [42])        # a new identity
+  >>> index.predict(np.array([[0.1, 4.0], [0.9, 0.1]])).tolist()
+  [42, 11]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metric_learning import _validation
+from metric_learning import distances as distances_lib
+
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingIndex:
+  """Gallery embeddings ``[n, dim]`` (float32) and their integer labels ``[n]``."""
+  embeddings: np.ndarray
+  labels: np.ndarray
+  metric: str = "euclidean"
+
+  @classmethod
+  def create(cls, embeddings, labels, *, metric: str = "euclidean") -> "EmbeddingIndex":
+    _validation.choice(metric, "metric", distances_lib.METRICS)
+    x = np.asarray(_validation.float_matrix(np.asarray(embeddings, np.float32),
+                                            "embeddings"))
+    y = np.asarray(_validation.int_vector(np.asarray(labels), x.shape[0], "labels"))
+    return cls(x, y, metric)
+
+  def __len__(self) -> int:
+    return self.embeddings.shape[0]
+
+  def add(self, embeddings, labels) -> "EmbeddingIndex":
+    """A new index with these rows appended (e.g. a new identity's samples)."""
+    new = EmbeddingIndex.create(embeddings, labels, metric=self.metric)
+    _validation.same_dim(self.embeddings, new.embeddings, "index embeddings", "embeddings")
+    return EmbeddingIndex(np.concatenate([self.embeddings, new.embeddings]),
+                          np.concatenate([self.labels, new.labels.astype(self.labels.dtype)]),
+                          self.metric)
+
+  def search(self, queries, *, k: int = 1, chunk_size: int = 1024):
+    """The ``k`` nearest gallery rows of each query: (indices, distances), ``[q, k]``."""
+    q = np.asarray(_validation.float_matrix(np.asarray(queries, np.float32), "queries"))
+    _validation.same_dim(q, self.embeddings, "queries", "index embeddings")
+    if not 1 <= k <= len(self):
+      raise ValueError(f"k must be in [1, {len(self)}]; got {k}.")
+    out_i, out_d = [], []
+    for start in range(0, len(q), chunk_size):
+      i, d = _top_k(jnp.asarray(q[start:start + chunk_size]), jnp.asarray(self.embeddings),
+                    k, self.metric)
+      out_i.append(np.asarray(i))
+      out_d.append(np.asarray(d))
+    return np.concatenate(out_i), np.concatenate(out_d)
+
+  def predict(self, queries, *, k: int = 1) -> np.ndarray:
+    """Labels by majority vote of the ``k`` nearest (ties: the nearest among them)."""
+    idx, _ = self.search(queries, k=k)
+    votes = self.labels[idx]
+    out = []
+    for row in votes:
+      values, counts = np.unique(row, return_counts=True)
+      best = values[counts == counts.max()]
+      out.append(next(v for v in row if v in best))
+    return np.asarray(out, self.labels.dtype)
+
+  def save(self, path: str) -> None:
+    """Writes an ``.npz`` atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, embeddings=self.embeddings, labels=self.labels,
+             metric=np.asarray(self.metric))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "EmbeddingIndex":
+    with np.load(path, allow_pickle=False) as f:
+      return cls.create(f["embeddings"], f["labels"], metric=str(f["metric"]))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric"))
+def _top_k(q, g, k, metric):
+  d = distances_lib._pairwise(q, g, metric)  # pylint: disable=protected-access
+  neg, idx = jax.lax.top_k(-d, k)
+  return idx, -neg
