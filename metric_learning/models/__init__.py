@@ -1,0 +1,177 @@
+"""Flax NNX encoders with an embedding head (extra: experiments).
+
+``create(name, **kwargs)`` builds a model from the registry; every model maps
+``[batch, ...inputs]`` to ``[batch, embedding_dim]`` embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from metric_learning import distances
+
+
+class EmbeddingHead(nnx.Module):
+  """Linear projection to ``embedding_dim``, optionally L2-normalised."""
+
+  def __init__(self, in_features: int, embedding_dim: int, *, normalize: bool,
+               rngs: nnx.Rngs):
+    self.linear = nnx.Linear(in_features, embedding_dim, rngs=rngs)
+    self.normalize = normalize
+
+  def __call__(self, x):
+    x = self.linear(x)
+    return distances.l2_normalize(x) if self.normalize else x
+
+
+class MLP(nnx.Module):
+  """Flatten → [Linear → ReLU (→ dropout)] × len(hidden) → embedding head."""
+
+  def __init__(self, input_shape: Sequence[int], *, hidden: Sequence[int] = (256,),
+               embedding_dim: int = 64, normalize: bool = False, dropout: float = 0.0,
+               rngs: nnx.Rngs):
+    features = 1
+    for s in input_shape:
+      features *= s
+    self.layers = nnx.List([nnx.Linear(i, o, rngs=rngs)
+                            for i, o in zip([features, *hidden[:-1]], hidden)])
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.head = EmbeddingHead(hidden[-1] if hidden else features, embedding_dim,
+                              normalize=normalize, rngs=rngs)
+
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    for layer in self.layers:
+      x = self.dropout(jax.nn.relu(layer(x)))
+    return self.head(x)
+
+
+class CNN(nnx.Module):
+  """A small convnet: [Conv 3×3 → BatchNorm → ReLU] per width, 2× pooling between."""
+
+  def __init__(self, input_shape: Sequence[int], *, widths: Sequence[int] = (32, 64),
+               embedding_dim: int = 64, normalize: bool = False, rngs: nnx.Rngs):
+    channels = input_shape[-1]
+    self.convs = nnx.List([nnx.Conv(i, o, (3, 3), rngs=rngs)
+                           for i, o in zip([channels, *widths[:-1]], widths)])
+    self.norms = nnx.List([nnx.BatchNorm(w, rngs=rngs) for w in widths])
+    self.head = EmbeddingHead(widths[-1], embedding_dim, normalize=normalize, rngs=rngs)
+
+  def __call__(self, x):
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = jax.nn.relu(norm(conv(x)))
+      if i < len(self.convs) - 1:
+        x = nnx.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+class _Block(nnx.Module):
+  """ResNet basic (2 × 3×3) or bottleneck (1×1, 3×3, 1×1 ×4) block."""
+
+  def __init__(self, cin: int, width: int, stride: int, bottleneck: bool, rngs: nnx.Rngs):
+    cout = width * 4 if bottleneck else width
+    shapes = ([(1, 1), (3, 3), (1, 1)] if bottleneck else [(3, 3), (3, 3)])
+    outs = [width, width, cout] if bottleneck else [width, cout]
+    strides = [1, stride, 1] if bottleneck else [stride, 1]
+    ins = [cin] + outs[:-1]
+    self.convs = nnx.List([nnx.Conv(i, o, k, strides=s, use_bias=False, rngs=rngs)
+                           for i, o, k, s in zip(ins, outs, shapes, strides)])
+    self.norms = nnx.List([nnx.BatchNorm(o, rngs=rngs) for o in outs])
+    self.project = (nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+                    if stride != 1 or cin != cout else None)
+    self.project_norm = nnx.BatchNorm(cout, rngs=rngs) if self.project else None
+    self.out_features = cout
+
+  def __call__(self, x):
+    y = x
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      y = norm(conv(y))
+      if i < len(self.convs) - 1:
+        y = jax.nn.relu(y)
+    shortcut = self.project_norm(self.project(x)) if self.project else x
+    return jax.nn.relu(y + shortcut)
+
+
+class ResNet(nnx.Module):
+  """ResNet-18/50 style encoder (He et al. 2016) with an embedding head.
+
+  ``small_inputs=True`` replaces the 7×7/2 stem and max-pool by a 3×3/1 stem
+  for tiny images.
+  """
+
+  def __init__(self, input_shape: Sequence[int], *, stages: Sequence[int] = (2, 2, 2, 2),
+               bottleneck: bool = False, base_width: int = 64, embedding_dim: int = 128,
+               normalize: bool = False, small_inputs: bool = False, rngs: nnx.Rngs):
+    channels = input_shape[-1]
+    self.small_inputs = small_inputs
+    self.stem = nnx.Conv(channels, base_width, (3, 3) if small_inputs else (7, 7),
+                         strides=1 if small_inputs else 2, use_bias=False, rngs=rngs)
+    self.stem_norm = nnx.BatchNorm(base_width, rngs=rngs)
+    blocks, cin = [], base_width
+    for i, n in enumerate(stages):
+      for j in range(n):
+        block = _Block(cin, base_width * 2 ** i, 2 if (j == 0 and i > 0) else 1,
+                       bottleneck, rngs)
+        blocks.append(block)
+        cin = block.out_features
+    self.blocks = nnx.List(blocks)
+    self.head = EmbeddingHead(cin, embedding_dim, normalize=normalize, rngs=rngs)
+
+  def __call__(self, x):
+    x = jax.nn.relu(self.stem_norm(self.stem(x)))
+    if not self.small_inputs:
+      x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    for block in self.blocks:
+      x = block(x)
+    return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+def _resnet18(input_shape, **kw):
+  return ResNet(input_shape, stages=(2, 2, 2, 2), bottleneck=False, **kw)
+
+
+def _resnet50(input_shape, **kw):
+  return ResNet(input_shape, stages=(3, 4, 6, 3), bottleneck=True, **kw)
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "resnet18": _resnet18, "resnet50": _resnet50}
+
+
+def create(name: str, input_shape: Sequence[int], *, seed: int = 0, **kwargs) -> nnx.Module:
+  """Builds a registered model; unknown names fail listing the known ones.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from metric_learning import models
+    >>> m = models.create("mlp", (8, 8, 1), hidden=(32,), embedding_dim=4)
+    >>> m(jnp.zeros((2, 8, 8, 1))).shape
+    (2, 4)
+  """
+  if name not in MODELS:
+    raise ValueError(f"model must be one of {sorted(MODELS)}; got {name!r}.")
+  return MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
+
+
+def load_weights(model: nnx.Module, path: str) -> nnx.Module:
+  """Restores parameters saved by :func:`save_weights` (a local directory; no downloads)."""
+  import os  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"initial weights not found: {path!r}; expected a directory "
+                            "written by metric_learning.models.save_weights.")
+  graphdef, state = nnx.split(model)
+  restored = ocp.StandardCheckpointer().restore(path, state)
+  return nnx.merge(graphdef, restored)
+
+
+def save_weights(model: nnx.Module, path: str) -> None:
+  import os  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(os.path.abspath(path), nnx.state(model))
+  ckpt.wait_until_finished()
