@@ -114,7 +114,7 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
         opt_state=keep(opt_state, state.opt_state), step=state.step + 1, rng=state.rng,
         skipped=state.skipped + (~finite).astype(jnp.int32))
     stats = ml.triplet_statistics(emb, batch["labels"], where=batch["where"])
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "finite": finite.astype(jnp.float32), **stats}
     return new_state, metrics
 

@@ -1,0 +1,118 @@
+"""Loaders on small generated files in each layout; PK sampling; padded batches."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metric_learning import data
+
+
+def _png(path, value, size=(5, 7)):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.full(size + (3,), value, np.uint8)).save(path)
+
+
+def test_digits_split_is_class_disjoint_and_stratified():
+  splits = data.class_disjoint_split(data.digits(), seen_classes=(0, 1, 2, 3, 4),
+                                     test_fraction=0.3, seed=0)
+  assert set(np.unique(splits["train"].labels)) == {0, 1, 2, 3, 4}
+  assert set(np.unique(splits["unseen"].labels)) == {5, 6, 7, 8, 9}
+  assert len(splits["train"]) + len(splits["seen"]) + len(splits["unseen"]) == 1797
+  assert splits["seen"].inputs.shape[1:] == (8, 8, 1)
+  assert 0.28 < len(splits["seen"]) / (len(splits["seen"]) + len(splits["train"])) < 0.32
+  with pytest.raises(ValueError, match="seen_classes"):
+    data.class_disjoint_split(data.digits(), seen_classes=(42,), test_fraction=0.3, seed=0)
+
+
+def test_npz_loader_and_its_errors(tmp_path):
+  path = str(tmp_path / "d.npz")
+  np.savez(path, inputs=np.zeros((4, 6, 6), np.uint8) + 255, labels=np.array([0, 0, 1, 1]))
+  d = data.load_npz(path)
+  assert d.inputs.shape == (4, 6, 6, 1) and d.inputs.max() == 1.0
+  assert d.labels.dtype == np.int32
+  bad = str(tmp_path / "pickled.npz")
+  np.savez(bad, inputs=np.array([{"a": 1}], dtype=object), labels=np.array([0]))
+  with pytest.raises(ValueError, match="pickled objects"):
+    data.load_npz(bad)
+  with pytest.raises(FileNotFoundError, match="expected a .npz file"):
+    data.load_npz(str(tmp_path / "missing.npz"))
+  np.savez(path, x=np.zeros((2, 3)), labels=np.array([0, 1]))
+  with pytest.raises(ValueError, match="lacks arrays"):
+    data.load_npz(path)
+  np.savez(path, inputs=np.zeros((2, 3)), labels=np.array([0.5, 1.0]))
+  with pytest.raises(ValueError, match="integer"):
+    data.load_npz(path)
+
+
+def test_image_folder_layout(tmp_path):
+  for cls, value in (("b_cardinal", 200), ("a_albatross", 10)):
+    for i in range(3):
+      _png(str(tmp_path / "cub" / cls / f"{i}.jpg"), value)
+  (tmp_path / "cub" / "a_albatross" / "notes.txt").write_text("not an image")
+  d = data.image_folder(str(tmp_path / "cub"), image_size=4)
+  assert d.inputs.shape == (6, 4, 4, 3)
+  assert d.labels.tolist() == [0, 0, 0, 1, 1, 1]           # sorted class folders
+  assert d.inputs[0].max() < 0.1 and d.inputs[-1].min() > 0.7
+  os.makedirs(tmp_path / "empty" / "cls")
+  with pytest.raises(ValueError, match="no images found"):
+    data.image_folder(str(tmp_path / "empty"))
+
+
+def test_market1501_layout_parses_ids_and_cameras(tmp_path):
+  root = tmp_path / "Market-1501"
+  names = {"bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg",
+                                  "0007_c3s3_077419_03.jpg"],
+           "bounding_box_test": ["-1_c1s1_000401_03.jpg", "0000_c1s1_000151_01.jpg",
+                                 "0002_c4s1_000401_03.jpg"],
+           "query": ["0002_c5s1_000401_03.jpg"]}
+  for folder, files in names.items():
+    for f in files:
+      _png(str(root / folder / f), 100)
+  train = data.market1501(str(root), "train", image_size=8)
+  assert train.labels.tolist() == [2, 2, 7] and train.cameras.tolist() == [1, 2, 3]
+  gallery = data.market1501(str(root), "gallery", image_size=8)
+  assert sorted(gallery.labels.tolist()) == [-1, 0, 2]
+  with pytest.raises(FileNotFoundError, match="bounding_box_train"):
+    data.market1501(str(tmp_path / "nothing"), "train")
+  with pytest.raises(ValueError, match="split"):
+    data.market1501(str(root), "val")
+
+
+def test_pk_sampler_is_deterministic_and_balanced():
+  labels = np.array([0] * 10 + [1] * 3 + [2] * 5 + [3] * 1 + [4] * 6)
+  s = data.PKSampler(labels, p=3, k=4, seed=1)
+  b = s.batch(7)
+  assert b.shape == (12,) and np.array_equal(b, s.batch(7))
+  assert not np.array_equal(b, s.batch(8))
+  for step in range(50):
+    lab = labels[s.batch(step)]
+    classes, counts = np.unique(lab, return_counts=True)
+    assert len(classes) == 3 and np.all(counts == 4)
+    assert 3 not in classes                    # a singleton class is never drawn
+    for c in classes:                          # without replacement when possible
+      idx = s.batch(step)[lab == c]
+      if (labels == c).sum() >= 4:
+        assert len(set(idx.tolist())) == 4
+  with pytest.raises(ValueError, match="only 4 classes"):
+    data.PKSampler(labels, p=5, k=2, seed=0)
+  with pytest.raises(ValueError, match="k >= 2"):
+    data.PKSampler(labels, p=2, k=1, seed=0)
+
+
+def test_padded_batches_cover_everything_once_with_static_shapes():
+  seen = []
+  for index, where in data.padded_batches(10, 4):
+    assert index.shape == where.shape == (4,)
+    seen += index[where].tolist()
+  assert seen == list(range(10))
+
+
+def test_prefetch_and_augment():
+  assert list(data.prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
+  rng = np.random.default_rng(0)
+  im = np.zeros((1, 5, 5, 1), np.float32)
+  im[0, 2, 2] = 1
+  out = data.augment(rng, im, max_shift=1)
+  assert out.shape == im.shape and out.sum() == 1
