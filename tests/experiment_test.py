@@ -32,6 +32,7 @@ def test_writes_checkpoints_events_metrics_plots_and_summary(run):
     written = json.load(f)
   for key in ("seen/map_at_r", "seen/precision_at_1", "unseen/map_at_r",
               "unseen/precision_at_1", "raw/seen/map_at_r", "raw/seen/precision_at_1",
+              "seen/nmi", "unseen/ami",
               "raw/unseen/map_at_r", "raw/unseen/precision_at_1", "steps", "wall_time_s"):
     assert key in written
   assert written["steps"] == 6 and summary["steps"] == 6
@@ -91,3 +92,37 @@ def test_default_config_is_the_documented_experiment():
   cfg = default_config.get_config()
   assert cfg.data.name == "digits" and tuple(cfg.data.seen_classes) == (0, 1, 2, 3, 4)
   assert cfg.data.test_fraction == 0.3 and cfg.data.split_seed == 0
+
+
+@pytest.mark.parametrize("name", ["hermans_market1501", "cub200", "mnist_npz"])
+def test_dataset_configs_build_and_fail_clearly_without_data(name, tmp_path):
+  import importlib
+  cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cfg.data.path = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="expected"):
+    training.train_and_evaluate(cfg, str(tmp_path / "w"))
+
+
+def test_mnist_npz_config_trains_on_a_generated_file(tmp_path):
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "mnist.npz")
+  labels = np.repeat(np.arange(10), 12)
+  np.savez(path, inputs=rng.integers(0, 255, (120, 28, 28), dtype=np.uint8), labels=labels)
+  from experiments.configs import mnist_npz
+  cfg = mnist_npz.get_config()
+  cfg.data.path = path
+  cfg.model.widths = (4, 8)
+  cfg.sampler.p, cfg.sampler.k = 3, 4
+  cfg.num_steps, cfg.eval_every, cfg.checkpoint_every = 2, 0, 2
+  cfg.progress_bar = False
+  summary = training.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert summary["steps"] == 2 and 0 <= summary["unseen/map_at_r"] <= 1
+
+
+def test_unseen_sweep_variants_all_apply_to_the_default_config():
+  from experiments import unseen_sweep
+  for name, edit in unseen_sweep.variants().items():
+    cfg = default_config.get_config()
+    edit(cfg)
+    assert "," not in name          # --only is a comma-separated list
+    assert cfg.num_steps > 0

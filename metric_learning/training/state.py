@@ -90,6 +90,9 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
   """
 
   def compute_loss(params, model_state, batch):
+    # Rebuild the variables inside this trace: BatchNorm statistics are mutated
+    # during the call, and NNX forbids mutating variables created in an outer trace.
+    model_state = jax.tree.map(lambda v: v, model_state)
     model = nnx.merge(graphdef, params, model_state)
     model.train()
     emb = model(batch["inputs"])

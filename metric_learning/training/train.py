@@ -24,6 +24,7 @@ from metric_learning.training import plots
 from metric_learning.training import state as state_lib
 
 EVAL_KEYS = ("map_at_r", "precision_at_1", "r_precision", "recall_at_4")
+SUMMARY_KEYS = EVAL_KEYS + ("nmi", "ami")
 
 
 # ---------------------------------------------------------------- data ------ #
@@ -175,6 +176,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   final, emb = run_eval(int(state.step))
   raw = evaluate({k: datasets[k].inputs.reshape(len(datasets[k]), -1) for k in eval_sets},
                  datasets, "euclidean")
+  for k in eval_sets:
+    clusters = ml.metrics.clustering_metrics(emb[k], datasets[k].labels, seed=config.seed)
+    final.update({f"{k}/{name}": v for name, v in clusters.items()})
   summary = {**final, **{f"raw/{k}": v for k, v in raw.items()},
              "steps": int(state.step), "skipped_updates": int(state.skipped),
              "wall_time_s": round(time.time() - start, 2),
@@ -225,7 +229,7 @@ def format_summary(summary: dict) -> str:
   for split in ("seen", "unseen"):
     if f"{split}/map_at_r" not in summary:
       continue
-    for key in EVAL_KEYS:
+    for key in SUMMARY_KEYS:
       rows.append((f"{split}/{key}", summary[f"{split}/{key}"],
                    summary.get(f"raw/{split}/{key}", float("nan"))))
   lines = [f"{'metric':<28} {'model':>8} {'raw pixels':>11}"]

@@ -1,0 +1,103 @@
+"""What helps on classes never seen in training? Runs recipe variants of the
+default digits experiment and prints seen / unseen MAP@R against raw pixels.
+
+  python -m experiments.unseen_sweep --workdir=/tmp/sweep --seeds=0,1,2
+"""
+
+import json
+import os
+import statistics
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdir/unseen_sweep", "Where runs go.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds per variant (the split stays fixed).")
+_ONLY = flags.DEFINE_list("only", [], "Run only these variants (comma-separated names).")
+
+
+def variants():
+  """name -> function editing a default config in place."""
+  def steps(n):
+    def f(c):
+      c.num_steps, c.eval_every, c.checkpoint_every = n, 0, n
+    return f
+
+  def chain(*fs):
+    def f(c):
+      for g in fs:
+        g(c)
+    return f
+
+  def set_(path, value):
+    def f(c):
+      *parents, leaf = path.split(".")
+      node = c
+      for p in parents:
+        node = getattr(node, p)
+      setattr(node, leaf, value)
+    return f
+
+  return {
+      "default (batch-hard m=0.2 1000 steps)": lambda c: None,
+      "200 steps (early stop)": steps(200),
+      "400 steps": steps(400),
+      "soft margin (hermans preset)": set_("loss", dict(name="hermans")),
+      "batch-all": set_("loss", dict(name="batch_all_triplet_loss", margin=0.2)),
+      "multi-similarity": set_("loss", dict(name="multi_similarity_loss")),
+      "contrastive m=0.5": set_("loss", dict(name="contrastive_loss", margin=0.5)),
+      "embedding 16-D": set_("model.embedding_dim", 16),
+      "embedding 128-D hidden 512": chain(set_("model.embedding_dim", 128),
+                                           set_("model.hidden", (512,))),
+      "dropout 0.3": set_("model.dropout", 0.3),
+      "adamw wd 1e-2": chain(set_("optimizer.name", "adamw"),
+                             set_("optimizer.weight_decay", 1e-2)),
+      "shift augmentation 1px": set_("augment.max_shift", 1),
+      "unnormalised embeddings": set_("model.normalize", False),
+      "unnormalised + shift 1px": chain(set_("model.normalize", False),
+                                        set_("augment.max_shift", 1)),
+      "unnormalised 128-D hidden 512 100 steps": chain(
+          set_("model.normalize", False), set_("model.embedding_dim", 128),
+          set_("model.hidden", (512,)), steps(100)),
+      "unnormalised 128-D hidden 512 30 steps": chain(
+          set_("model.normalize", False), set_("model.embedding_dim", 128),
+          set_("model.hidden", (512,)), steps(30)),
+      "multi-similarity 200 steps 128-D": chain(
+          set_("loss", dict(name="multi_similarity_loss")), steps(200),
+          set_("model.embedding_dim", 128), set_("model.hidden", (512,))),
+  }
+
+
+def main(argv):
+  del argv
+  from experiments.configs import default  # pylint: disable=import-outside-toplevel
+  from metric_learning import training  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)
+  results = {}
+  for i, (name, edit) in enumerate(variants().items()):
+    if _ONLY.value and name not in _ONLY.value:
+      continue
+    runs = []
+    for seed in map(int, _SEEDS.value):
+      c = default.get_config()
+      c.seed, c.progress_bar, c.plots = seed, False, False
+      edit(c)
+      runs.append(training.train_and_evaluate(c, os.path.join(_WORKDIR.value,
+                                                              f"{i}_{seed}")))
+    results[name] = {k: statistics.median(r[k] for r in runs)
+                     for k in ("seen/map_at_r", "unseen/map_at_r", "raw/seen/map_at_r",
+                               "raw/unseen/map_at_r")}
+  print(f"\n{'variant':<40} {'seen MAP@R':>10} {'unseen MAP@R':>12}   (median of "
+        f"{len(_SEEDS.value)} seeds)")
+  for name, r in results.items():
+    print(f"{name:<40} {r['seen/map_at_r']:>10.4f} {r['unseen/map_at_r']:>12.4f}")
+  raw = next(iter(results.values()))
+  print(f"{'raw pixels':<40} {raw['raw/seen/map_at_r']:>10.4f} "
+        f"{raw['raw/unseen/map_at_r']:>12.4f}")
+  with open(os.path.join(_WORKDIR.value, "sweep.json"), "w") as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
