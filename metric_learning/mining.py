@@ -30,6 +30,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import masks as masks_lib
 from metric_learning import reductions
@@ -163,6 +164,7 @@ def map_anchors(fn: Callable, *rows: jax.Array):
   chunk = max(1, min(anchors, _CUBE_BUDGET // max(1, candidates * candidates)))
   if chunk >= anchors:
     return jax.vmap(fn)(*rows)
+  rows = [_sharding.replicate(r) for r in rows]     # see _sharding: Explicit meshes
   return jax.lax.map(jax.checkpoint(lambda r: fn(*r)), rows, batch_size=chunk)
 
 

@@ -27,6 +27,7 @@ def get_config():
   c.keep_checkpoints = 3
   c.eval_batch_size = 256
   c.eval_metric = "euclidean"
+  c.parallel = "none"            # "none" | "pmap" | "mesh" (global-batch mining)
   c.nonfinite = "skip"           # "skip" the update and count it, or "stop"
   c.plots = True
   c.progress_bar = True

@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 from metric_learning import masks as masks_lib
@@ -33,6 +34,13 @@ class Batch:
   candidate_where: jax.Array    # [C]
   self_index: jax.Array         # [A]: each anchor's own candidate column
   out_dtype: str = dataclasses.field(metadata=dict(static=True))
+  axis_name: str | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+  def gather(self, x: jax.Array) -> jax.Array:
+    """A per-anchor array of every device's anchors, in candidate order."""
+    if self.axis_name is None:
+      return x
+    return jax.lax.all_gather(x, self.axis_name, tiled=True)
 
   def masks(self) -> masks_lib.PairMasks:
     return masks_lib.pair_masks(self.labels, self.where, self.candidate_labels,
@@ -43,12 +51,29 @@ class Batch:
     return distances_lib._pairwise(self.anchors, self.candidates, metric)  # pylint: disable=protected-access
 
   def finish(self, terms: reductions.Terms, reduction: str) -> jax.Array:
-    return reductions.reduce_terms(terms, reduction).astype(self.out_dtype)
+    if self.axis_name is None or reduction == "none":
+      return reductions.reduce_terms(terms, reduction).astype(self.out_dtype)
+    # Global reduction over devices. Differentiate only this device's share: the
+    # cotangents of the other devices' terms reach our rows through the
+    # transpose of the all_gather that built the candidates. Putting the psum
+    # in the differentiated path would multiply gradients by the device count
+    # under pmap, where psum transposes to psum.
+    local = jnp.sum(terms.values)
+    if reduction != "sum":
+      count = terms.counts if reduction == "mean" else terms.nonzero
+      total = jax.lax.psum(jax.lax.stop_gradient(jnp.sum(count)), self.axis_name)
+      local = reductions.safe_divide(local, total.astype(local.dtype))
+    value = local + jax.lax.stop_gradient(jax.lax.psum(local, self.axis_name) - local)
+    return value.astype(self.out_dtype)
 
 
 def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None,
-            ref_where=None) -> Batch:
-  """Validates the inputs of an in-batch loss and builds its :class:`Batch`."""
+            ref_where=None, axis_name=None) -> Batch:
+  """Validates the inputs of an in-batch loss and builds its :class:`Batch`.
+
+  With ``axis_name`` (inside ``pmap`` / ``shard_map``) the candidates are every
+  device's rows, gathered in device order; anchors stay local.
+  """
   embeddings = _validation.float_matrix(embeddings, "embeddings")
   size = embeddings.shape[0]
   labels = _validation.int_vector(labels, size, "labels")
@@ -58,6 +83,14 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
   # hold reaches a value or, through 0 * NaN in a matmul transpose, a gradient.
   x = jnp.where(where[:, None], embeddings.astype(dtype), 0)
   cands, cand_labels, cand_where = x, labels, where
+  self_index = jnp.arange(size)
+  if axis_name is not None:
+    gather = lambda v: jax.lax.all_gather(v, axis_name, tiled=True)
+    cands, cand_labels, cand_where = gather(x), gather(labels), gather(where)
+    self_index = self_index + jax.lax.axis_index(axis_name) * size
+  else:   # jit on an Explicit mesh: the candidate side must be whole everywhere
+    cands, cand_labels, cand_where = (_sharding.replicate(v)
+                                      for v in (cands, cand_labels, cand_where))
   if (ref_embeddings is None) != (ref_labels is None):
     raise ValueError("ref_embeddings and ref_labels must be given together; got "
                      f"ref_embeddings={'None' if ref_embeddings is None else 'array'}"
@@ -70,14 +103,15 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
     ref_where = _validation.bool_vector(ref_where, refs.shape[0], "ref_where",
                                         "ref_embeddings")
     refs = jnp.where(ref_where[:, None], refs.astype(dtype), 0)
-    cands = jnp.concatenate([x, jax.lax.stop_gradient(refs)])
-    cand_labels = jnp.concatenate([labels, ref_labels.astype(labels.dtype)])
-    cand_where = jnp.concatenate([where, ref_where])
+    cands = jnp.concatenate([cands, jax.lax.stop_gradient(refs)])
+    cand_labels = jnp.concatenate([cand_labels, ref_labels.astype(labels.dtype)])
+    cand_where = jnp.concatenate([cand_where, ref_where])
   elif ref_where is not None:
     raise ValueError("ref_where was given without ref_embeddings and ref_labels.")
   return Batch(anchors=x, labels=labels, where=where, candidates=cands,
                candidate_labels=cand_labels, candidate_where=cand_where,
-               self_index=jnp.arange(size), out_dtype=str(embeddings.dtype))
+               self_index=self_index, out_dtype=str(embeddings.dtype),
+               axis_name=axis_name)
 
 
 def check_options(*, metric=None, reduction=None, **nonnegative) -> None:

@@ -24,7 +24,8 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                      reduction: str = "mean",
                      ref_embeddings: jax.Array | None = None,
                      ref_labels: jax.Array | None = None,
-                     ref_where: jax.Array | None = None) -> jax.Array:
+                     ref_where: jax.Array | None = None,
+                     axis_name: str | None = None) -> jax.Array:
   r"""Contrastive loss (Hadsell, Chopra, LeCun 2006) over all pairs in the batch.
 
   .. math::
@@ -60,7 +61,7 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
-                            ref_where)
+                            ref_where, axis_name)
   d, masks = batch.distances(metric), batch.masks()
   pos = _pipeline.terms(0.5 * d * d, masks.positive, axis=-1)
   neg = _pipeline.terms(0.5 * jax.nn.relu(margin - d) ** 2, masks.negative, axis=-1)
@@ -69,7 +70,8 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
 
 def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                           metric: str = "euclidean", where: jax.Array | None = None,
-                          reduction: str = "mean") -> jax.Array:
+                          reduction: str = "mean",
+                          axis_name: str | None = None) -> jax.Array:
   r"""Lifted structured loss (Oh Song, Xiang, Jegelka, Savarese 2016).
 
   .. math::
@@ -105,11 +107,12 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
     Structured Feature Embedding. CVPR 2016. https://arxiv.org/abs/1511.06452
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
-  batch = _pipeline.prepare(embeddings, labels, where)
+  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
   d, masks = batch.distances(metric), batch.masks()
   lse, found = _pipeline.log_sum_exp(margin - d, masks.negative)
-  # j has i's label, so N(j) = N(i) and "found" is shared by both ends.
-  j_ij = jnp.logaddexp(lse[:, None], lse[None, :]) + d
+  # j has i's label, so N(j) = N(i) and "found" is shared by both ends; j's own
+  # log-sum-exp comes from whichever device holds row j.
+  j_ij = jnp.logaddexp(lse[:, None], batch.gather(lse)[None, :]) + d
   pairs = masks.positive & found[:, None]
   t = _pipeline.terms(0.5 * jax.nn.relu(j_ij) ** 2, pairs, axis=-1)
   return batch.finish(t, reduction)
@@ -120,7 +123,8 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
                           where: jax.Array | None = None, reduction: str = "mean",
                           ref_embeddings: jax.Array | None = None,
                           ref_labels: jax.Array | None = None,
-                          ref_where: jax.Array | None = None) -> jax.Array:
+                          ref_where: jax.Array | None = None,
+                     axis_name: str | None = None) -> jax.Array:
   r"""Multi-similarity loss with its pair mining (Wang et al. 2019).
 
   On cosine similarities :math:`S_{ij}`, anchor :math:`i` keeps the positives
@@ -166,7 +170,7 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
   _validation.positive(alpha, "alpha")
   _validation.positive(beta, "beta")
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
-                            ref_where)
+                            ref_where, axis_name)
   s, masks = 1.0 - batch.distances("cosine"), batch.masks()
   s_const = jax.lax.stop_gradient(s)
   _, min_pos, _ = mining.masked_argmin(s_const, masks.positive)
@@ -184,7 +188,8 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
 def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.2,
                 metric: str = "euclidean", key: jax.Array | None = None,
                 where: jax.Array | None = None,
-                reduction: str = "mean_nonzero") -> jax.Array:
+                reduction: str = "mean_nonzero",
+                axis_name: str | None = None) -> jax.Array:
   r"""Margin-based loss (Wu, Manmatha, Smola, Krähenbühl 2017).
 
   .. math::
@@ -224,7 +229,10 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
     Learning. ICCV 2017. https://arxiv.org/abs/1706.07567
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
-  batch = _pipeline.prepare(embeddings, labels, where)
+  if key is not None and axis_name is not None:
+    raise ValueError("margin_loss: key (distance-weighted sampling) cannot be combined "
+                     "with axis_name; sample on one device or use all negatives.")
+  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
   d, masks = batch.distances(metric), batch.masks()
   beta = jnp.asarray(beta, d.dtype)
   if beta.ndim not in (0, 1) or (beta.ndim == 1 and beta.shape != batch.labels.shape):
@@ -243,7 +251,8 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
 
 
 def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
-               where: jax.Array | None = None, reduction: str = "mean") -> jax.Array:
+               where: jax.Array | None = None, reduction: str = "mean",
+               axis_name: str | None = None) -> jax.Array:
   r"""Multi-class N-pair loss (Sohn 2016), generalised to any labels.
 
   With inner products :math:`s_{ij} = x_i^\top x_j`, for every positive pair
@@ -277,7 +286,7 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
     Objective. NeurIPS 2016. https://papers.nips.cc/paper/6200
   """
   _pipeline.check_options(reduction=reduction)
-  batch = _pipeline.prepare(embeddings, labels, where)
+  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
   s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
   masks = batch.masks()
   lse, found = _pipeline.log_sum_exp(s, masks.negative)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 from metric_learning import masks as masks_lib
@@ -74,7 +75,7 @@ def _triplet_terms(batch: _pipeline.Batch, positive_index, negative_index, valid
   the selected rows: O(batch · dim), no [batch, batch] backward pass.
   """
   index = jax.lax.stop_gradient(jnp.stack([positive_index, negative_index]))
-  chosen = jnp.take(batch.candidates, jnp.maximum(index, 0), axis=0)
+  chosen = _sharding.take_rows(batch.candidates, jnp.maximum(index, 0))
   dp = distances_lib._paired(batch.anchors, chosen[0], metric)  # pylint: disable=protected-access
   dn = distances_lib._paired(batch.anchors, chosen[1], metric)  # pylint: disable=protected-access
   return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft), valid), dp
@@ -100,6 +101,9 @@ def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
     return select(*rows)
   blocks = -(-size // block_size)
   pad = blocks * block_size - size
+  # Blocks of a row-sharded (Explicit mesh) batch cannot be reshaped in place:
+  # every device then streams over all rows.
+  rows = [_sharding.replicate(r) for r in rows]
   padded = [jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)) for r in rows]
   padded = [r.reshape((blocks, block_size) + r.shape[1:]) for r in padded]
   sel = jax.lax.map(lambda r: select(*r), padded)
@@ -153,7 +157,8 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
                             block_size: int | None = None,
                             ref_embeddings: jax.Array | None = None,
                             ref_labels: jax.Array | None = None,
-                            ref_where: jax.Array | None = None) -> jax.Array:
+                            ref_where: jax.Array | None = None,
+                            axis_name: str | None = None) -> jax.Array:
   r"""Batch-hard triplet loss (Hermans, Beyer, Leibe 2017).
 
   .. math::
@@ -180,6 +185,12 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
       bank, :mod:`metric_learning.memory`); no gradient flows into them.
     ref_labels: ``[refs]`` integer labels of ``ref_embeddings``.
     ref_where: optional ``[refs]`` bool; False marks empty reference slots.
+    axis_name: inside ``pmap`` / ``shard_map``, the device axis to mine over:
+      anchors stay local, candidates are every device's rows (global-batch
+      mining). Each device returns the loss of the whole global batch and the
+      gradient of its own rows, equal to the single-device result on the
+      concatenated batch (``"none"`` returns the local anchors' values). Every
+      in-batch loss takes this argument.
 
   Returns:
     A scalar in the dtype of ``embeddings``, or ``[batch]`` with ``"none"``.
@@ -201,7 +212,7 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
   block_size = _validation.block_size(block_size)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
-                            ref_where)
+                            ref_where, axis_name)
   terms, _ = _triplet_terms(batch, *_select(batch, metric, block_size), margin=margin,
                             metric=metric, soft=soft)
   return batch.finish(terms, reduction)
@@ -226,7 +237,8 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
                            reduction: str = "mean_nonzero",
                            ref_embeddings: jax.Array | None = None,
                            ref_labels: jax.Array | None = None,
-                           ref_where: jax.Array | None = None) -> jax.Array:
+                           ref_where: jax.Array | None = None,
+                           axis_name: str | None = None) -> jax.Array:
   r"""Batch-all triplet loss (Hermans et al. 2017): every valid triplet.
 
   .. math::
@@ -266,7 +278,7 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
-                            ref_where)
+                            ref_where, axis_name)
 
   def row(d, pos, neg):
     gap, mask = mining.triplet_cube(d, pos, neg)
@@ -281,7 +293,8 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
                            where: jax.Array | None = None, reduction: str = "mean",
                            ref_embeddings: jax.Array | None = None,
                            ref_labels: jax.Array | None = None,
-                           ref_where: jax.Array | None = None) -> jax.Array:
+                           ref_where: jax.Array | None = None,
+                           axis_name: str | None = None) -> jax.Array:
   r"""Semi-hard triplet loss under the FaceNet or the TensorFlow Addons definition.
 
   * ``"facenet"`` (Schroff et al. 2015): every triplet with
@@ -325,7 +338,7 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
   _validation.choice(definition, "definition", mining.SEMI_HARD_DEFINITIONS)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
-                            ref_where)
+                            ref_where, axis_name)
 
   def facenet_row(d, pos, neg):
     gap, mask = mining.facenet_cube(jax.lax.stop_gradient(d), pos, neg, margin)
@@ -344,7 +357,8 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
 def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
                     margin2=0.1, metric: str = "euclidean",
                     where: jax.Array | None = None,
-                    reduction: str = "mean") -> jax.Array:
+                    reduction: str = "mean",
+                    axis_name: str | None = None) -> jax.Array:
   r"""Batch-hard quadruplet loss (Chen et al. 2017).
 
   .. math::
@@ -384,14 +398,16 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
                           margin2=margin2)
-  batch = _pipeline.prepare(embeddings, labels, where)
+  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
   pi, ni, valid = _select(batch, metric, None)
   first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=False)
 
-  x = jax.lax.stop_gradient(batch.anchors)
+  x = jax.lax.stop_gradient(batch.candidates)
   d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
   masks = batch.masks()
-  other_pair = masks.negative                      # y_k != y_l, both real
+  cand_labels, cand_where = batch.candidate_labels, batch.candidate_where
+  other_pair = ((cand_labels[:, None] != cand_labels[None, :])   # y_k != y_l, both real
+                & cand_where[:, None] & cand_where[None, :])
   size = d.shape[0]
 
   def hardest_pair(neg_row):
@@ -400,8 +416,8 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
     return jnp.maximum(flat, 0) // size, jnp.maximum(flat, 0) % size, found
 
   k, l, found = mining.map_anchors(hardest_pair, masks.negative)
-  xk = jnp.take(batch.anchors, k, axis=0)
-  xl = jnp.take(batch.anchors, l, axis=0)
+  xk = jnp.take(batch.candidates, k, axis=0)
+  xl = jnp.take(batch.candidates, l, axis=0)
   dnn = distances_lib._paired(xk, xl, metric)  # pylint: disable=protected-access
   second = jnp.where(valid & found, jax.nn.relu(margin2 + dp - dnn), 0)
   values = first.values + second

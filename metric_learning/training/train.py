@@ -20,6 +20,7 @@ import metric_learning as ml
 from metric_learning import data as data_lib
 from metric_learning import models
 from metric_learning.training import logger as logger_lib
+from metric_learning.training import parallel
 from metric_learning.training import plots
 from metric_learning.training import state as state_lib
 
@@ -129,24 +130,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if init_weights:
     model = models.load_weights(model, init_weights)
   loss_kwargs = dict(config.loss)
-  loss_fn = state_lib.get_loss(loss_kwargs.pop("name"), **loss_kwargs)
+  loss_name = loss_kwargs.pop("name")
+  state_lib.get_loss(loss_name, **loss_kwargs)         # unknown names fail here
   tx = state_lib.make_optimizer(config.optimizer, config.num_steps)
   graphdef, state = state_lib.init_state(model, tx, config.seed)
-  train_step = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn), donate_argnums=0)
+  runner = parallel.make_runner(config.parallel, graphdef, tx, loss_name, loss_kwargs,
+                                sampler.batch_size)
   embed_fn = state_lib.make_embed_fn(graphdef)
 
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, state)
   first_step = int(state.step)
+  state = runner.put_state(state)
   log = logger_lib.MetricLogger(workdir, enabled=is_main)
   eval_sets = [k for k in ("seen", "unseen") if k in datasets]
 
   def run_eval(step):
-    emb = {k: embed_all(embed_fn, state, datasets[k], config.eval_batch_size)
+    host = runner.get_state(state)
+    emb = {k: embed_all(embed_fn, host, datasets[k], config.eval_batch_size)
            for k in eval_sets}
     result = evaluate(emb, datasets, config.eval_metric)
     if "query" in datasets:
-      result.update(_reid_eval(embed_fn, state, datasets, config))
+      result.update(_reid_eval(embed_fn, host, datasets, config))
     log.write(step, {f"eval/{k}": v for k, v in result.items()})
     return result, emb
 
@@ -157,7 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
              disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   step = first_step
   for step in range(first_step + 1, config.num_steps + 1):
-    state, metrics = train_step(state, next(batches))
+    state, metrics = runner.step(state, next(batches))
     bar.update(1)
     if step % config.log_every == 0 or step == config.num_steps:
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
@@ -169,10 +174,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if config.eval_every and step % config.eval_every == 0 and step != config.num_steps:
       run_eval(step)
     if step % config.checkpoint_every == 0 or step == config.num_steps:
-      manager.save(step, args=ocp.args.StandardSave(state))
+      manager.save(step, args=ocp.args.StandardSave(runner.get_state(state)))
   bar.close()
   manager.wait_until_finished()
 
+  state = runner.get_state(state)
+  runner = parallel.make_runner("none", graphdef, tx, loss_name, loss_kwargs,
+                                sampler.batch_size)   # evaluation on one copy
   final, emb = run_eval(int(state.step))
   raw = evaluate({k: datasets[k].inputs.reshape(len(datasets[k]), -1) for k in eval_sets},
                  datasets, "euclidean")

@@ -1,0 +1,125 @@
+"""Global-batch mining across devices (8 fake CPU devices from conftest.py).
+
+Contract: for a global batch split into equal shards, every device's value
+equals the single-device loss on the concatenated batch, and each device's
+gradient equals the matching rows of the single-device gradient — under pmap,
+shard_map, and jit over a batch-sharded mesh (Auto and Explicit axes).
+"""
+
+import functools
+
+import cases
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import metric_learning as ml
+
+N = 8
+LOSSES = {
+    "batch_hard": functools.partial(ml.batch_hard_triplet_loss, margin=0.5),
+    "batch_hard_soft_sqeuclidean": functools.partial(
+        ml.batch_hard_triplet_loss, soft=True, metric="sqeuclidean"),
+    "batch_hard_streaming": functools.partial(ml.batch_hard_triplet_loss, margin=0.5,
+                                              block_size=2),
+    "batch_all": functools.partial(ml.batch_all_triplet_loss, margin=0.5),
+    "batch_all_mean": functools.partial(ml.batch_all_triplet_loss, margin=0.5,
+                                        reduction="mean"),
+    "semi_hard_facenet": functools.partial(ml.semi_hard_triplet_loss, margin=0.5),
+    "semi_hard_tfa": functools.partial(ml.semi_hard_triplet_loss, margin=0.5,
+                                       definition="tfa"),
+    "quadruplet": functools.partial(ml.quadruplet_loss, margin=0.5, margin2=0.3),
+    "contrastive_sum": functools.partial(ml.contrastive_loss, reduction="sum"),
+    "lifted_structure": ml.lifted_structure_loss,
+    "multi_similarity": functools.partial(ml.multi_similarity_loss, beta=10.0),
+    "margin": ml.margin_loss,
+    "npair": ml.npair_loss,
+}
+
+
+def _batch():
+  x, y, _ = cases.make("pk", 3 * N, 4, seed=5)
+  where = np.ones(3 * N, bool)
+  where[[2, 9, 10, 23]] = False                  # padding on several devices
+  return jnp.asarray(x), jnp.asarray(y), jnp.asarray(where)
+
+
+def _single(name, x, y, w):
+  return jax.value_and_grad(lambda e: LOSSES[name](e, y, where=w))(x)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  return jax.make_mesh((N,), ("data",))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_pmap_equals_single_device(name):
+  x, y, w = _batch()
+  value, grad = _single(name, x, y, w)
+  shard = lambda a: a.reshape((N, -1) + a.shape[1:])
+
+  @functools.partial(jax.pmap, axis_name="data")
+  def step(xs, ys, ws):
+    return jax.value_and_grad(
+        lambda e: LOSSES[name](e, ys, where=ws, axis_name="data"))(xs)
+
+  values, grads = step(shard(x), shard(y), shard(w))
+  np.testing.assert_allclose(values, np.full(N, value), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grads.reshape(grad.shape), grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["batch_hard", "batch_hard_streaming", "batch_all",
+                                  "semi_hard_tfa", "multi_similarity"])
+def test_shard_map_equals_single_device(name, mesh):
+  x, y, w = _batch()
+  value, grad = _single(name, x, y, w)
+
+  @jax.jit
+  @functools.partial(jax.shard_map, mesh=mesh, in_specs=P("data"),
+                     out_specs=(P("data"), P("data")))
+  def step(xs, ys, ws):
+    v, g = jax.value_and_grad(
+        lambda e: LOSSES[name](e, ys, where=ws, axis_name="data"))(xs)
+    return v[None], g
+
+  put = lambda a: jax.device_put(a, NamedSharding(mesh, P("data")))
+  values, grads = step(put(x), put(y), put(w))
+  np.testing.assert_allclose(values, np.full(N, value), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grads, grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("name", ["batch_hard", "batch_hard_streaming", "batch_all",
+                                  "semi_hard_facenet"])
+def test_jit_over_a_sharded_mesh_equals_single_device(name, explicit):
+  x, y, w = _batch()
+  value, grad = _single(name, x, y, w)
+  types = (jax.sharding.AxisType.Explicit if explicit else jax.sharding.AxisType.Auto,)
+  mesh = jax.make_mesh((N,), ("data",), axis_types=types)
+  with jax.set_mesh(mesh):
+    put = lambda a: jax.device_put(a, NamedSharding(mesh, P("data")))
+    xs, ys, ws = put(x), put(y), put(w)
+    v, g = jax.jit(jax.value_and_grad(lambda e, yy, ww: LOSSES[name](e, yy, where=ww)))(
+        xs, ys, ws)
+  assert len(g.sharding.device_set) == N
+  np.testing.assert_allclose(v, value, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_reduction_none_returns_the_local_anchors():
+  x, y, w = _batch()
+  full = ml.batch_hard_triplet_loss(x, y, where=w, reduction="none")
+  per_device = jax.pmap(lambda a, b, c: ml.batch_hard_triplet_loss(
+      a, b, where=c, reduction="none", axis_name="d"), axis_name="d")(
+          x.reshape(N, 3, -1), y.reshape(N, 3), w.reshape(N, 3))
+  np.testing.assert_allclose(per_device.reshape(-1), full, rtol=1e-6)
+
+
+def test_margin_loss_rejects_sampling_across_devices():
+  with pytest.raises(ValueError, match="axis_name"):
+    jax.pmap(lambda a: ml.margin_loss(a, jnp.zeros(2, jnp.int32), key=jax.random.key(0),
+                                      axis_name="d"), axis_name="d")(jnp.zeros((N, 2, 3)))
