@@ -1,7 +1,13 @@
 """Launch an experiment: ``python -m experiments.main --config=... --workdir=...``.
 
-Any config field can be overridden: ``--config.loss.margin=0.1``.
+Any config field can be overridden: ``--config.loss.margin=0.1``. For several
+processes (hosts), give each the same ``--coordinator_address`` and
+``--num_processes`` and its own ``--process_id`` (or set ML_COORDINATOR_ADDRESS,
+ML_NUM_PROCESSES, ML_PROCESS_ID); on TPU pods and SLURM, ``--distributed``
+alone lets ``jax.distributed.initialize`` discover them.
 """
+
+import os
 
 import jax
 from absl import app
@@ -13,14 +19,40 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/default.py", "Experiment configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/default",
                                "Checkpoints, logs, plots and summary.json go here.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize (auto-detected cluster).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address",
+                                   os.environ.get("ML_COORDINATOR_ADDRESS", ""),
+                                   "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes",
+                                      int(os.environ.get("ML_NUM_PROCESSES", "1")),
+                                      "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
+                                   "This process's index.")
+
+# Library INFO logs (orbax) would bury the summary table; --verbosity=0 restores them.
+flags.FLAGS.set_default("verbosity", -1)
+
+
+def initialize_distributed() -> None:
+  if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
+    if jax.config.jax_platforms in (None, "", "cpu"):
+      # Cross-process collectives on CPU need gloo.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  initialize_distributed()
   from metric_learning import training  # pylint: disable=import-outside-toplevel
-  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
-               jax.devices())
+  logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
+                  jax.process_count(), jax.local_device_count(), jax.device_count())
   training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -77,7 +77,10 @@ def make_runner(mode: str, graphdef, tx, loss_name: str, loss_kwargs: dict,
       return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     put = lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a, (local,) + a.shape), s)
-    get = lambda s: jax.tree.map(lambda a: a[0], s)
+    # The first local copy; with several processes the mapped array spans
+    # devices of other processes too, so read this process's own shard.
+    get = lambda s: jax.tree.map(
+        lambda a: a.addressable_data(0).reshape(a.shape[1:]), s)
     return Runner(step, put, get, mode)
 
   # mode == "mesh"

@@ -93,22 +93,54 @@ def _reid_eval(embed_fn, state, datasets, cfg) -> dict[str, float]:
 # --------------------------------------------------------- checkpoints ---- #
 
 def checkpoint_manager(workdir: str, cfg) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  extra = {"create": True}
+  if jax.process_count() > 1:
+    # Every process holds the same replicated state; process 0 alone writes it.
+    os.makedirs(directory, exist_ok=True)
+    extra = {"create": False, "multiprocessing_options": ocp.options.MultiprocessingOptions(
+        primary_host=0, active_processes={0})}
+  options = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, **extra)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _is_key(a) -> bool:
+  return jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def storable(state):
+  """Host numpy copy of the state, typed PRNG keys as their key data.
+
+  Checkpoints hold plain arrays: the same bytes whatever device layout (one
+  device, pmap, mesh, several processes) wrote them.
+  """
+  return jax.tree.map(
+      lambda a: np.asarray(jax.random.key_data(a) if _is_key(a) else a), state)
+
+
+def from_storable(template, stored):
+  return jax.tree.map(
+      lambda t, s: jax.random.wrap_key_data(jnp.asarray(s), impl=jax.random.key_impl(t))
+      if _is_key(t) else jnp.asarray(s), template, stored)
 
 
 def restore_latest(manager: ocp.CheckpointManager, state):
   """The newest checkpoint that restores; a corrupt one falls back to the previous."""
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(state))
+      restored = manager.restore(step, args=ocp.args.StandardRestore(storable(state)))
       logging.info("Resumed from checkpoint at step %d.", step)
-      return restored
+      return from_storable(state, restored)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("Checkpoint at step %d could not be restored (%s); trying an "
                       "older one.", step, e)
   return state
+
+
+def _broadcast_from_process_0(tree):
+  """Process 0's values everywhere; typed PRNG keys travel as their key data."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return from_storable(tree, multihost_utils.broadcast_one_to_all(storable(tree)))
 
 
 # ---------------------------------------------------------------- main ----- #
@@ -138,8 +170,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 sampler.batch_size)
   embed_fn = state_lib.make_embed_fn(graphdef)
 
-  manager = checkpoint_manager(workdir, config)
-  state = restore_latest(manager, state)
+  manager = checkpoint_manager(workdir, config) if is_main else None
+  if manager is not None:
+    state = restore_latest(manager, state)
+  if jax.process_count() > 1:   # every process resumes from process 0's checkpoint
+    state = _broadcast_from_process_0(state)
   first_step = int(state.step)
   state = runner.put_state(state)
   log = logger_lib.MetricLogger(workdir, enabled=is_main)
@@ -173,10 +208,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
       bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
     if config.eval_every and step % config.eval_every == 0 and step != config.num_steps:
       run_eval(step)
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
-      manager.save(step, args=ocp.args.StandardSave(runner.get_state(state)))
+    if manager is not None and (step % config.checkpoint_every == 0
+                                or step == config.num_steps):
+      manager.save(step, args=ocp.args.StandardSave(storable(runner.get_state(state))))
   bar.close()
-  manager.wait_until_finished()
+  if manager is not None:
+    manager.wait_until_finished()
 
   state = runner.get_state(state)
   runner = parallel.make_runner("none", graphdef, tx, loss_name, loss_kwargs,
@@ -194,7 +231,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if is_main:
     _write_outputs(workdir, summary, emb, datasets, eval_sets, log, config)
   log.close()
-  manager.close()
+  if manager is not None:
+    manager.close()
   return summary
 
 
