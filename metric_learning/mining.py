@@ -190,11 +190,33 @@ def tfa_negatives(d: jax.Array, pos: jax.Array, neg: jax.Array):
 
 
 # --------------------------------------------------------------------------- #
-# Public miners (square case: candidates = the batch).
+# Public miners (square case: candidates = the batch). With ``axis_name``
+# (inside pmap / shard_map) ``distances`` is [local anchors, global batch]:
+# this device's rows against every device's rows, gathered in device order;
+# indices then refer to the global batch.
 # --------------------------------------------------------------------------- #
 
 
-def _square(distances, labels, where):
+def _across_devices(distances, labels, where, axis_name):
+  labels = jnp.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array [batch]; got shape {labels.shape}.")
+  labels = _validation.int_vector(labels, labels.shape[0], "labels", "labels")
+  where = _validation.bool_vector(where, labels.shape[0], "where", "labels")
+  gather = lambda v: jax.lax.all_gather(v, axis_name, tiled=True)
+  all_labels, all_where = gather(labels), gather(where)
+  distances = jnp.asarray(distances)
+  if distances.shape != (labels.shape[0], all_labels.shape[0]):
+    raise ValueError(f"with axis_name, distances must be [local, global] = "
+                     f"[{labels.shape[0]}, {all_labels.shape[0]}]; got {distances.shape}.")
+  n = labels.shape[0]
+  self_index = jax.lax.axis_index(axis_name) * n + jnp.arange(n)
+  return distances, masks_lib.pair_masks(labels, where, all_labels, all_where, self_index)
+
+
+def _square(distances, labels, where, axis_name=None):
+  if axis_name is not None:
+    return _across_devices(distances, labels, where, axis_name)
   distances = _validation.square_matrix(distances, "distances")
   masks = masks_lib.square_masks(labels, where)
   if masks.positive.shape != distances.shape:
@@ -204,7 +226,8 @@ def _square(distances, labels, where):
 
 
 def batch_hard(distances: jax.Array, labels: jax.Array, *,
-               where: jax.Array | None = None) -> TripletSelection:
+               where: jax.Array | None = None,
+               axis_name: str | None = None) -> TripletSelection:
   r"""Batch-hard mining (Hermans et al. 2017).
 
   .. math::
@@ -214,6 +237,10 @@ def batch_hard(distances: jax.Array, labels: jax.Array, *,
     distances: ``[batch, batch]`` distances.
     labels: ``[batch]`` integer labels.
     where: optional ``[batch]`` bool; False marks padding rows.
+
+  Every miner also takes ``axis_name``: inside ``pmap`` / ``shard_map``,
+  ``distances`` is then ``[local, global]`` (this device's rows against the
+  all-gathered batch) and indices refer to the global batch.
 
   Returns:
     :class:`TripletSelection` with ``[batch]`` fields.
@@ -226,12 +253,13 @@ def batch_hard(distances: jax.Array, labels: jax.Array, *,
     >>> sel.positive_index.tolist(), sel.negative_index.tolist()
     ([1, 0, 3, 2], [2, 2, 1, 1])
   """
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   return select_triplets(distances, masks, positive="hard")
 
 
 def easy_positive(distances: jax.Array, labels: jax.Array, *,
-                  where: jax.Array | None = None) -> TripletSelection:
+                  where: jax.Array | None = None,
+               axis_name: str | None = None) -> TripletSelection:
   r"""Easy-positive, hard-negative mining (Xuan et al. 2020).
 
   .. math::
@@ -253,12 +281,13 @@ def easy_positive(distances: jax.Array, labels: jax.Array, *,
     >>> sel.positive_index.tolist()
     [1, 0, 1, 4, 3]
   """
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   return select_triplets(distances, masks, positive="easy")
 
 
 def semi_hard(distances: jax.Array, labels: jax.Array, *, margin=0.2,
-              definition: str = "facenet", where: jax.Array | None = None):
+              definition: str = "facenet", where: jax.Array | None = None,
+              axis_name: str | None = None):
   r"""Semi-hard mining under one of two definitions.
 
   * ``"facenet"`` (Schroff et al. 2015): every triplet with
@@ -290,7 +319,7 @@ def semi_hard(distances: jax.Array, labels: jax.Array, *, margin=0.2,
   """
   _validation.choice(definition, "definition", SEMI_HARD_DEFINITIONS)
   _validation.nonnegative(margin, "margin")
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   if definition == "tfa":
     index, valid = jax.vmap(tfa_negatives)(distances, masks.positive,
                                             masks.negative)
@@ -309,7 +338,8 @@ def semi_hard(distances: jax.Array, labels: jax.Array, *, margin=0.2,
 
 
 def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
-              where: jax.Array | None = None) -> TripletCounts:
+              where: jax.Array | None = None,
+               axis_name: str | None = None) -> TripletCounts:
   r"""Counts every valid triplet and the active ones, per anchor.
 
   .. math::
@@ -337,7 +367,7 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
     ([2, 2, 2, 2], [0, 1, 2, 0])
   """
   _validation.nonnegative(margin, "margin")
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
 
   def row(d, p, n):
     gap, mask = triplet_cube(d, p, n)
@@ -350,7 +380,8 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
 def rank_range(distances: jax.Array, labels: jax.Array, *,
                positive_ranks: tuple[int, int] = (0, 1),
                negative_ranks: tuple[int, int] = (0, 1),
-               where: jax.Array | None = None) -> RankSelection:
+               where: jax.Array | None = None,
+               axis_name: str | None = None) -> RankSelection:
   r"""Positives and negatives at hardness ranks ``[lo, hi)`` (hardest = rank 0).
 
   Positives are ranked by decreasing distance, negatives by increasing distance.
@@ -384,7 +415,7 @@ def rank_range(distances: jax.Array, labels: jax.Array, *,
         or not 0 <= ranks[0] < ranks[1]):
       raise ValueError(f"{name} must be a tuple (lo, hi) of ints with "
                        f"0 <= lo < hi; got {ranks!r}.")
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   size = distances.shape[1]
 
   def top(scores, mask, ranks):
@@ -409,7 +440,8 @@ def rank_range(distances: jax.Array, labels: jax.Array, *,
 def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *,
                       dim: int, cutoff: float = 0.5,
                       nonzero_loss_cutoff: float = 1.4,
-                      where: jax.Array | None = None) -> TripletSelection:
+                      where: jax.Array | None = None,
+               axis_name: str | None = None) -> TripletSelection:
   r"""Distance-weighted sampling (Wu et al. 2017) for unit-norm embeddings.
 
   One positive per anchor uniformly at random, and one negative with
@@ -441,7 +473,7 @@ def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *
     >>> sel.valid.tolist()
     [True, True, True, True, True, True]
   """
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   d = jnp.maximum(distances, cutoff)
   log_q = ((dim - 2.0) * jnp.log(d)
            + ((dim - 3.0) / 2.0) * jnp.log(jnp.maximum(1.0 - 0.25 * d * d, 1e-8)))
@@ -463,7 +495,8 @@ def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *
 
 
 def statistics(distances: jax.Array, labels: jax.Array, *, margin=0.2,
-               where: jax.Array | None = None) -> dict[str, jax.Array]:
+               where: jax.Array | None = None,
+               axis_name: str | None = None) -> dict[str, jax.Array]:
   r"""Scalars a training loop can log about what mining sees.
 
   Keys: ``valid_anchor_fraction`` (of real rows), ``active_anchor_fraction``
@@ -488,9 +521,9 @@ def statistics(distances: jax.Array, labels: jax.Array, *, margin=0.2,
     >>> round(float(s["active_anchor_fraction"]), 2), float(s["hardest_positive_mean"])
     (0.5, 1.75)
   """
-  distances, masks = _square(distances, labels, where)
+  distances, masks = _square(distances, labels, where, axis_name)
   sel = select_triplets(distances, masks)
-  counts = batch_all(distances, labels, margin=margin, where=where)
+  counts = batch_all(distances, labels, margin=margin, where=where, axis_name=axis_name)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   valid = sel.valid
   return {

@@ -123,3 +123,26 @@ def test_margin_loss_rejects_sampling_across_devices():
   with pytest.raises(ValueError, match="axis_name"):
     jax.pmap(lambda a: ml.margin_loss(a, jnp.zeros(2, jnp.int32), key=jax.random.key(0),
                                       axis_name="d"), axis_name="d")(jnp.zeros((N, 2, 3)))
+
+
+@pytest.mark.parametrize("miner", ["batch_hard", "easy_positive", "semi_hard_tfa",
+                                   "batch_all", "rank_range"])
+def test_miners_over_the_global_batch_equal_single_device(miner):
+  x, y, w = _batch()
+  fns = {
+      "batch_hard": ml.mining.batch_hard,
+      "easy_positive": ml.mining.easy_positive,
+      "semi_hard_tfa": functools.partial(ml.mining.semi_hard, definition="tfa"),
+      "batch_all": ml.mining.batch_all,
+      "rank_range": functools.partial(ml.mining.rank_range, negative_ranks=(0, 3)),
+  }
+  full = fns[miner](ml.pairwise_distances(x), y, where=w)
+
+  @functools.partial(jax.pmap, axis_name="d")
+  def mine(xs, ys, ws):
+    everyone = jax.lax.all_gather(xs, "d", tiled=True)
+    return fns[miner](ml.pairwise_distances(xs, everyone), ys, where=ws, axis_name="d")
+
+  local = mine(x.reshape(N, 3, -1), y.reshape(N, 3), w.reshape(N, 3))
+  for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(local)):
+    np.testing.assert_allclose(b.reshape(a.shape), a, rtol=1e-5, atol=1e-6)
