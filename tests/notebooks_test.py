@@ -1,0 +1,29 @@
+"""Every notebook runs top to bottom (small sizes via ML_NOTEBOOK_SMALL=1)."""
+
+import glob
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+
+
+def test_there_are_three_notebooks_with_badges_and_no_outputs():
+  assert [os.path.basename(p)[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
+  for path in NOTEBOOKS:
+    book = nbformat.read(path, as_version=4)
+    assert "colab.research.google.com" in book.cells[0].source
+    assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_executes(path, monkeypatch):
+  monkeypatch.setenv("ML_NOTEBOOK_SMALL", "1")
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.delenv("XLA_FLAGS", raising=False)   # each notebook sets up its own devices
+  book = nbformat.read(path, as_version=4)
+  NotebookClient(book, timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": ROOT}}).execute()
