@@ -48,6 +48,7 @@ class TrainState:
   step: jax.Array
   rng: jax.Array            # raw uint32 key of the run's seed
   skipped: jax.Array        # updates skipped because of a non-finite loss or gradient
+  first_nonfinite_step: jax.Array   # the first such step, -1 if none
 
 
 def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
@@ -77,7 +78,8 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int):
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   state = TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
                      step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(seed),
-                     skipped=jnp.zeros((), jnp.int32))
+                     skipped=jnp.zeros((), jnp.int32),
+                     first_nonfinite_step=jnp.full((), -1, jnp.int32))
   return graphdef, state
 
 
@@ -115,7 +117,10 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
     new_state = TrainState(
         params=keep(params, state.params), model_state=keep(model_state, state.model_state),
         opt_state=keep(opt_state, state.opt_state), step=state.step + 1, rng=state.rng,
-        skipped=state.skipped + (~finite).astype(jnp.int32))
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where(
+            (state.first_nonfinite_step < 0) & ~finite, state.step + 1,
+            state.first_nonfinite_step))
     stats = ml.triplet_statistics(emb, batch["labels"], where=batch["where"])
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "finite": finite.astype(jnp.float32), **stats}

@@ -201,9 +201,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar.update(1)
     if step % config.log_every == 0 or step == config.num_steps:
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
-      if not np.isfinite(scalars["train/loss"]) and config.nonfinite == "stop":
-        raise FloatingPointError(f"non-finite loss at step {step}: "
-                                 f"{scalars['train/loss']}")
+      bad = int(runner.get_state(state).first_nonfinite_step)
+      if bad >= 0 and config.nonfinite == "stop":
+        raise FloatingPointError(
+            f"non-finite loss or gradient at step {bad} (nonfinite='stop'); the update was "
+            f"not applied and the last checkpoint holds finite values.")
       log.write(step, scalars)
       bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
     if config.eval_every and step % config.eval_every == 0 and step != config.num_steps:
@@ -222,7 +224,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   raw = evaluate({k: datasets[k].inputs.reshape(len(datasets[k]), -1) for k in eval_sets},
                  datasets, "euclidean")
   for k in eval_sets:
-    clusters = ml.metrics.clustering_metrics(emb[k], datasets[k].labels, seed=config.seed)
+    if np.all(np.isfinite(emb[k])):
+      clusters = ml.metrics.clustering_metrics(emb[k], datasets[k].labels, seed=config.seed)
+    else:
+      logging.warning("%s embeddings are not finite: no clustering metrics.", k)
+      clusters = {"nmi": float("nan"), "ami": float("nan")}
     final.update({f"{k}/{name}": v for name, v in clusters.items()})
   summary = {**final, **{f"raw/{k}": v for k, v in raw.items()},
              "steps": int(state.step), "skipped_updates": int(state.skipped),
