@@ -209,7 +209,8 @@ def npair(s):
     vals = []
     for j in (s.positives(i) if neg else []):
       sij = float(s.x[i] @ s.cands[j])
-      vals.append(math.log1p(sum(math.exp(float(s.x[i] @ s.cands[k]) - sij)
-                                 for k in neg)))
+      z = [float(s.x[i] @ s.cands[k]) - sij for k in neg]
+      top = max(0.0, max(z))                    # log(1 + sum e^z), shifted: no overflow
+      vals.append(top + math.log(math.exp(-top) + sum(math.exp(v - top) for v in z)))
     out.append(_collect(vals))
   return out
