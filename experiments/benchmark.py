@@ -92,7 +92,8 @@ def _jax_runner(method: str, batch: int, dim: int, block: int):
 def _pml_runner(batch: int, dim: int):
   try:
     import torch  # pylint: disable=import-outside-toplevel
-    from pytorch_metric_learning import losses, miners  # pylint: disable=import-outside-toplevel
+    from pytorch_metric_learning import losses  # pylint: disable=import-outside-toplevel
+    from pytorch_metric_learning import miners  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
   x, y = _data(batch, dim)

@@ -7,7 +7,8 @@ costs nothing inside ``jax.jit`` and fails before any computation starts.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -23,7 +23,6 @@ from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
 
-
 @dataclasses.dataclass(frozen=True)
 class EmbeddingIndex:
   """Gallery embeddings ``[n, dim]`` (float32) and their integer labels ``[n]``."""

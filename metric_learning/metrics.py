@@ -273,7 +273,8 @@ def clustering_metrics(embeddings, labels, *, seed: int = 0) -> dict[str, float]
     >>> ml.metrics.clustering_metrics(x, [3, 3, 8, 8])["nmi"]
     1.0
   """
-  from sklearn import cluster, metrics as sk_metrics  # pylint: disable=import-outside-toplevel
+  from sklearn import cluster  # pylint: disable=import-outside-toplevel
+  from sklearn import metrics as sk_metrics
   x = np.asarray(embeddings, np.float64)
   y = np.asarray(labels)
   k = len(np.unique(y))

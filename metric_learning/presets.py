@@ -28,7 +28,8 @@ without a positive or negative are left out; never NaN), not the source's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import jax
 

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 import reference as ref
+from jax.test_util import check_grads
 
 import metric_learning as ml
 

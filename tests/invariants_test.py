@@ -2,7 +2,6 @@
 
 import cases
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from losses_test import LOSSES

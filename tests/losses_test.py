@@ -91,7 +91,7 @@ def test_matches_reference(name, metric):
   def all_reductions(x, y, w):
     return {r: call(x, y, w, metric, r) for r in REDUCTIONS}
 
-  for pattern, batch, dim, x, y, w in cases.all_cases():
+  for pattern, batch, _, x, y, w in cases.all_cases():
     out = all_reductions(x, y, np.ones(batch, bool) if w is None else w)
     terms = reference(ref.Setup(x, y, w), metric)
     for reduction in REDUCTIONS:

@@ -82,7 +82,8 @@ def test_reid_protocol_ignores_same_camera_matches_and_junk():
 
 
 def test_verification_metrics_match_sklearn_roc():
-  from sklearn.metrics import roc_auc_score, roc_curve
+  from sklearn.metrics import roc_auc_score
+  from sklearn.metrics import roc_curve
   rng = np.random.default_rng(3)
   same = rng.random(200) < 0.4
   scores = rng.standard_normal(200) + 1.5 * same

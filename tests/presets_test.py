@@ -1,7 +1,6 @@
 """Presets reproduce the papers' and libraries' definitions on PK batches."""
 
 import cases
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
@@ -84,7 +83,10 @@ def test_pml_preset_equals_pytorch_metric_learning():
 def test_hermans_and_batch_all_equal_pytorch_metric_learning_equivalents():
   torch = pytest.importorskip("torch")
   pml = pytest.importorskip("pytorch_metric_learning")
-  from pytorch_metric_learning import distances, losses, miners, reducers
+  from pytorch_metric_learning import distances
+  from pytorch_metric_learning import losses
+  from pytorch_metric_learning import miners
+  from pytorch_metric_learning import reducers
   x, y = _pk(3, batch=16, dim=8)
   emb, lab = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.int64)
   plain = distances.LpDistance(normalize_embeddings=False)

@@ -178,7 +178,7 @@ def multi_similarity(s, alpha, beta, base, epsilon):
     if not pos or not neg:
       out.append((0.0, 0, 0))
       continue
-    sim = lambda j: 1.0 - s.d(i, j, "cosine")
+    sim = lambda j, i=i: 1.0 - s.d(i, j, "cosine")
     min_pos = min(sim(j) for j in pos)
     max_neg = max(sim(k) for k in neg)
     kp = [j for j in pos if sim(j) - epsilon < max_neg]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
+from metric_learning import models
 from metric_learning import training
 from metric_learning.training import state as state_lib
-from metric_learning import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from metric_learning import data, models, training
+from metric_learning import data
+from metric_learning import models
+from metric_learning import training
 from metric_learning.training import parallel
 from metric_learning.training import state as state_lib
 

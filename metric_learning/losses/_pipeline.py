@@ -1,4 +1,6 @@
-"""The steps every in-batch loss shares: inputs → candidates → distances → masks → terms → reduction.
+"""The steps every in-batch loss shares.
+
+inputs → candidates → distances → masks → terms → reduction.
 
 Candidates are the batch itself, optionally followed by reference rows (a
 cross-batch memory bank, :mod:`metric_learning.memory`). Reference rows are

@@ -132,7 +132,8 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
   :math:`S_{ik} + \epsilon > \min_{j \in P(i)} S_{ij}`, then
 
   .. math::
-    \ell_i = \frac{1}{\alpha} \log\Big(1 + \sum_{j \in \tilde P_i} e^{-\alpha (S_{ij} - \lambda)}\Big)
+    \ell_i = \frac{1}{\alpha}
+             \log\Big(1 + \sum_{j \in \tilde P_i} e^{-\alpha (S_{ij} - \lambda)}\Big)
            + \frac{1}{\beta} \log\Big(1 + \sum_{k \in \tilde N_i} e^{\beta (S_{ik} - \lambda)}\Big)
 
   An anchor whose kept positives or negatives are empty contributes 0, as in

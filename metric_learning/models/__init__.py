@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import jax
@@ -158,7 +159,6 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0, **kwargs) ->
 
 def load_weights(model: nnx.Module, path: str) -> nnx.Module:
   """Restores parameters saved by :func:`save_weights` (a local directory; no downloads)."""
-  import os  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   path = os.path.abspath(path)
   if not os.path.isdir(path):
@@ -170,7 +170,6 @@ def load_weights(model: nnx.Module, path: str) -> nnx.Module:
 
 
 def save_weights(model: nnx.Module, path: str) -> None:
-  import os  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(os.path.abspath(path), nnx.state(model))
