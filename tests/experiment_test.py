@@ -26,6 +26,9 @@ def test_writes_checkpoints_events_metrics_plots_and_summary(run):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]
   assert any("eval/unseen/map_at_r" in r for r in rows)
+  stats = [r for r in rows if "train/active_anchor_fraction" in r]
+  assert [r["step"] for r in stats] == [2, 4, 6]
+  assert all(0 <= r["train/valid_anchor_fraction"] <= 1 for r in stats)
   for name in ("embedding_map", "distances", "curves", "retrieval_grid"):
     assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 1000
   with open(os.path.join(workdir, "summary.json")) as f:

@@ -101,12 +101,12 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
     emb = model(batch["inputs"])
     loss = loss_fn(emb, batch["labels"], batch["where"])
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-    return loss, (emb, new_model_state)
+    return loss, new_model_state
 
   def train_step(state: TrainState, batch):
     # Dropout draws from the RNG streams inside model_state, which advance
     # functionally and are checkpointed with it.
-    (loss, (emb, model_state)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+    (loss, model_state), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params, state.model_state, batch)
     if axis_name is not None:
       grads = jax.lax.psum(grads, axis_name)
@@ -122,9 +122,10 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
         first_nonfinite_step=jnp.where(
             (state.first_nonfinite_step < 0) & ~finite, state.step + 1,
             state.first_nonfinite_step))
-    stats = ml.triplet_statistics(emb, batch["labels"], where=batch["where"])
+    # Mining statistics cost another B x B pass: they are computed only at log
+    # steps, outside this hot path (see training.train).
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "finite": finite.astype(jnp.float32), **stats}
+               "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
   return train_step

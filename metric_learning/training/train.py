@@ -63,6 +63,13 @@ def train_batch(dataset, sampler, step: int, cfg) -> dict[str, np.ndarray]:
           "where": np.ones(len(index), bool)}
 
 
+def batch_statistics(embed_fn, state, batch, margin) -> dict[str, float]:
+  """Mining statistics of a training batch under the current parameters (log steps only)."""
+  emb = embed_fn(state, batch["inputs"])
+  stats = ml.triplet_statistics(emb, batch["labels"], margin=margin, where=batch["where"])
+  return {f"train/{k}": float(v) for k, v in stats.items()}
+
+
 def embed_all(embed_fn, state, dataset, batch_size: int) -> np.ndarray:
   """Embeddings of every sample, in fixed-size padded batches (one compile)."""
   out = []
@@ -197,10 +204,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
              disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   step = first_step
   for step in range(first_step + 1, config.num_steps + 1):
-    state, metrics = runner.step(state, next(batches))
+    last_batch = next(batches)
+    state, metrics = runner.step(state, last_batch)
     bar.update(1)
     if step % config.log_every == 0 or step == config.num_steps:
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
+      scalars.update(batch_statistics(embed_fn, runner.get_state(state), last_batch,
+                                      loss_kwargs.get("margin", 0.2)))
       bad = int(runner.get_state(state).first_nonfinite_step)
       if bad >= 0 and config.nonfinite == "stop":
         raise FloatingPointError(
