@@ -30,8 +30,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes",
 _PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
                                    "This process's index.")
 
-# Library INFO logs (orbax) would bury the summary table; --verbosity=0 restores them.
-flags.FLAGS.set_default("verbosity", -1)
 
 
 def initialize_distributed() -> None:
@@ -49,6 +47,9 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # Library INFO logs (orbax) would bury the summary table; --verbosity=0 shows them.
+    logging.set_verbosity(logging.WARNING)
   initialize_distributed()
   from metric_learning import training  # pylint: disable=import-outside-toplevel
   logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
