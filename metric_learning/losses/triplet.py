@@ -399,12 +399,13 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
                           margin2=margin2)
   batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
-  pi, ni, valid = _select(batch, metric, None)
-  first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=False)
-
+  # One candidate x candidate matrix serves both terms: the anchors' rows of it
+  # drive the batch-hard selection, all of it the closest negative pair.
   x = jax.lax.stop_gradient(batch.candidates)
   d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
   masks = batch.masks()
+  pi, ni, valid = mining.hard_indices(jnp.take(d, batch.self_index, axis=0), masks)
+  first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=False)
   cand_labels, cand_where = batch.candidate_labels, batch.candidate_where
   other_pair = ((cand_labels[:, None] != cand_labels[None, :])   # y_k != y_l, both real
                 & cand_where[:, None] & cand_where[None, :])
