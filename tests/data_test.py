@@ -54,10 +54,58 @@ def test_image_folder_layout(tmp_path):
   d = data.image_folder(str(tmp_path / "cub"), image_size=4)
   assert d.inputs.shape == (6, 4, 4, 3)
   assert d.labels.tolist() == [0, 0, 0, 1, 1, 1]           # sorted class folders
+  assert d.class_names == ("a_albatross", "b_cardinal")
   assert d.inputs[0].max() < 0.1 and d.inputs[-1].min() > 0.7
   os.makedirs(tmp_path / "empty" / "cls")
   with pytest.raises(ValueError, match="no images found"):
     data.image_folder(str(tmp_path / "empty"))
+
+
+def test_image_folder_skips_hidden_folders_and_files(tmp_path):
+  root = tmp_path / "cub"
+  for cls, value in (("a_albatross", 10), ("b_cardinal", 200)):
+    for i in range(2):
+      _png(str(root / cls / f"{i}.jpg"), value)
+  # Jupyter, macOS zip and Finder leftovers, sorting before the real classes.
+  _png(str(root / ".ipynb_checkpoints" / "0-checkpoint.jpg"), 90)
+  _png(str(root / "__MACOSX" / "a_albatross" / "._0.jpg"), 90)
+  _png(str(root / "a_albatross" / ".hidden.jpg"), 90)
+  (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+  (root / "a_albatross" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+  d = data.image_folder(str(root), image_size=4)
+  assert d.labels.tolist() == [0, 0, 1, 1]
+  assert d.class_names == ("a_albatross", "b_cardinal")
+  assert d.label_names() == {0: "a_albatross", 1: "b_cardinal"}
+  assert d.inputs[:2].max() < 0.1 and d.inputs[2:].min() > 0.7   # no hidden image read
+
+
+def test_class_names_survive_subset_and_split_and_round_trip(tmp_path):
+  digits = data.digits()
+  assert digits.class_names == tuple("0123456789")
+  splits = data.class_disjoint_split(digits, seen_classes=(0, 1, 2, 3, 4),
+                                     test_fraction=0.3, seed=0)
+  assert splits["unseen"].class_names == digits.class_names
+  assert splits["unseen"].label_names() == {i: str(i) for i in range(5, 10)}
+  named = data.Dataset(np.zeros((3, 2)), np.array([2, 0, 2]), name="toy",
+                       class_names=["zero", "one", "two"])
+  assert named.class_names == ("zero", "one", "two")            # stored as a tuple
+  sub = named.subset(named.labels == 2, "twos")
+  assert sub.class_names == named.class_names and sub.label_names() == {2: "two"}
+  assert data.Dataset(np.zeros((2, 1)), np.array([3, 4])).label_names() == {3: "3", 4: "4"}
+  path = str(tmp_path / "meta" / "label_names.json")
+  names = {0: "zero", 2: "two", 10: "ten ✓"}
+  data.save_label_names(path, names)
+  assert data.load_label_names(path) == names
+  with pytest.raises(ValueError, match="class_names has 2 names"):
+    data.Dataset(np.zeros((2, 1)), np.array([0, 2]), class_names=("a", "b"))
+  (tmp_path / "list.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match="JSON object"):
+    data.load_label_names(str(tmp_path / "list.json"))
+  (tmp_path / "keys.json").write_text('{"cat": "x"}')
+  with pytest.raises(ValueError, match="integer label"):
+    data.load_label_names(str(tmp_path / "keys.json"))
+  with pytest.raises(TypeError, match="mapping"):
+    data.save_label_names(path, ["a", "b"])
 
 
 def test_market1501_layout_parses_ids_and_cameras(tmp_path):

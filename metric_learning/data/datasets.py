@@ -8,8 +8,10 @@ camera ids. Nothing is ever downloaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+from typing import Mapping
 
 import numpy as np
 
@@ -18,28 +20,100 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Inputs ``[n, ...]`` float32, labels ``[n]`` int32, optional cameras ``[n]``."""
+  """Inputs ``[n, ...]`` float32, labels ``[n]`` int32, optional cameras ``[n]``.
+
+  ``class_names``, when known, names each label: label ``i`` is class
+  ``class_names[i]``.
+  """
   inputs: np.ndarray
   labels: np.ndarray
   cameras: np.ndarray | None = None
   name: str = ""
+  class_names: tuple[str, ...] | None = None
 
   def __post_init__(self):
     if len(self.inputs) != len(self.labels):
       raise ValueError(f"{self.name or 'dataset'}: {len(self.inputs)} inputs but "
                        f"{len(self.labels)} labels.")
+    if self.class_names is not None:
+      object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+      if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(
+          self.class_names):
+        raise ValueError(f"{self.name or 'dataset'}: class_names has "
+                         f"{len(self.class_names)} names but labels span "
+                         f"[{self.labels.min()}, {self.labels.max()}].")
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def subset(self, mask_or_index, name: str | None = None) -> "Dataset":
+    """The selected samples (a bool mask or indices), with the same class names."""
     cams = None if self.cameras is None else self.cameras[mask_or_index]
     return Dataset(self.inputs[mask_or_index], self.labels[mask_or_index], cams,
-                   self.name if name is None else name)
+                   self.name if name is None else name, self.class_names)
 
   @property
   def num_classes(self) -> int:
     return len(np.unique(self.labels))
+
+  def label_names(self) -> dict[int, str]:
+    """``{label: class name}`` for the labels present, names as numbers when unknown.
+
+    Returns:
+      A dict from each distinct label (sorted) to its name.
+
+    Example:
+      >>> Dataset(np.zeros((3, 2)), np.array([2, 0, 2]), class_names=("a", "b", "c")
+      ...         ).label_names()
+      {0: 'a', 2: 'c'}
+    """
+    present = np.unique(self.labels).tolist()
+    if self.class_names is None:
+      return {label: str(label) for label in present}
+    return {label: self.class_names[label] for label in present}
+
+
+def save_label_names(path: str, mapping: Mapping[int, str]) -> None:
+  """Writes ``{label: name}`` as a JSON object (keys as strings), creating the folder.
+
+  Args:
+    path: the ``.json`` file to write.
+    mapping: each integer label's class name, e.g. ``dataset.label_names()``.
+  """
+  if not isinstance(mapping, Mapping):
+    raise TypeError(f"mapping must be a dict {{label: name}}; got {type(mapping).__name__}.")
+  folder = os.path.dirname(path)
+  if folder:
+    os.makedirs(folder, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({str(int(k)): str(v) for k, v in sorted(mapping.items())}, f, indent=1,
+              ensure_ascii=False)
+
+
+def load_label_names(path: str) -> dict[int, str]:
+  """Reads a file written by :func:`save_label_names`.
+
+  Args:
+    path: a JSON object ``{"label": "name"}``.
+
+  Returns:
+    ``{label: name}`` with integer labels.
+  """
+  with open(path, encoding="utf-8") as f:
+    raw = json.load(f)
+  if not isinstance(raw, dict):
+    raise ValueError(f"{path!r} must hold a JSON object {{label: name}}; got "
+                     f"{type(raw).__name__}.")
+  try:
+    return {int(k): str(v) for k, v in raw.items()}
+  except ValueError as e:
+    raise ValueError(f"{path!r}: every key must be an integer label; got "
+                     f"{sorted(raw)[:5]}.") from e
+
+
+def _hidden(name: str) -> bool:
+  """Names that are never data: ``.ipynb_checkpoints``, ``.DS_Store``, ``__MACOSX``."""
+  return name.startswith((".", "__"))
 
 
 def digits() -> Dataset:
@@ -47,7 +121,8 @@ def digits() -> Dataset:
   from sklearn import datasets  # pylint: disable=import-outside-toplevel
   d = datasets.load_digits()
   images = (d.images / 16.0).astype(np.float32)[..., None]
-  return Dataset(images, d.target.astype(np.int32), name="digits")
+  return Dataset(images, d.target.astype(np.int32), name="digits",
+                 class_names=tuple(str(i) for i in range(10)))
 
 
 def class_disjoint_split(dataset: Dataset, *, seen_classes, test_fraction: float,
@@ -117,24 +192,27 @@ def _load_image(path: str, size: int) -> np.ndarray:
 def image_folder(root: str, *, image_size: int = 64) -> Dataset:
   """One sub-folder per class (CUB-200, Cars196, SOP after extraction).
 
-  Classes are numbered in sorted sub-folder order; images are resized to
-  ``image_size`` × ``image_size`` RGB.
+  Classes are numbered in sorted sub-folder order and named after their folder
+  (``class_names``); images are resized to ``image_size`` × ``image_size`` RGB.
+  Hidden entries (names starting with ``.`` or ``__``: ``.ipynb_checkpoints/``,
+  ``__MACOSX/``, ``.DS_Store``) are neither classes nor images.
   """
   if not os.path.isdir(root):
     raise FileNotFoundError(f"image folder not found: {root!r}; expected ROOT/CLASS_NAME/"
                             "IMAGE.jpg with one sub-folder per class.")
-  classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  classes = sorted(d for d in os.listdir(root)
+                   if not _hidden(d) and os.path.isdir(os.path.join(root, d)))
   images, labels = [], []
   for label, name in enumerate(classes):
     for file in sorted(os.listdir(os.path.join(root, name))):
-      if file.lower().endswith(IMAGE_SUFFIXES):
+      if not _hidden(file) and file.lower().endswith(IMAGE_SUFFIXES):
         images.append(_load_image(os.path.join(root, name, file), image_size))
         labels.append(label)
   if not images:
     raise ValueError(f"no images found under {root!r}; expected ROOT/CLASS_NAME/IMAGE.jpg "
                      f"({', '.join(IMAGE_SUFFIXES)}).")
   return Dataset(np.stack(images), np.asarray(labels, np.int32),
-                 name=os.path.basename(os.path.normpath(root)))
+                 name=os.path.basename(os.path.normpath(root)), class_names=tuple(classes))
 
 
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -158,7 +236,7 @@ def market1501(root: str, split: str, *, image_size: int = 64) -> Dataset:
   images, ids, cams = [], [], []
   for file in sorted(os.listdir(folder)):
     m = _MARKET_NAME.match(file)
-    if m is None or not file.lower().endswith(IMAGE_SUFFIXES):
+    if m is None or _hidden(file) or not file.lower().endswith(IMAGE_SUFFIXES):
       continue
     images.append(_load_image(os.path.join(folder, file), image_size))
     ids.append(int(m.group(1)))
