@@ -1,13 +1,21 @@
 """Launch an experiment: ``python -m experiments.main --config=... --workdir=...``.
 
-Any config field can be overridden: ``--config.loss.margin=0.1``. For several
-processes (hosts), give each the same ``--coordinator_address`` and
+Any config field can be overridden: ``--config.loss.margin=0.1``. Overriding a
+part's name (``--config.loss.name=multi_similarity_loss``) switches to that part
+with its own defaults: the config file's other settings of that section were
+meant for the file's part and are dropped (``--config.loss.FIELD=...`` on the
+command line still applies). A config error stops before training with one line
+naming the field; SIGINT / SIGTERM save a checkpoint and stop with one line.
+
+For several processes (hosts), give each the same ``--coordinator_address`` and
 ``--num_processes`` and its own ``--process_id`` (or set ML_COORDINATOR_ADDRESS,
 ML_NUM_PROCESSES, ML_PROCESS_ID); on TPU pods and SLURM, ``--distributed``
 alone lets ``jax.distributed.initialize`` discover them.
 """
 
+import importlib.util
 import os
+import sys
 
 import jax
 from absl import app
@@ -19,6 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/default.py", "Experiment configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/default",
                                "Checkpoints, logs, plots and summary.json go here.")
+_FRESH = flags.DEFINE_bool("fresh", False,
+                           "Move an existing workdir aside (WORKDIR.old-TIMESTAMP) and start "
+                           "anew, instead of resuming it.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize (auto-detected cluster).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address",
@@ -30,6 +41,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes",
 _PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
                                    "This process's index.")
 
+SECTIONS_WITH_NAMES = ("data", "model", "loss", "optimizer", "schedule")
 
 
 def initialize_distributed() -> None:
@@ -44,6 +56,33 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def _file_config(path: str):
+  spec = importlib.util.spec_from_file_location("_experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def resolve_part_overrides(config, file_config, overrides: dict):
+  """A section whose ``name`` the command line changed keeps only the
+  command line's settings: the file's were meant for the file's part."""
+  for section in SECTIONS_WITH_NAMES:
+    if f"{section}.name" not in overrides:
+      continue
+    if file_config[section].get("name") == config[section].name:
+      continue
+    given = {k: config[section][k] for k in config[section]
+             if k == "name" or f"{section}.{k}" in overrides}
+    dropped = sorted(set(config[section]) - set(given))
+    if dropped:
+      logging.warning("--config.%s.name=%s: using its defaults, not the config file's %s.",
+                      section, config[section].name,
+                      ", ".join(f"{section}.{k}" for k in dropped))
+    with config.unlocked():
+      config[section] = given
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -51,10 +90,19 @@ def main(argv):
     # Library INFO logs (orbax) would bury the summary table; --verbosity=0 shows them.
     logging.set_verbosity(logging.WARNING)
   initialize_distributed()
-  from metric_learning import training  # pylint: disable=import-outside-toplevel
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  config = resolve_part_overrides(
+      _CONFIG.value, _file_config(config_flags.get_config_filename(flags.FLAGS["config"])),
+      config_flags.get_override_values(flags.FLAGS["config"]))
   logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
-  training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value)
+  except train.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  except train.Interrupted as e:
+    print(f"Interrupted: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

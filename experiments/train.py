@@ -1,282 +1,489 @@
 """``train_and_evaluate(config, workdir)``: one straight-line training run.
 
-Sections: setup → data → model and optimizer → restore → train loop (log,
-evaluate, checkpoint) → final evaluation, plots and summary.
+Sections: setup (validate the config, claim the workdir) → data → model and
+optimizer → restore → train loop (log, health, evaluate, checkpoint, signals)
+→ final evaluation, plots and summary. Every part is chosen by name from a
+registry and configured by its own section (see ``experiments/configs/default.py``);
+the maths lives in the library.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import threading
 import time
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 import metric_learning as ml
-from metric_learning import data as data_lib
+from metric_learning import evaluators
 from metric_learning import models
+from metric_learning import training
+from metric_learning.data import registry as data_registry
+from metric_learning.data import sampler as sampler_lib
+from metric_learning.losses import registry as loss_registry
+from metric_learning.training import checkpoint
 from metric_learning.training import logger as logger_lib
+from metric_learning.training import optim
 from metric_learning.training import parallel
 from metric_learning.training import plots
-from metric_learning.training import state as state_lib
 
-EVAL_KEYS = ("map_at_r", "precision_at_1", "r_precision", "recall_at_4")
-SUMMARY_KEYS = EVAL_KEYS + ("nmi", "ami")
-
-
-# ---------------------------------------------------------------- data ------ #
-
-def load_data(cfg) -> dict[str, data_lib.Dataset]:
-  """``{"train", "seen", "unseen"}`` for the configured dataset."""
-  name = cfg.name
-  if name == "digits":
-    full = data_lib.digits()
-  elif name == "npz":
-    full = data_lib.load_npz(cfg.path)
-  elif name == "image_folder":
-    full = data_lib.image_folder(cfg.path, image_size=cfg.image_size)
-  elif name == "market1501":
-    train = data_lib.market1501(cfg.path, "train", image_size=cfg.image_size)
-    query = data_lib.market1501(cfg.path, "query", image_size=cfg.image_size)
-    gallery = data_lib.market1501(cfg.path, "gallery", image_size=cfg.image_size)
-    return {"train": train, "query": query, "gallery": gallery}
-  else:
-    raise ValueError("data.name must be one of ['digits', 'image_folder', 'market1501', "
-                     f"'npz']; got {name!r}.")
-  return data_lib.class_disjoint_split(full, seen_classes=tuple(cfg.seen_classes),
-                                       test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+# Top-level fields: (type, check, what it must be). Sections are checked against
+# the registries of their parts.
+SCALARS = {
+    "seed": (int, lambda v: True, "an integer"),
+    "num_steps": (int, lambda v: v >= 1, ">= 1"),
+    "log_every": (int, lambda v: v >= 1, ">= 1"),
+    "eval_every": (int, lambda v: v >= 0, ">= 0 (0 = only at the end)"),
+    "checkpoint_every": (int, lambda v: v >= 1, ">= 1"),
+    "keep_checkpoints": (int, lambda v: v >= 1, ">= 1"),
+    "eval_batch_size": (int, lambda v: v >= 1, ">= 1"),
+    "parallel": (str, lambda v: v in parallel.MODES, f"one of {list(parallel.MODES)}"),
+    "nonfinite": (str, lambda v: v in ("skip", "stop"), "one of ['skip', 'stop']"),
+    "plots": (bool, lambda v: True, "True or False"),
+    "progress_bar": (bool, lambda v: True, "True or False"),
+    "raw_baseline": (bool, lambda v: True, "True or False"),
+    "health_patience": (int, lambda v: v >= 1, ">= 1"),
+}
+SECTIONS = ("data", "model", "loss", "sampler", "optimizer", "schedule", "augment", "evals")
+# Fields that may change when a run resumes: they change no figure of the run.
+RESUMABLE_CHANGES = ("progress_bar", "plots", "keep_checkpoints", "checkpoint_every")
 
 
-def train_batch(dataset, sampler, step: int, cfg) -> dict[str, np.ndarray]:
+class ConfigError(ValueError):
+  """A configuration field is wrong; the message names it (absl UsageError style)."""
+
+
+class Interrupted(Exception):
+  """SIGINT / SIGTERM stopped the run after saving a checkpoint at ``step``."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step = signum, step
+    name = signal.Signals(signum).name
+    super().__init__(f"{name} at step {step}: checkpoint saved in {workdir}; run the same "
+                     "command again to resume.")
+
+
+# -------------------------------------------------------------- config ----- #
+
+def _settings(section) -> dict:
+  return {k: v for k, v in dict(section).items() if k != "name"}
+
+
+def validate(config) -> None:
+  """Checks every field before anything is written; raises :class:`ConfigError`."""
+  known = set(SCALARS) | set(SECTIONS)
+  for key in config.keys():
+    if key not in known:
+      raise ConfigError(f"config.{key} is not a field; the fields are {sorted(known)}.")
+  for key in list(SCALARS) + list(SECTIONS):
+    if key not in config:
+      raise ConfigError(f"config.{key} is missing.")
+  for key, (kind, ok, what) in SCALARS.items():
+    value = config[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or not ok(value):
+      raise ConfigError(f"config.{key} must be {what}; got {value!r}.")
+
+  def part(section: str, arguments, names):
+    cfg = config[section]
+    if "name" not in cfg:
+      raise ConfigError(f"config.{section}.name is missing; choose one of {sorted(names)}.")
+    if cfg.name not in names:
+      raise ConfigError(f"config.{section}.name must be one of {sorted(names)}; got "
+                        f"{cfg.name!r}.")
+    known = arguments(cfg.name)
+    for key in _settings(cfg):
+      if key not in known:
+        raise ConfigError(f"config.{section}.{key} is not an argument of {section} "
+                          f"{cfg.name!r}; its arguments are {sorted(known)}.")
+
+  part("data", data_registry.arguments, data_registry.DATASETS)
+  part("model", models.arguments, models.MODELS)
+  part("loss", loss_registry.arguments, loss_registry.LOSSES)
+  opt_args = lambda n: {**optim.optimizer_arguments(n), "learning_rate": 0, "grad_clip": 0}
+  part("optimizer", opt_args, optim.OPTIMIZERS)
+  if "learning_rate" not in config.optimizer:
+    raise ConfigError("config.optimizer.learning_rate is missing.")
+  part("schedule", lambda n: {**optim.schedule_arguments(n), "warmup_steps": 0},
+       optim.SCHEDULES)
+  for key in config.sampler:
+    if key not in ("p", "k"):
+      raise ConfigError(f"config.sampler.{key} is not a field; the sampler takes p and k.")
+  p, k = config.sampler.get("p"), config.sampler.get("k")
+  if not isinstance(p, int) or p < 1 or not isinstance(k, int) or k < 2:
+    raise ConfigError(f"config.sampler needs p >= 1 and k >= 2; got p={p!r}, k={k!r}.")
+  for key, value in dict(config.augment).items():
+    if key not in ("max_shift", "flip"):
+      raise ConfigError(f"config.augment.{key} is not a field; augment takes max_shift, flip.")
+  if config.augment.get("max_shift", 0) < 0:
+    raise ConfigError(f"config.augment.max_shift must be >= 0; got {config.augment.max_shift}.")
+  for name, spec in dict(config.evals).items():
+    spec = dict(spec)
+    if "type" not in spec:
+      raise ConfigError(f"config.evals.{name}.type is missing; choose one of "
+                        f"{sorted(evaluators.EVALUATORS)}.")
+    try:
+      evaluators.create(spec.pop("type"), **spec)
+    except ValueError as e:
+      raise ConfigError(f"config.evals.{name}: {e}") from None
+  if config.parallel != "none" and (p * k) % jax.device_count():
+    raise ConfigError(f"config.sampler: the batch of p*k = {p * k} rows must divide over the "
+                      f"{jax.device_count()} devices of parallel={config.parallel!r}.")
+
+
+def to_json(config) -> dict:
+  """The resolved config as plain JSON values (tuples as lists)."""
+  return json.loads(json.dumps(config.to_dict(), default=list))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """``field: saved → current`` for every field that differs (resumable ones aside)."""
+  a, b = _flatten(saved), _flatten(current)
+  return [f"{k}: {a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r}"
+          for k in sorted(set(a) | set(b))
+          if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RESUMABLE_CHANGES]
+
+
+def _provenance() -> dict:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = {"metric_learning_version": ml.__version__, "jax_version": jax.__version__}
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                            text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=root, capture_output=True, text=True, timeout=10).stdout
+    out.update(git_commit=commit, git_dirty=bool(dirty.strip()))
+  except (OSError, subprocess.SubprocessError):
+    out.update(git_commit=None, git_dirty=None)
+  return out
+
+
+def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
+  """Records the config in ``workdir``; refuses one whose saved config differs.
+
+  ``fresh=True`` moves an existing workdir aside (``WORKDIR.old-TIMESTAMP``) —
+  nothing is deleted — and starts anew.
+  """
+  path = os.path.join(workdir, "config.json")
+  current = to_json(config)
+  used = os.path.isdir(workdir) and any(
+      os.path.exists(os.path.join(workdir, f)) for f in ("config.json", "checkpoints"))
+  if used and fresh:
+    aside = f"{os.path.normpath(workdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(workdir, aside)
+    logging.warning("--fresh: moved the previous run in %s to %s.", workdir, aside)
+  elif used:
+    if not os.path.exists(path):
+      raise ConfigError(f"workdir {workdir!r} holds checkpoints but no config.json, so it "
+                        "cannot be checked against this config; use another --workdir or "
+                        "--fresh.")
+    with open(path) as f:
+      saved = json.load(f)
+    diff = config_differences(saved, current)
+    if diff:
+      raise ConfigError(f"workdir {workdir!r} was made by a different config ("
+                        + "; ".join(diff) + "); use another --workdir, or --fresh to move "
+                        "the old run aside and start anew.")
+  os.makedirs(workdir, exist_ok=True)
+  for name, content in (("config.json", current), ("provenance.json", _provenance())):
+    tmp = os.path.join(workdir, f"{name}.tmp")
+    with open(tmp, "w") as f:
+      json.dump(content, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(workdir, name))
+
+
+# ---------------------------------------------------------------- data ----- #
+
+def train_batch(dataset, sampler, step: int, seed: int, augment) -> dict[str, np.ndarray]:
   """Batch ``step``: a function of (seed, step) only, so a resumed run repeats it."""
   index = sampler.batch(step)
   inputs = dataset.inputs[index]
-  if cfg.augment.max_shift > 0 or cfg.augment.flip:
-    rng = np.random.default_rng([cfg.seed, step, 1])
-    inputs = data_lib.augment(rng, inputs, max_shift=cfg.augment.max_shift,
-                              flip=cfg.augment.flip)
+  if augment.get("max_shift", 0) > 0 or augment.get("flip", False):
+    rng = np.random.default_rng([seed, step, 1])
+    inputs = sampler_lib.augment(rng, inputs, max_shift=augment.get("max_shift", 0),
+                                 flip=augment.get("flip", False))
   return {"inputs": inputs, "labels": dataset.labels[index],
           "where": np.ones(len(index), bool)}
 
 
-def batch_statistics(embed_fn, state, batch, margin) -> dict[str, float]:
-  """Mining statistics of a training batch under the current parameters (log steps only)."""
-  emb = embed_fn(state, batch["inputs"])
-  stats = ml.triplet_statistics(emb, batch["labels"], margin=margin, where=batch["where"])
-  return {f"train/{k}": float(v) for k, v in stats.items()}
+def label_names(datasets) -> dict[int, str]:
+  """Label → class name over every split (the label when a dataset has no names)."""
+  out = {}
+  for d in datasets.values():
+    names = getattr(d, "class_names", None)
+    for label in np.unique(d.labels).tolist():
+      out[int(label)] = names[label] if names is not None and 0 <= label < len(names) \
+          else str(label)
+  return out
 
 
-def embed_all(embed_fn, state, dataset, batch_size: int) -> np.ndarray:
-  """Embeddings of every sample, in fixed-size padded batches (one compile)."""
-  out = []
-  for index, where in data_lib.padded_batches(len(dataset), batch_size):
-    out.append(np.asarray(embed_fn(state, dataset.inputs[index]))[where])
-  return np.concatenate(out)
+# ----------------------------------------------------------- evaluation ---- #
+
+def make_evaluators(config) -> dict[str, evaluators.Evaluator]:
+  out = {}
+  for name, spec in dict(config.evals).items():
+    spec = dict(spec)
+    out[name] = evaluators.create(spec.pop("type"), **spec)
+  return out
 
 
-# ---------------------------------------------------------- evaluation ----- #
-
-def evaluate(embeddings: dict[str, np.ndarray], datasets, metric: str) -> dict[str, float]:
+def run_evaluators(evals, embed, datasets, batch_size: int) -> tuple[dict, dict]:
+  """Every evaluator on the splits it needs, each split embedded once (padded batches)."""
+  needed = sorted({s for ev in evals.values() for s in ev.splits})
+  missing = [s for s in needed if s not in datasets]
+  if missing:
+    raise ConfigError(f"config.evals need splits {missing}, which this dataset does not "
+                      f"have; its splits are {sorted(datasets)}.")
+  emb = {s: evaluators.embed_dataset(embed, datasets[s].inputs, batch_size) for s in needed}
   results = {}
-  for name, emb in embeddings.items():
-    m = ml.metrics.retrieval_metrics(emb, datasets[name].labels, metric=metric)
-    results.update({f"{name}/{k}": m[k] for k in EVAL_KEYS})
-  return results
+  for name, ev in evals.items():
+    results.update({f"{name}/{k}": v for k, v in ev.run(emb, datasets).items()})
+  return results, emb
 
 
-def _reid_eval(embed_fn, state, datasets, cfg) -> dict[str, float]:
-  q, g = datasets["query"], datasets["gallery"]
-  qe = embed_all(embed_fn, state, q, cfg.eval_batch_size)
-  ge = embed_all(embed_fn, state, g, cfg.eval_batch_size)
-  m = ml.metrics.reid_metrics(qe, q.labels, q.cameras, ge, g.labels, g.cameras,
-                              metric=cfg.eval_metric)
-  return {f"reid/{k}": v for k, v in m.items()}
+# --------------------------------------------------------------- signals --- #
 
+class _StopRequest:
+  """SIGINT / SIGTERM set a flag the loop reads after each step (main thread only)."""
 
-# --------------------------------------------------------- checkpoints ---- #
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
 
-def checkpoint_manager(workdir: str, cfg) -> ocp.CheckpointManager:
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  extra = {"create": True}
-  if jax.process_count() > 1:
-    # Every process holds the same replicated state; process 0 alone writes it.
-    os.makedirs(directory, exist_ok=True)
-    extra = {"create": False, "multiprocessing_options": ocp.options.MultiprocessingOptions(
-        primary_host=0, active_processes={0})}
-  options = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, **extra)
-  return ocp.CheckpointManager(directory, options=options)
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in (signal.SIGINT, signal.SIGTERM):
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
 
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
 
-def _is_key(a) -> bool:
-  return jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
-
-
-def storable(state):
-  """Host numpy copy of the state, typed PRNG keys as their key data.
-
-  Checkpoints hold plain arrays: the same bytes whatever device layout (one
-  device, pmap, mesh, several processes) wrote them.
-  """
-  return jax.tree.map(
-      lambda a: np.asarray(jax.random.key_data(a) if _is_key(a) else a), state)
-
-
-def from_storable(template, stored):
-  return jax.tree.map(
-      lambda t, s: jax.random.wrap_key_data(jnp.asarray(s), impl=jax.random.key_impl(t))
-      if _is_key(t) else jnp.asarray(s), template, stored)
-
-
-def restore_latest(manager: ocp.CheckpointManager, state):
-  """The newest checkpoint that restores; a corrupt one falls back to the previous."""
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(storable(state)))
-      logging.info("Resumed from checkpoint at step %d.", step)
-      return from_storable(state, restored)
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("Checkpoint at step %d could not be restored (%s); trying an "
-                      "older one.", step, e)
-  return state
-
-
-def _broadcast_from_process_0(tree):
-  """Process 0's values everywhere; typed PRNG keys travel as their key data."""
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  return from_storable(tree, multihost_utils.broadcast_one_to_all(storable(tree)))
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
 
 
 # ---------------------------------------------------------------- main ----- #
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains, evaluates and writes checkpoints, events, metrics, plots and summary.json."""
-  start = time.time()
-  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       fresh: bool = False) -> dict:
+  """Trains, evaluates and writes checkpoints, events, metrics, plots and summary.json.
+
+  Args:
+    config: an experiment config (``experiments/configs/*.py``).
+    workdir: the run's directory; a restarted run resumes from its newest
+      checkpoint, and a workdir made by a different config is refused.
+    fresh: move an existing workdir aside and start anew.
+
+  Returns:
+    The summary (also written to ``workdir/summary.json``).
+  """
+  with _StopRequest() as stop:
+    return _train_and_evaluate(config, workdir, fresh, stop)
+
+
+def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
+  # ------------------------------------------------------------ setup ---- #
+  validate(config)
   is_main = jax.process_index() == 0
+  if is_main:
+    claim_workdir(config, workdir, fresh=fresh)
 
-  datasets = load_data(config.data)
+  # ------------------------------------------------------------- data ---- #
+  datasets = data_registry.create(config.data.name, **_settings(config.data))
   train = datasets["train"]
-  sampler = data_lib.PKSampler(train.labels, p=config.sampler.p, k=config.sampler.k,
-                               seed=config.seed)
+  sampler = sampler_lib.PKSampler(train.labels, p=config.sampler.p, k=config.sampler.k,
+                                  seed=config.seed)
+  evals = make_evaluators(config)
 
-  model_kwargs = dict(config.model)
-  name, init_weights = model_kwargs.pop("name"), model_kwargs.pop("init_weights", "")
-  model = models.create(name, train.inputs.shape[1:], seed=config.seed, **model_kwargs)
-  if init_weights:
-    model = models.load_weights(model, init_weights)
-  loss_kwargs = dict(config.loss)
-  loss_name = loss_kwargs.pop("name")
-  state_lib.get_loss(loss_name, **loss_kwargs)         # unknown names fail here
-  tx = state_lib.make_optimizer(config.optimizer, config.num_steps)
-  graphdef, state = state_lib.init_state(model, tx, config.seed)
-  runner = parallel.make_runner(config.parallel, graphdef, tx, loss_name, loss_kwargs,
-                                sampler.batch_size)
-  embed_fn = state_lib.make_embed_fn(graphdef)
+  # ------------------------------------------------- model, optimizer ---- #
+  model_settings = _settings(config.model)
+  model = models.create(config.model.name, train.inputs.shape[1:], seed=config.seed,
+                        **model_settings)
+  loss_settings = _settings(config.loss)
 
-  manager = checkpoint_manager(workdir, config) if is_main else None
+  def make_loss(axis_name):
+    loss = loss_registry.create(config.loss.name, **loss_settings)
+    extra = {} if axis_name is None else {"axis_name": axis_name}
+    return lambda e, y, w: loss(e, y, where=w, **extra)
+
+  opt = _settings(config.optimizer)
+  schedule = optim.make_schedule(config.schedule.name, learning_rate=opt.pop("learning_rate"),
+                                 num_steps=config.num_steps, **_settings(config.schedule))
+  tx = optim.make_optimizer(config.optimizer.name, schedule, **opt)
+  graphdef, state = training.init_state(model, tx, config.seed)
+  runner = parallel.make_runner(config.parallel, graphdef, tx, make_loss, sampler.batch_size)
+  embed_fn = training.make_embed_fn(graphdef)
+  margin = loss_registry.arguments(config.loss.name).get("margin", 0.2)
+  margin = loss_settings.get("margin", margin)
+
+  # ---------------------------------------------------------- restore ---- #
+  manager = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints) \
+      if is_main else None
+  first_step = 0
   if manager is not None:
-    state = restore_latest(manager, state)
+    state, first_step = checkpoint.restore_latest(manager, state)
   if jax.process_count() > 1:   # every process resumes from process 0's checkpoint
-    state = _broadcast_from_process_0(state)
-  first_step = int(state.step)
+    state = checkpoint.broadcast_from_process_0(state)
+    first_step = int(state.step)
+  progress_path = os.path.join(workdir, "progress.json")
+  progress = {}
+  if is_main and os.path.exists(progress_path):
+    with open(progress_path) as f:
+      progress = json.load(f)
+  elapsed_before = float(progress.get(str(first_step), 0.0))
+  start = time.time()
+  if is_main:
+    training.save_model_spec(workdir, config.model.name, train.inputs.shape[1:],
+                             model_settings)
+    with open(os.path.join(workdir, "labels.json"), "w") as f:
+      json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
   state = runner.put_state(state)
-  log = logger_lib.MetricLogger(workdir, enabled=is_main)
-  eval_sets = [k for k in ("seen", "unseen") if k in datasets]
+  log = logger_lib.MetricLogger(workdir, enabled=is_main, resume_step=first_step)
+  monitor = training.HealthMonitor(patience=config.health_patience)
+  warnings = []
 
-  def run_eval(step):
+  saved = [first_step]
+
+  def save(step):
+    if manager is None or saved[-1] == step:
+      return
+    checkpoint.save(manager, step, runner.get_state(state))
+    saved.append(step)
+    progress[str(step)] = round(elapsed_before + time.time() - start, 3)
+    tmp = f"{progress_path}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(progress, f)
+    os.replace(tmp, progress_path)
+
+  def evaluate(step):
     host = runner.get_state(state)
-    emb = {k: embed_all(embed_fn, host, datasets[k], config.eval_batch_size)
-           for k in eval_sets}
-    result = evaluate(emb, datasets, config.eval_metric)
-    if "query" in datasets:
-      result.update(_reid_eval(embed_fn, host, datasets, config))
-    log.write(step, {f"eval/{k}": v for k, v in result.items()})
-    return result, emb
+    results, emb = run_evaluators(evals, lambda x: embed_fn(host, x), datasets,
+                                  config.eval_batch_size)
+    log.write(step, {f"eval/{k}": v for k, v in results.items()
+                     if isinstance(v, (int, float))})
+    return results, emb
 
+  # ------------------------------------------------------- train loop ---- #
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  batches = data_lib.prefetch(
-      (train_batch(train, sampler, s, config) for s in range(first_step, config.num_steps)))
+  batches = sampler_lib.prefetch(
+      (train_batch(train, sampler, s, config.seed, config.augment)
+       for s in range(first_step, config.num_steps)))
   bar = tqdm(total=config.num_steps, initial=first_step, desc="train", unit="step",
              disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   step = first_step
   for step in range(first_step + 1, config.num_steps + 1):
+    if stop.signum is not None:
+      step -= 1
+      break
     last_batch = next(batches)
     state, metrics = runner.step(state, last_batch)
     bar.update(1)
     if step % config.log_every == 0 or step == config.num_steps:
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
-      scalars.update(batch_statistics(embed_fn, runner.get_state(state), last_batch,
-                                      loss_kwargs.get("margin", 0.2)))
-      bad = int(runner.get_state(state).first_nonfinite_step)
+      host = runner.get_state(state)
+      emb = embed_fn(host, last_batch["inputs"])
+      stats = {k: float(v) for k, v in ml.triplet_statistics(
+          emb, last_batch["labels"], margin=margin, where=last_batch["where"]).items()}
+      scalars.update({f"train/{k}": v for k, v in stats.items()})
+      scalars["train/learning_rate"] = float(schedule(step - 1))
+      bad = int(host.first_nonfinite_step)
       if bad >= 0 and config.nonfinite == "stop":
         raise FloatingPointError(
             f"non-finite loss or gradient at step {bad} (nonfinite='stop'); the update was "
             f"not applied and the last checkpoint holds finite values.")
       log.write(step, scalars)
+      for message in monitor.update(step, stats):
+        warnings.append(message)
+        if is_main:
+          logging.warning("%s", message)
       bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
     if config.eval_every and step % config.eval_every == 0 and step != config.num_steps:
-      run_eval(step)
-    if manager is not None and (step % config.checkpoint_every == 0
-                                or step == config.num_steps):
-      manager.save(step, args=ocp.args.StandardSave(storable(runner.get_state(state))))
+      evaluate(step)
+    if step % config.checkpoint_every == 0 or step == config.num_steps:
+      save(step)
   bar.close()
+  if stop.signum is not None:
+    save(step)
+    if manager is not None:
+      manager.wait_until_finished()
+      manager.close()
+    log.close()
+    raise Interrupted(stop.signum, step, workdir)
   if manager is not None:
     manager.wait_until_finished()
 
+  # ------------------------------------------------ final evaluation ---- #
   state = runner.get_state(state)
-  runner = parallel.make_runner("none", graphdef, tx, loss_name, loss_kwargs,
-                                sampler.batch_size)   # evaluation on one copy
-  final, emb = run_eval(int(state.step))
-  raw = evaluate({k: datasets[k].inputs.reshape(len(datasets[k]), -1) for k in eval_sets},
-                 datasets, "euclidean")
-  for k in eval_sets:
-    if np.all(np.isfinite(emb[k])):
-      clusters = ml.metrics.clustering_metrics(emb[k], datasets[k].labels, seed=config.seed)
-    else:
-      logging.warning("%s embeddings are not finite: no clustering metrics.", k)
-      clusters = {"nmi": float("nan"), "ami": float("nan")}
-    final.update({f"{k}/{name}": v for name, v in clusters.items()})
-  summary = {**final, **{f"raw/{k}": v for k, v in raw.items()},
-             "steps": int(state.step), "skipped_updates": int(state.skipped),
-             "wall_time_s": round(time.time() - start, 2),
-             "resumed_from_step": first_step}
+  final, emb = evaluate(int(state.step))
+  summary = dict(final)
+  if config.raw_baseline:
+    raw, _ = run_evaluators(evals, lambda x: x.reshape(len(x), -1), datasets,
+                            config.eval_batch_size)
+    summary.update({f"raw/{k}": v for k, v in raw.items()})
+  summary.update({"steps": int(state.step), "skipped_updates": int(state.skipped),
+                  "wall_time_s": round(elapsed_before + time.time() - start, 2),
+                  "resumed_from_step": first_step, "health_warnings": warnings})
   if is_main:
-    _write_outputs(workdir, summary, emb, datasets, eval_sets, log, config)
+    write_outputs(workdir, summary, emb, datasets, log, config)
   log.close()
   if manager is not None:
     manager.close()
   return summary
 
 
-def _write_outputs(workdir, summary, emb, datasets, eval_sets, log, config):
+def write_outputs(workdir, summary, emb, datasets, log, config) -> None:
+  """Plots, the enrollment index, summary.json (atomically) and the summary table."""
+  sets = {k: (emb[k], datasets[k].labels) for k in ("seen", "unseen", "query", "gallery")
+          if k in emb}
+  names = label_names(datasets)
   paths = plots.all_paths(workdir)
-  if config.plots and eval_sets:
-    sets = {k: (emb[k], datasets[k].labels) for k in eval_sets}
-    plots.embedding_map(paths["embedding_map"], sets)
-    plots.distance_histograms(paths["distances"], sets)
-    plots.curves(paths["curves"], log.history(),
-                 ["train/loss", "train/active_anchor_fraction",
-                  "train/hardest_positive_mean", "train/hardest_negative_mean",
-                  "eval/seen/map_at_r", "eval/unseen/map_at_r"])
-    name = eval_sets[-1]
+  if config.plots and sets:
+    plots.save(plots.embedding_map(sets, class_names=names), paths["embedding_map"])
+    plots.save(plots.distance_histograms(sets), paths["distances"])
+    fig = plots.curves(log.history(), [
+        "train/loss", "train/active_anchor_fraction", "train/hardest_positive_mean",
+        "train/hardest_negative_mean", "eval/seen/map_at_r", "eval/unseen/map_at_r"])
+    if fig is not None:
+      plots.save(fig, paths["curves"])
+    name = list(sets)[-1]
     d = datasets[name]
-    if d.inputs.ndim == 4:
-      index = ml.index.EmbeddingIndex.create(emb[name], d.labels, metric=config.eval_metric)
+    if d.inputs.ndim == 4 and len(d) > 1:
+      index = ml.index.EmbeddingIndex.create(emb[name], d.labels)
       picks = np.random.default_rng(0).choice(len(d), size=min(6, len(d)), replace=False)
-      nn, _ = index.search(emb[name][picks], k=min(6, len(d)))
-      nn = nn[:, 1:]                                    # drop the query itself
-      plots.retrieval_grid(paths["retrieval_grid"], d.inputs[picks], d.inputs, nn,
-                           d.labels[nn] == d.labels[picks][:, None])
+      k = min(6, len(d))
+      nn, dist = index.search(emb[name][picks], k=k)
+      keep = nn != picks[:, None]              # drop the query itself
+      nn = np.stack([row[m][:k - 1] for row, m in zip(nn, keep)])
+      dist = np.stack([row[m][:k - 1] for row, m in zip(dist, keep)])
+      plots.save(plots.retrieval_grid(
+          d.inputs[picks], d.inputs, nn, d.labels[nn] == d.labels[picks][:, None], dist,
+          title=f"{name} set: each query, then its {k - 1} nearest in the {name} set "
+                "(itself excluded)"), paths["retrieval_grid"])
   # Enrollment without retraining: the gallery index of every evaluated class.
-  if eval_sets:
-    gallery = ml.index.EmbeddingIndex.create(emb[eval_sets[0]],
-                                             datasets[eval_sets[0]].labels,
-                                             metric=config.eval_metric)
-    for k in eval_sets[1:]:
+  if sets:
+    parts = list(sets)
+    gallery = ml.index.EmbeddingIndex.create(emb[parts[0]], datasets[parts[0]].labels,
+                                             names=names)
+    for k in parts[1:]:
       gallery = gallery.add(emb[k], datasets[k].labels)
     gallery.save(os.path.join(workdir, "index.npz"))
   tmp = os.path.join(workdir, "summary.json.tmp")
@@ -287,16 +494,15 @@ def _write_outputs(workdir, summary, emb, datasets, eval_sets, log, config):
 
 
 def format_summary(summary: dict) -> str:
-  rows = []
-  for split in ("seen", "unseen"):
-    if f"{split}/map_at_r" not in summary:
-      continue
-    for key in SUMMARY_KEYS:
-      rows.append((f"{split}/{key}", summary[f"{split}/{key}"],
-                   summary.get(f"raw/{split}/{key}", float("nan"))))
-  lines = [f"{'metric':<28} {'model':>8} {'raw pixels':>11}"]
-  lines += [f"{k:<28} {v:>8.4f} {r:>11.4f}" for k, v, r in rows]
-  lines += [f"{k:<28} {v:>8.4f}" for k, v in summary.items() if k.startswith("reid/")]
+  """The figures of every evaluator, beside the raw-input baseline when present."""
+  rows = [(k, v, summary.get(f"raw/{k}")) for k, v in summary.items()
+          if "/" in k and not k.startswith("raw/") and isinstance(v, float)]
+  width = max([len(k) for k, _, _ in rows] + [6])
+  lines = [f"{'metric':<{width}} {'model':>8} {'raw input':>10}"]
+  for k, v, r in rows:
+    raw = f"{r:>10.4f}" if isinstance(r, float) else f"{'':>10}"
+    lines.append(f"{k:<{width}} {v:>8.4f} {raw}")
   lines.append(f"steps {summary['steps']}, wall time {summary['wall_time_s']} s, "
-               f"skipped updates {summary['skipped_updates']}")
+               f"skipped updates {summary['skipped_updates']}, health warnings "
+               f"{len(summary['health_warnings'])}")
   return "\n".join(lines)

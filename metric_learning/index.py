@@ -7,12 +7,19 @@ Example:
   >>> index = index.add(np.array([[0.0, 5.0]]), [42])        # a new identity
   >>> index.predict(np.array([[0.1, 4.0], [0.9, 0.1]])).tolist()
   [42, 11]
+
+Class names travel with the labels:
+
+  >>> index = index.add(np.array([[5.0, 5.0]]), [7], names={7: "ada"})
+  >>> index.predict_names(np.array([[4.9, 5.2]]))
+  ['ada']
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 
 import jax
@@ -25,29 +32,40 @@ from metric_learning import distances as distances_lib
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddingIndex:
-  """Gallery embeddings ``[n, dim]`` (float32) and their integer labels ``[n]``."""
+  """Gallery embeddings ``[n, dim]`` (float32), their integer labels ``[n]`` and
+  optional class names (``{label: name}``)."""
   embeddings: np.ndarray
   labels: np.ndarray
   metric: str = "euclidean"
+  names: dict | None = None
 
   @classmethod
-  def create(cls, embeddings, labels, *, metric: str = "euclidean") -> "EmbeddingIndex":
+  def create(cls, embeddings, labels, *, metric: str = "euclidean",
+             names: dict | None = None) -> "EmbeddingIndex":
     _validation.choice(metric, "metric", distances_lib.METRICS)
     x = np.asarray(_validation.float_matrix(np.asarray(embeddings, np.float32),
                                             "embeddings"))
     y = np.asarray(_validation.int_vector(np.asarray(labels), x.shape[0], "labels"))
-    return cls(x, y, metric)
+    names = None if names is None else {int(k): str(v) for k, v in names.items()}
+    return cls(x, y, metric, names)
+
+  def name_of(self, label: int) -> str:
+    """The class name of ``label`` (the label itself when no name is known)."""
+    return (self.names or {}).get(int(label), str(label))
 
   def __len__(self) -> int:
     return self.embeddings.shape[0]
 
-  def add(self, embeddings, labels) -> "EmbeddingIndex":
-    """A new index with these rows appended (e.g. a new identity's samples)."""
-    new = EmbeddingIndex.create(embeddings, labels, metric=self.metric)
+  def add(self, embeddings, labels, *, names: dict | None = None) -> "EmbeddingIndex":
+    """A new index with these rows appended (e.g. a new identity's samples);
+    ``names`` adds or updates class names."""
+    new = EmbeddingIndex.create(embeddings, labels, metric=self.metric, names=names)
     _validation.same_dim(self.embeddings, new.embeddings, "index embeddings", "embeddings")
+    merged = None if self.names is None and new.names is None else {
+        **(self.names or {}), **(new.names or {})}
     return EmbeddingIndex(np.concatenate([self.embeddings, new.embeddings]),
                           np.concatenate([self.labels, new.labels.astype(self.labels.dtype)]),
-                          self.metric)
+                          self.metric, merged)
 
   def search(self, queries, *, k: int = 1, chunk_size: int = 1024):
     """The ``k`` nearest gallery rows of each query: (indices, distances), ``[q, k]``."""
@@ -74,17 +92,24 @@ class EmbeddingIndex:
       out.append(next(v for v in row if v in best))
     return np.asarray(out, self.labels.dtype)
 
+  def predict_names(self, queries, *, k: int = 1) -> list[str]:
+    """Class names by majority vote of the ``k`` nearest (see :meth:`predict`)."""
+    return [self.name_of(label) for label in self.predict(queries, k=k)]
+
   def save(self, path: str) -> None:
     """Writes an ``.npz`` atomically (temporary file, then rename)."""
     tmp = f"{path}.tmp.npz"
+    names = json.dumps({str(k): v for k, v in (self.names or {}).items()})
     np.savez(tmp, embeddings=self.embeddings, labels=self.labels,
-             metric=np.asarray(self.metric))
+             metric=np.asarray(self.metric), names=np.asarray(names))
     os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> "EmbeddingIndex":
     with np.load(path, allow_pickle=False) as f:
-      return cls.create(f["embeddings"], f["labels"], metric=str(f["metric"]))
+      names = json.loads(str(f["names"])) if "names" in f.files else {}
+      return cls.create(f["embeddings"], f["labels"], metric=str(f["metric"]),
+                        names=names or None)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric"))

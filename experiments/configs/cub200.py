@@ -7,17 +7,13 @@ from experiments.configs import default
 
 def get_config():
   c = default.get_config()
-  c.data.name = "image_folder"
-  c.data.path = ""
-  c.data.image_size = 128
-  c.data.seen_classes = tuple(range(100))
-  c.data.test_fraction = 0.2
-  c.model = dict(name="resnet50", embedding_dim=128, normalize=True, small_inputs=False,
-                 init_weights="")
+  c.data = dict(name="image_folder", path="", image_size=128, seen_classes=tuple(range(100)),
+                test_fraction=0.2, split_seed=0)
+  c.model = dict(name="resnet50", embedding_dim=128, normalize=True, small_inputs=False)
   c.loss = dict(name="multi_similarity_loss")
   c.sampler = dict(p=16, k=4)
-  c.optimizer = dict(name="adamw", learning_rate=1e-4, warmup_steps=500,
-                     schedule="cosine", weight_decay=1e-4, grad_clip=0.0)
+  c.optimizer = dict(name="adamw", learning_rate=1e-4, weight_decay=1e-4)
+  c.schedule = dict(name="cosine", warmup_steps=500)
   c.augment = dict(max_shift=12, flip=True)
   c.num_steps = 10000
   c.eval_every = 1000

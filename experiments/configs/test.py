@@ -8,6 +8,7 @@ def get_config():
   c.model.hidden = (32,)
   c.model.embedding_dim = 8
   c.sampler.p, c.sampler.k = 4, 4
+  c.evals.unseen_fewshot.episodes = 50
   c.num_steps = 6
   c.log_every = 2
   c.eval_every = 4

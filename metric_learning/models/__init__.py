@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from typing import Any
 from typing import Sequence
 
 import jax
@@ -131,19 +134,46 @@ class ResNet(nnx.Module):
     return self.head(jnp.mean(x, axis=(1, 2)))
 
 
-def _resnet18(input_shape, **kw):
-  return ResNet(input_shape, stages=(2, 2, 2, 2), bottleneck=False, **kw)
+MODELS = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "resnet18": functools.partial(ResNet, stages=(2, 2, 2, 2), bottleneck=False),
+    "resnet50": functools.partial(ResNet, stages=(3, 4, 6, 3), bottleneck=True),
+}
 
 
-def _resnet50(input_shape, **kw):
-  return ResNet(input_shape, stages=(3, 4, 6, 3), bottleneck=True, **kw)
+def _check_name(name: str) -> None:
+  if name not in MODELS:
+    raise ValueError(f"model name must be one of {sorted(MODELS)}; got {name!r}.")
 
 
-MODELS = {"mlp": MLP, "cnn": CNN, "resnet18": _resnet18, "resnet50": _resnet50}
+def arguments(name: str) -> dict[str, Any]:
+  """The settings model ``name`` accepts (keyword arguments besides the input
+  shape), with their defaults; ``weights`` is accepted by every model."""
+  _check_name(name)
+  entry = MODELS[name]
+  fixed = entry.keywords if isinstance(entry, functools.partial) else {}
+  cls = entry.func if isinstance(entry, functools.partial) else entry
+  params = inspect.signature(cls.__init__).parameters.values()
+  out = {p.name: p.default for p in params
+         if p.kind is p.KEYWORD_ONLY and p.name not in ("rngs", *fixed)}
+  out["weights"] = None
+  return out
 
 
-def create(name: str, input_shape: Sequence[int], *, seed: int = 0, **kwargs) -> nnx.Module:
-  """Builds a registered model; unknown names fail listing the known ones.
+def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
+           weights: str | None = None, **kwargs) -> nnx.Module:
+  """Builds a registered model; unknown names or settings fail listing the known ones.
+
+  Args:
+    name: a key of :data:`MODELS`.
+    input_shape: one input's shape, e.g. ``(28, 28, 1)``.
+    seed: initialisation seed.
+    weights: optional directory written by :func:`save_weights` to start from.
+    **kwargs: the model's own settings (:func:`arguments`).
+
+  Returns:
+    An NNX module mapping ``[batch, *input_shape]`` to ``[batch, embedding_dim]``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -152,9 +182,13 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0, **kwargs) ->
     >>> m(jnp.zeros((2, 8, 8, 1))).shape
     (2, 4)
   """
-  if name not in MODELS:
-    raise ValueError(f"model must be one of {sorted(MODELS)}; got {name!r}.")
-  return MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
+  known = arguments(name)
+  for key in kwargs:
+    if key not in known:
+      raise ValueError(f"model.{key} is not an argument of {name!r}; its arguments are "
+                       f"{sorted(known)}.")
+  model = MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
+  return load_weights(model, weights) if weights else model
 
 
 def load_weights(model: nnx.Module, path: str) -> nnx.Module:

@@ -1,12 +1,23 @@
-"""Train state, steps, checkpointing, logging and plots (extra: experiments)."""
+"""Reusable training pieces with explicit arguments (extra: experiments).
 
-from metric_learning.training.state import LOSSES
+No module here reads a configuration object: the config-reading trainer lives
+in ``experiments/train.py`` and composes these.
+"""
+
+from metric_learning.training.embedder import load_embedder
+from metric_learning.training.embedder import load_model
+from metric_learning.training.embedder import save_model_spec
+from metric_learning.training.health import HealthMonitor
+from metric_learning.training.optim import OPTIMIZERS
+from metric_learning.training.optim import SCHEDULES
+from metric_learning.training.optim import make_optimizer
+from metric_learning.training.optim import make_schedule
+from metric_learning.training.parallel import make_runner
 from metric_learning.training.state import TrainState
-from metric_learning.training.state import get_loss
+from metric_learning.training.state import init_state
 from metric_learning.training.state import make_embed_fn
-from metric_learning.training.state import make_optimizer
 from metric_learning.training.state import make_train_step
-from metric_learning.training.train import train_and_evaluate
 
-__all__ = ("LOSSES", "TrainState", "get_loss", "make_embed_fn", "make_optimizer",
-           "make_train_step", "train_and_evaluate")
+__all__ = ("HealthMonitor", "OPTIMIZERS", "SCHEDULES", "TrainState", "init_state",
+           "load_embedder", "load_model", "make_embed_fn", "make_optimizer", "make_runner",
+           "make_schedule", "make_train_step", "save_model_spec")

@@ -51,12 +51,25 @@ def _check_divisible(batch_size: int, devices: int, mode: str) -> None:
                      f"(sampler.p * sampler.k) must divide evenly over {devices} devices.")
 
 
-def make_runner(mode: str, graphdef, tx, loss_name: str, loss_kwargs: dict,
+def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Callable],
                 batch_size: int) -> Runner:
+  """A runner for ``mode``.
+
+  Args:
+    mode: ``"none"``, ``"pmap"`` or ``"mesh"``.
+    graphdef: the model's NNX graph definition.
+    tx: the Optax optimizer.
+    make_loss: ``make_loss(axis_name) -> loss(embeddings, labels, where)``; called
+      with the pmap axis name under ``"pmap"`` (global-batch mining), else ``None``.
+    batch_size: the global batch size (it must divide over the devices).
+
+  Returns:
+    A :class:`Runner`.
+  """
   if mode not in MODES:
     raise ValueError(f"parallel must be one of {list(MODES)}; got {mode!r}.")
   if mode == "none":
-    loss_fn = state_lib.get_loss(loss_name, **loss_kwargs)
+    loss_fn = make_loss(None)
     step = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn), donate_argnums=0)
     return Runner(step, lambda s: s, lambda s: s, mode)
 
@@ -64,7 +77,7 @@ def make_runner(mode: str, graphdef, tx, loss_name: str, loss_kwargs: dict,
     local = jax.local_device_count()
     _check_divisible(batch_size, jax.device_count(), mode)
     per_process = batch_size // jax.process_count()
-    loss_fn = state_lib.get_loss(loss_name, axis_name=AXIS, **loss_kwargs)
+    loss_fn = make_loss(AXIS)
     pstep = jax.pmap(state_lib.make_train_step(graphdef, tx, loss_fn, axis_name=AXIS),
                      axis_name=AXIS, donate_argnums=0)
 
@@ -89,7 +102,7 @@ def make_runner(mode: str, graphdef, tx, loss_name: str, loss_kwargs: dict,
   mesh = jax.make_mesh((jax.device_count(),), (AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-  loss_fn = state_lib.get_loss(loss_name, **loss_kwargs)
+  loss_fn = make_loss(None)
   jstep = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn), donate_argnums=0,
                   out_shardings=(replicated, replicated))
   per_process = batch_size // jax.process_count()

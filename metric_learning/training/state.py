@@ -1,4 +1,4 @@
-"""Train state, optimizer and the pure train / embed steps."""
+"""Train state and the pure train / embed steps."""
 
 from __future__ import annotations
 
@@ -10,33 +10,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-
-import metric_learning as ml
-
-# Losses selectable by name from a config; unknown names fail listing these.
-LOSSES: dict[str, Callable] = {
-    "batch_hard_triplet_loss": ml.batch_hard_triplet_loss,
-    "batch_all_triplet_loss": ml.batch_all_triplet_loss,
-    "semi_hard_triplet_loss": ml.semi_hard_triplet_loss,
-    "quadruplet_loss": ml.quadruplet_loss,
-    "contrastive_loss": ml.contrastive_loss,
-    "lifted_structure_loss": ml.lifted_structure_loss,
-    "multi_similarity_loss": ml.multi_similarity_loss,
-    "margin_loss": ml.margin_loss,
-    "npair_loss": ml.npair_loss,
-}
-
-
-def get_loss(name: str, **kwargs) -> Callable:
-  """``loss(embeddings, labels, where) -> scalar`` for a library loss or a preset name."""
-  if name in LOSSES:
-    fn = LOSSES[name]
-    return lambda e, y, w: fn(e, y, where=w, **kwargs)
-  if name in ml.presets.NAMES:
-    preset = ml.presets.get(name)
-    return lambda e, y, w: preset(e, y, where=w, **kwargs)
-  raise ValueError(f"loss.name must be one of {sorted(LOSSES) + list(ml.presets.NAMES)}; "
-                   f"got {name!r}.")
 
 
 @jax.tree_util.register_dataclass
@@ -52,29 +25,6 @@ class TrainState:
   first_nonfinite_step: jax.Array   # the first such step, -1 if none
 
 
-def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
-  """Adam / AdamW / SGD with warm-up + cosine / exponential / constant decay,
-  optional gradient clipping."""
-  names = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}
-  if cfg.name not in names:
-    raise ValueError(f"optimizer.name must be one of {sorted(names)}; got {cfg.name!r}.")
-  warmup = min(cfg.warmup_steps, max(num_steps - 1, 0))
-  if cfg.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps - warmup, 1))
-  elif cfg.schedule == "exponential":
-    decay = optax.exponential_decay(cfg.learning_rate, max(num_steps - warmup, 1), 0.01)
-  elif cfg.schedule == "constant":
-    decay = optax.constant_schedule(cfg.learning_rate)
-  else:
-    raise ValueError("optimizer.schedule must be one of ['constant', 'cosine', "
-                     f"'exponential']; got {cfg.schedule!r}.")
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, cfg.learning_rate, warmup), decay], [warmup])
-  kwargs = {"weight_decay": cfg.weight_decay} if cfg.name == "adamw" else {}
-  chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
-  return optax.chain(*chain, names[cfg.name](schedule, **kwargs))
-
-
 def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int):
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   state = TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
@@ -86,6 +36,10 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int):
 
 def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = None):
   """``train_step(state, batch) -> (state, metrics)``, pure.
+
+  ``loss_fn(embeddings, labels, where) -> scalar`` is any loss (e.g.
+  ``metric_learning.losses.registry.create(name, **settings)`` wrapped to pass
+  ``where``); under ``pmap`` give the same ``axis_name`` to the loss and here.
 
   ``batch`` holds ``inputs``, ``labels`` and ``where``. A non-finite loss or
   gradient skips the update (parameters unchanged) and counts it in

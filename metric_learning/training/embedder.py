@@ -1,0 +1,110 @@
+"""Use a trained run: ``load_embedder(workdir)`` -> ``embed(inputs) -> embeddings``.
+
+A training run records what is needed to rebuild its encoder in
+``workdir/model.json`` (the model's registry name, input shape and settings,
+written by :func:`save_model_spec`); the weights come from the newest
+restorable checkpoint. Nothing else of the run (optimizer, data) is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from typing import Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from metric_learning import models
+from metric_learning.data.sampler import padded_batches
+from metric_learning.training import checkpoint
+
+MODEL_SPEC = "model.json"
+
+
+def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, Any]) -> None:
+  """Writes ``workdir/model.json``: enough to rebuild the encoder by name."""
+  spec = {"name": name, "input_shape": [int(s) for s in input_shape],
+          "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, f"{MODEL_SPEC}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(spec, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, MODEL_SPEC))
+
+
+def load_model_spec(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, MODEL_SPEC)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path!r} not found: {workdir!r} is not a workdir of a training "
+                            "run (python -m experiments.main --workdir=... writes it).")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_model(workdir: str) -> tuple[nnx.Module, int]:
+  """The encoder of ``workdir`` with its newest checkpoint's weights, and that step."""
+  spec = load_model_spec(workdir)
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
+  model = models.create(spec["name"], tuple(spec["input_shape"]), **settings)
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  template = {"params": checkpoint.storable(params),
+              "model_state": checkpoint.storable(model_state)}
+  mgr = checkpoint.manager(workdir, max_to_keep=None)
+  try:
+    for step in sorted(mgr.all_steps(), reverse=True):
+      try:
+        restored = mgr.restore(step, args=ocp.args.PyTreeRestore(
+            item=template, partial_restore=True))
+      except Exception:  # pylint: disable=broad-except
+        continue      # a corrupt newest checkpoint: use the previous one
+      params = checkpoint.from_storable(params, restored["params"])
+      model_state = checkpoint.from_storable(model_state, restored["model_state"])
+      return nnx.merge(graphdef, params, model_state), step
+  finally:
+    mgr.close()
+  raise FileNotFoundError(f"no restorable checkpoint in "
+                          f"{os.path.join(workdir, 'checkpoints')!r}.")
+
+
+def load_embedder(workdir: str, *, batch_size: int = 256
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+  """``embed(inputs) -> embeddings`` of the trained encoder in ``workdir``.
+
+  Args:
+    workdir: a training run's ``--workdir``.
+    batch_size: rows embedded per call; the last batch is padded, so any
+      number of inputs compiles once.
+
+  Returns:
+    ``embed(inputs [n, *input_shape]) -> np.ndarray [n, embedding_dim]`` in
+    evaluation mode (BatchNorm statistics, no dropout). ``embed.input_shape``
+    and ``embed.step`` (the checkpoint's step) tell what it expects and holds.
+  """
+  model, step = load_model(workdir)
+  model.eval()
+  graphdef, state = nnx.split(model)
+  input_shape = tuple(load_model_spec(workdir)["input_shape"])
+
+  @jax.jit
+  def forward(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  def embed(inputs) -> np.ndarray:
+    x = np.asarray(inputs, np.float32)
+    if x.shape[1:] != input_shape:
+      raise ValueError(f"inputs must have shape [n, {', '.join(map(str, input_shape))}] "
+                       f"for the model in {workdir!r}; got {list(x.shape)}.")
+    out = [np.asarray(forward(state, x[index]))[where]
+           for index, where in padded_batches(len(x), batch_size)]
+    if not out:     # no inputs: an empty [0, embedding_dim] array
+      dim = forward(state, np.zeros((1,) + input_shape, np.float32)).shape[-1]
+      return np.zeros((0, dim), np.float32)
+    return np.concatenate(out)
+
+  embed.input_shape = input_shape
+  embed.step = step
+  return embed
