@@ -99,11 +99,37 @@ def main(argv):
   try:
     train.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value)
   except train.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+    _fail(str(e))
   except train.Interrupted as e:
     print(f"Interrupted: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)
 
 
+def _fail(message: str) -> None:
+  """One line on stderr and exit status 2, like absl's flag errors; no traceback."""
+  print(f"FATAL config error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl flag parsing whose config mistakes end in one line naming the field."""
+  for arg in argv[1:]:
+    if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
+      _fail(f"--config: no such config file {arg.split('=', 1)[1]!r} (relative paths start "
+            "at the current directory; run from the repository root).")
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:   # an override of a field the config lacks
+    field = str(e).strip("\"'")
+    bad = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
+           and a.split("=", 1)[0].rsplit(".", 1)[-1] == field]
+    _fail(f"{bad[0] if bad else field}: the config has no field {field!r}.")
+  except (TypeError, ValueError) as e:
+    _fail(str(e))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -374,8 +374,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
       json.dump(progress, f)
     os.replace(tmp, progress_path)
 
-  def evaluate(step):
-    host = runner.get_state(state)
+  def evaluate(step, host):
     results, emb = run_evaluators(evals, lambda x: embed_fn(host, x), datasets,
                                   config.eval_batch_size)
     log.write(step, {f"eval/{k}": v for k, v in results.items()
@@ -417,7 +416,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
           logging.warning("%s", message)
       bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
     if config.eval_every and step % config.eval_every == 0 and step != config.num_steps:
-      evaluate(step)
+      evaluate(step, runner.get_state(state))
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       save(step)
   bar.close()
@@ -433,7 +432,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
 
   # ------------------------------------------------ final evaluation ---- #
   state = runner.get_state(state)
-  final, emb = evaluate(int(state.step))
+  final, emb = evaluate(int(state.step), state)
   summary = dict(final)
   if config.raw_baseline:
     raw, _ = run_evaluators(evals, lambda x: x.reshape(len(x), -1), datasets,

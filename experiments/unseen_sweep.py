@@ -72,7 +72,7 @@ def variants():
 def main(argv):
   del argv
   from experiments.configs import default  # pylint: disable=import-outside-toplevel
-  from metric_learning import training  # pylint: disable=import-outside-toplevel
+  from experiments import train  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
   results = {}
   for i, (name, edit) in enumerate(variants().items()):
@@ -82,8 +82,9 @@ def main(argv):
     for seed in map(int, _SEEDS.value):
       c = default.get_config()
       c.seed, c.progress_bar, c.plots = seed, False, False
+      c.evals = {k: c.evals[k] for k in ("seen", "unseen")}
       edit(c)
-      runs.append(training.train_and_evaluate(c, os.path.join(_WORKDIR.value,
+      runs.append(train.train_and_evaluate(c, os.path.join(_WORKDIR.value,
                                                               f"{i}_{seed}")))
     results[name] = {k: statistics.median(r[k] for r in runs)
                      for k in ("seen/map_at_r", "unseen/map_at_r", "raw/seen/map_at_r",

@@ -4,26 +4,30 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import train as train_lib
 from experiments.configs import test as test_config
 from metric_learning import data
 from metric_learning import models
 from metric_learning import training
+from metric_learning.losses import registry
 from metric_learning.training import parallel
-from metric_learning.training import state as state_lib
 
 
 def _train(mode, loss_name, loss_kwargs, steps=3):
-  cfg = test_config.get_config()
   # SGD: Adam divides noise-level gradients (~1e-8, e.g. of biases feeding an
   # L2 normalisation) by their own scale, so summation order would show.
-  cfg.optimizer.name, cfg.optimizer.learning_rate = "sgd", 0.5
   digits = data.digits()
   sampler = data.PKSampler(digits.labels, p=4, k=4, seed=0)
   model = models.create("mlp", (8, 8, 1), hidden=(16,), embedding_dim=8, seed=0)
-  tx = state_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, state = state_lib.init_state(model, tx, 0)
-  runner = parallel.make_runner(mode, graphdef, tx, loss_name, loss_kwargs,
-                                sampler.batch_size)
+  tx = training.make_optimizer("sgd", 0.5)
+  graphdef, state = training.init_state(model, tx, 0)
+
+  def make_loss(axis_name):
+    loss = registry.create(loss_name, **loss_kwargs)
+    extra = {} if axis_name is None else {"axis_name": axis_name}
+    return lambda e, y, w: loss(e, y, where=w, **extra)
+
+  runner = parallel.make_runner(mode, graphdef, tx, make_loss, sampler.batch_size)
   state = runner.put_state(state)
   losses = []
   for step in range(steps):
@@ -56,18 +60,21 @@ def test_batch_must_divide_over_devices(tmp_path):
   cfg = test_config.get_config()
   cfg.sampler.p, cfg.sampler.k = 3, 3
   cfg.parallel = "pmap"
-  with pytest.raises(ValueError, match="9 rows.*8 devices"):
-    training.train_and_evaluate(cfg, str(tmp_path))
+  with pytest.raises(train_lib.ConfigError, match="p\\*k = 9 rows.*8 devices"):
+    train_lib.train_and_evaluate(cfg, str(tmp_path))
   cfg.parallel = "ring"
-  with pytest.raises(ValueError, match="parallel must be one of"):
-    training.train_and_evaluate(cfg, str(tmp_path / "b"))
+  with pytest.raises(train_lib.ConfigError, match="config.parallel must be one of"):
+    train_lib.train_and_evaluate(cfg, str(tmp_path / "b"))
+  assert not (tmp_path / "b").exists()          # nothing written before the checks
 
 
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])
 def test_train_and_evaluate_runs_data_parallel(mode, tmp_path):
   cfg = test_config.get_config()
   cfg.parallel = mode
-  summary = training.train_and_evaluate(cfg, str(tmp_path))
-  single = training.train_and_evaluate(test_config.get_config(), str(tmp_path / "single"))
+  cfg.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  cfg.parallel = "none"
+  single = train_lib.train_and_evaluate(cfg, str(tmp_path / "single"))
   assert summary["steps"] == 6
   assert summary["seen/map_at_r"] == pytest.approx(single["seen/map_at_r"], abs=2e-3)
