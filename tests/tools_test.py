@@ -1,0 +1,287 @@
+"""The tools around a finished workdir: load_embedder, embed, enroll, query; notebook 02."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+from PIL import Image
+
+from experiments import embed as embed_tool
+from experiments import enroll as enroll_tool
+from experiments import query as query_tool
+from experiments import train
+from experiments.configs import test as test_config
+from metric_learning import index as index_lib
+from metric_learning.data import registry
+from metric_learning.training import load_embedder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = {5: "five", 6: "six", 7: "seven"}
+CURVES_MARKER = "# [curves]"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("run"))
+  config = test_config.get_config()
+  config.plots = False
+  train.train_and_evaluate(config, path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def unseen():
+  return registry.create("digits")["unseen"]
+
+
+def _write_png(path, image):
+  """An 8×8×1 image in [0, 1] as an 8-bit grayscale PNG."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8), mode="L").save(path)
+
+
+def _read_png(path):
+  with Image.open(path) as im:
+    return (np.asarray(im.convert("L"), np.float32) / 255.0)[..., None]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, unseen):
+  """gallery/ and queries/: 12 and 8 disjoint samples of "five" and "six" each as PNGs,
+  plus a hidden .ipynb_checkpoints/ folder with an image that is no class."""
+  root = tmp_path_factory.mktemp("folders")
+  for label in (5, 6):
+    rows = np.flatnonzero(unseen.labels == label)
+    for i in rows[:12]:
+      _write_png(str(root / "gallery" / WORDS[label] / f"{i:04d}.png"), unseen.inputs[i])
+    for i in rows[12:20]:
+      _write_png(str(root / "queries" / WORDS[label] / f"{i:04d}.png"), unseen.inputs[i])
+  _write_png(str(root / "gallery" / ".ipynb_checkpoints" / "0000-checkpoint.png"),
+             unseen.inputs[0])
+  return str(root / "gallery"), str(root / "queries")
+
+
+def _cli(tool, *args):
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", f"experiments.{tool}", *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+# ------------------------------------------------------------ embedder ---- #
+
+def test_load_embedder_reproduces_the_runs_evaluation_embeddings(workdir):
+  splits = registry.create("digits")
+  inputs = np.concatenate([splits["seen"].inputs, splits["unseen"].inputs])
+  labels = np.concatenate([splits["seen"].labels, splits["unseen"].labels])
+  index = index_lib.EmbeddingIndex.load(os.path.join(workdir, "index.npz"))
+  embed = load_embedder(workdir)
+  assert embed.input_shape == (8, 8, 1)
+  assert embed.step == 6
+  np.testing.assert_array_equal(index.labels, labels)
+  np.testing.assert_allclose(embed(inputs), index.embeddings, atol=1e-5, rtol=0, strict=True)
+
+
+# --------------------------------------------------------------- embed ---- #
+
+def test_embed_npz_without_channel_axis_names_labels_from_the_run(workdir, unseen, tmp_path,
+                                                                   capsys):
+  pick = np.flatnonzero(np.isin(unseen.labels, (5, 6)))[:10]
+  path, out = str(tmp_path / "in.npz"), str(tmp_path / "sub" / "out.npz")
+  np.savez(path, inputs=unseen.inputs[pick, ..., 0], labels=unseen.labels[pick])
+  result = embed_tool.run(workdir, path, out)
+  assert capsys.readouterr().out.strip() == (
+      f"embedded 10 rows, dim 8, checkpoint step 6 -> {out}")
+  with np.load(out) as f:
+    assert sorted(f.files) == ["embeddings", "labels", "names", "rows"]
+    assert f["embeddings"].shape == (10, 8)
+    np.testing.assert_allclose(f["embeddings"], load_embedder(workdir)(unseen.inputs[pick]),
+                               atol=1e-6, strict=True)
+    np.testing.assert_array_equal(f["labels"], unseen.labels[pick])
+    assert json.loads(str(f["names"])) == {"5": "5", "6": "6"}   # the run's labels.json
+    assert f["rows"].tolist() == [f"row {i}" for i in range(10)]
+  assert result["step"] == 6
+  assert not [f for f in os.listdir(tmp_path / "sub") if "tmp" in f]
+
+
+def test_embed_image_folder_skips_hidden_folders_and_names_classes(workdir, folders, tmp_path):
+  gallery, _ = folders
+  out = str(tmp_path / "out.npz")
+  embed_tool.run(workdir, gallery, out)
+  with np.load(out) as f:
+    assert f["embeddings"].shape == (24, 8)
+    np.testing.assert_array_equal(f["labels"], [0] * 12 + [1] * 12)
+    assert json.loads(str(f["names"])) == {"0": "five", "1": "six"}
+    rows = f["rows"].tolist()
+  assert all(r.startswith(("five/", "six/")) for r in rows)
+  direct = load_embedder(workdir)(np.stack([_read_png(os.path.join(gallery, r)) for r in rows]))
+  with np.load(out) as f:
+    np.testing.assert_allclose(f["embeddings"], direct, atol=1e-5, strict=True)
+
+
+def test_colour_and_larger_images_become_the_models_gray_8x8(workdir, unseen, tmp_path):
+  image = np.round(unseen.inputs[0, ..., 0] * 255).astype(np.uint8)
+  gray, colour = tmp_path / "gray", tmp_path / "colour"
+  gray.mkdir()
+  colour.mkdir()
+  Image.fromarray(image, mode="L").save(gray / "a.png")
+  Image.fromarray(np.repeat(image[..., None], 3, axis=2), mode="RGB").save(colour / "a.png")
+  Image.fromarray(image, mode="L").resize((16, 16), Image.NEAREST).save(colour / "b.png")
+  embed = load_embedder(workdir)
+  want = embed_tool.read_inputs(str(gray), embed.input_shape)
+  got = embed_tool.read_inputs(str(colour), embed.input_shape)
+  assert got.labels is None and got.rows == ["a.png", "b.png"]
+  assert got.inputs.shape == (2, 8, 8, 1)
+  np.testing.assert_allclose(got.inputs[0], want.inputs[0], atol=1 / 255, strict=True)
+  # 16×16 back to 8×8 (bilinear, antialiased: a little blurred): the same digit.
+  assert np.corrcoef(got.inputs[1].ravel(), want.inputs[0].ravel())[0, 1] > 0.9
+
+
+def test_mistakes_name_the_flag(workdir, folders, tmp_path):
+  gallery, _ = folders
+  bad = {"missing": str(tmp_path / "nope.npz"), "no_inputs": str(tmp_path / "x.npz"),
+         "shape": str(tmp_path / "s.npz"), "names": str(tmp_path / "n.npz")}
+  np.savez(bad["no_inputs"], images=np.zeros((2, 8, 8, 1), np.float32))
+  np.savez(bad["shape"], inputs=np.zeros((2, 7, 8, 1), np.float32))
+  np.savez(bad["names"], inputs=np.zeros((2, 8, 8, 1), np.float32), labels=np.array([0, 3]),
+           names=np.array(["a", "b"]))
+  out = str(tmp_path / "out.npz")
+  with pytest.raises(embed_tool.ToolError, match=r"^--inputs: no such file or folder"):
+    embed_tool.run(workdir, bad["missing"], out)
+  with pytest.raises(embed_tool.ToolError, match=r"^--inputs: .* has no array 'inputs'"):
+    embed_tool.run(workdir, bad["no_inputs"], out)
+  with pytest.raises(embed_tool.ToolError, match=r"\[2, 7, 8, 1\] but the model takes "
+                                                 r"\[n, 8, 8, 1\]"):
+    embed_tool.run(workdir, bad["shape"], out)
+  with pytest.raises(embed_tool.ToolError, match=r"'names' does not name every label"):
+    embed_tool.run(workdir, bad["names"], out)
+  with pytest.raises(embed_tool.ToolError, match=r"^--workdir: .*model.json"):
+    embed_tool.run(str(tmp_path), gallery, out)
+  with pytest.raises(embed_tool.ToolError, match=r"^--index: no such index .* leave out "
+                                                 r"--append"):
+    enroll_tool.run(workdir, gallery, str(tmp_path / "i.npz"), append=True)
+  np.savez(bad["no_inputs"], inputs=np.zeros((2, 8, 8, 1), np.float32))
+  with pytest.raises(embed_tool.ToolError, match=r"^--gallery: .* has no labels"):
+    enroll_tool.run(workdir, bad["no_inputs"], str(tmp_path / "i.npz"))
+  enroll_tool.run(workdir, gallery, str(tmp_path / "i.npz"))
+  with pytest.raises(embed_tool.ToolError, match=r"^--k must be in \[1, 24\]"):
+    query_tool.run(workdir, str(tmp_path / "i.npz"), gallery, k=25)
+  assert not os.path.exists(out)
+
+
+# ------------------------------------------------------ enroll / query ---- #
+
+def test_enroll_by_name_then_query_held_out_samples(workdir, folders, tmp_path, capsys):
+  gallery, queries = folders
+  path = str(tmp_path / "index.npz")
+  index = enroll_tool.run(workdir, gallery, path)
+  assert capsys.readouterr().out.startswith(
+      f"enrolled 24 samples of 2 classes (2 new) -> {path}")
+  assert index.names == {0: "five", 1: "six"} and len(index) == 24
+  result = query_tool.run(workdir, path, queries, k=3)
+  lines = capsys.readouterr().out.strip().splitlines()
+
+  # The same by hand: embed the decoded PNGs, enroll them, predict names.
+  embed = load_embedder(workdir)
+
+  def folder(root):
+    files = [(name, f) for name in ("five", "six")
+             for f in sorted(os.listdir(os.path.join(root, name)))]
+    return (np.stack([_read_png(os.path.join(root, n, f)) for n, f in files]),
+            [n for n, _ in files], [f"{n}/{f}" for n, f in files])
+
+  g_inputs, g_names, _ = folder(gallery)
+  q_inputs, q_names, q_rows = folder(queries)
+  direct = index_lib.EmbeddingIndex.create(
+      embed(g_inputs), [("five", "six").index(n) for n in g_names], names={0: "five", 1: "six"})
+  predicted = direct.predict_names(embed(q_inputs), k=3)
+  accuracy = np.mean([p == t for p, t in zip(predicted, q_names)])
+  assert result["predicted"] == predicted
+  assert result["true"] == q_names and result["rows"] == q_rows
+  assert result["accuracy"] == pytest.approx(accuracy)
+  assert len(lines) == 17
+  assert [line.split(" -> ")[0] for line in lines[:16]] == q_rows
+  assert lines[0].split(" -> ")[1].startswith(predicted[0] + " (")
+  correct = sum(p == t for p, t in zip(predicted, q_names))
+  assert lines[-1] == f"top-1 accuracy by class name: {accuracy:.4f} ({correct}/16)"
+  assert accuracy > 0.5
+
+
+def test_append_matches_names_and_gives_new_names_fresh_labels(workdir, folders, unseen,
+                                                               tmp_path, capsys):
+  gallery, _ = folders
+  path = str(tmp_path / "index.npz")
+  enroll_tool.run(workdir, gallery, path)           # five -> 0, six -> 1
+  rows = np.concatenate([np.flatnonzero(unseen.labels == 7)[:5],
+                         np.flatnonzero(unseen.labels == 5)[20:23]])
+  npz = str(tmp_path / "more.npz")
+  # Its own label 0 is "seven": a label the index gives to "five".
+  np.savez(npz, inputs=unseen.inputs[rows], labels=np.array([0] * 5 + [1] * 3),
+           names=np.array(["seven", "five"]))
+  capsys.readouterr()
+  index = enroll_tool.run(workdir, npz, path, append=True)
+  assert capsys.readouterr().out.startswith(
+      f"enrolled 8 samples of 2 classes (1 new) -> {path}: 32 samples of 3 classes")
+  assert index.names == {0: "five", 1: "six", 2: "seven"}
+  np.testing.assert_array_equal(index.labels[24:], [2] * 5 + [0] * 3)
+  assert index_lib.EmbeddingIndex.load(path).names == index.names
+  # The run's own index names its labels 0-9 "0", ..., "9": "five" and "seven" are
+  # new names there, and get labels above 9 in sorted name order.
+  run_index = str(tmp_path / "run_index.npz")
+  with open(os.path.join(workdir, "index.npz"), "rb") as src, open(run_index, "wb") as dst:
+    dst.write(src.read())
+  index = enroll_tool.run(workdir, npz, run_index, append=True)
+  assert (index.name_of(10), index.name_of(11), index.name_of(5)) == ("five", "seven", "5")
+  np.testing.assert_array_equal(index.labels[-8:], [11] * 5 + [10] * 3)
+
+
+# ---------------------------------------------------------- command line ---- #
+
+def test_command_lines_print_predictions_and_fail_in_one_line(workdir, folders, tmp_path):
+  gallery, queries = folders
+  path = str(tmp_path / "index.npz")
+  enroll_tool.run(workdir, gallery, path)
+  ok = _cli("query", f"--workdir={workdir}", f"--index={path}", f"--inputs={queries}")
+  assert ok.returncode == 0, ok.stderr
+  lines = ok.stdout.strip().splitlines()
+  assert len(lines) == 17 and lines[0].startswith("five/")
+  assert lines[-1].startswith("top-1 accuracy by class name: ")
+  assert "Traceback" not in ok.stderr
+
+  rgb = str(tmp_path / "rgb.npz")
+  np.savez(rgb, inputs=np.zeros((3, 8, 8, 3), np.float32))
+  for proc, words in [
+      (_cli("embed", f"--workdir={tmp_path / 'missing'}", f"--inputs={queries}",
+            f"--output={tmp_path / 'o.npz'}"), ["--workdir", "missing"]),
+      (_cli("embed", f"--workdir={workdir}", f"--inputs={rgb}",
+            f"--output={tmp_path / 'o.npz'}"), ["--inputs", "[3, 8, 8, 3]", "[n, 8, 8, 1]"]),
+      (_cli("enroll", f"--workdir={workdir}", f"--index={path}"), ["--gallery"])]:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+    assert proc.stdout == ""
+  assert not os.path.exists(tmp_path / "o.npz")
+
+
+# ------------------------------------------------------------ notebook ---- #
+
+def test_notebook_02_shows_its_training_curves_inline(monkeypatch):
+  monkeypatch.setenv("ML_NOTEBOOK_SMALL", "1")
+  monkeypatch.delenv("MPLBACKEND", raising=False)  # the notebook's own (inline) backend
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  book = nbformat.read(os.path.join(ROOT, "notebooks", "02_train_embeddings.ipynb"),
+                       as_version=4)
+  assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
+  NotebookClient(book, timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": ROOT}}).execute()
+  cells = [c for c in book.cells if c.cell_type == "code" and CURVES_MARKER in c.source]
+  assert len(cells) == 1
+  assert any("image/png" in out.get("data", {}) for out in cells[0].outputs), cells[0].outputs
+  text = "".join(out.get("text", "") for c in book.cells if c.cell_type == "code"
+                 for out in c.outputs)
+  assert "held-out" in text and "accuracy by class name" in text
