@@ -13,7 +13,6 @@ ML_NUM_PROCESSES, ML_PROCESS_ID); on TPU pods and SLURM, ``--distributed``
 alone lets ``jax.distributed.initialize`` discover them.
 """
 
-import importlib.util
 import os
 import sys
 
@@ -41,9 +40,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes",
 _PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
                                    "This process's index.")
 
-SECTIONS_WITH_NAMES = ("data", "model", "loss", "optimizer", "schedule")
-
-
 def initialize_distributed() -> None:
   if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
     if jax.config.jax_platforms in (None, "", "cpu"):
@@ -56,33 +52,6 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def _file_config(path: str):
-  spec = importlib.util.spec_from_file_location("_experiment_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def resolve_part_overrides(config, file_config, overrides: dict):
-  """A section whose ``name`` the command line changed keeps only the
-  command line's settings: the file's were meant for the file's part."""
-  for section in SECTIONS_WITH_NAMES:
-    if f"{section}.name" not in overrides:
-      continue
-    if file_config[section].get("name") == config[section].name:
-      continue
-    given = {k: config[section][k] for k in config[section]
-             if k == "name" or f"{section}.{k}" in overrides}
-    dropped = sorted(set(config[section]) - set(given))
-    if dropped:
-      logging.warning("--config.%s.name=%s: using its defaults, not the config file's %s.",
-                      section, config[section].name,
-                      ", ".join(f"{section}.{k}" for k in dropped))
-    with config.unlocked():
-      config[section] = given
-  return config
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -91,9 +60,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   initialize_distributed()
   from experiments import train  # pylint: disable=import-outside-toplevel
-  config = resolve_part_overrides(
-      _CONFIG.value, _file_config(config_flags.get_config_filename(flags.FLAGS["config"])),
-      config_flags.get_override_values(flags.FLAGS["config"]))
+  flag = flags.FLAGS["config"]
+  config = train.resolve_part_overrides(
+      _CONFIG.value, train.load_config_file(config_flags.get_config_filename(flag)),
+      config_flags.get_override_values(flag))
   logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
   try:

@@ -9,6 +9,7 @@ the maths lives in the library.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -118,7 +119,7 @@ def validate(config) -> None:
   p, k = config.sampler.get("p"), config.sampler.get("k")
   if not isinstance(p, int) or p < 1 or not isinstance(k, int) or k < 2:
     raise ConfigError(f"config.sampler needs p >= 1 and k >= 2; got p={p!r}, k={k!r}.")
-  for key, value in dict(config.augment).items():
+  for key in config.augment:
     if key not in ("max_shift", "flip"):
       raise ConfigError(f"config.augment.{key} is not a field; augment takes max_shift, flip.")
   if config.augment.get("max_shift", 0) < 0:
@@ -206,6 +207,34 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
     with open(tmp, "w") as f:
       json.dump(content, f, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(workdir, name))
+
+
+def load_config_file(path: str):
+  """``get_config()`` of a config file, as the file alone defines it."""
+  spec = importlib.util.spec_from_file_location("_experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def resolve_part_overrides(config, file_config, overrides: dict):
+  """A section whose ``name`` the command line changed keeps only the
+  command line's settings: the file's were meant for the file's part."""
+  for section in ("data", "model", "loss", "optimizer", "schedule"):
+    if f"{section}.name" not in overrides:
+      continue
+    if file_config[section].get("name") == config[section].name:
+      continue
+    given = {k: config[section][k] for k in config[section]
+             if k == "name" or f"{section}.{k}" in overrides}
+    dropped = sorted(set(config[section]) - set(given))
+    if dropped:
+      logging.warning("--config.%s.name=%s: using its defaults, not the config file's %s.",
+                      section, config[section].name,
+                      ", ".join(f"{section}.{k}" for k in dropped))
+    with config.unlocked():
+      config[section] = given
+  return config
 
 
 # ---------------------------------------------------------------- data ----- #

@@ -71,8 +71,8 @@ def variants():
 
 def main(argv):
   del argv
-  from experiments.configs import default  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
+  from experiments.configs import default  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
   results = {}
   for i, (name, edit) in enumerate(variants().items()):

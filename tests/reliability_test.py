@@ -12,21 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import train
 from experiments.configs import test as test_config
 from metric_learning import models
 from metric_learning import training
-from metric_learning.training import state as state_lib
+from metric_learning.losses import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_non_finite_loss_skips_the_update_and_counts_it():
   model = models.create("mlp", (4,), hidden=(8,), embedding_dim=3)
-  cfg = test_config.get_config()
-  tx = state_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, state = state_lib.init_state(model, tx, 0)
-  step = jax.jit(state_lib.make_train_step(
-      graphdef, tx, state_lib.get_loss("batch_hard_triplet_loss")))
+  tx = training.make_optimizer("adam", 1e-3)
+  graphdef, state = training.init_state(model, tx, 0)
+  loss = registry.create("batch_hard_triplet_loss")
+  step = jax.jit(training.make_train_step(graphdef, tx, lambda e, y, w: loss(e, y, where=w)))
   batch = {"inputs": jnp.ones((4, 4)).at[0, 0].set(jnp.nan),
            "labels": jnp.array([0, 0, 1, 1]), "where": jnp.ones(4, bool)}
   new, metrics = step(state, batch)
@@ -41,52 +41,119 @@ def test_nonfinite_stop_policy_names_the_step(tmp_path, monkeypatch):
   cfg = test_config.get_config()
   cfg.nonfinite = "stop"
   cfg.optimizer.learning_rate = 1e30      # diverges within a few steps
-  cfg.optimizer.warmup_steps = 0
+  cfg.schedule.warmup_steps = 0
   cfg.model.normalize = False
   cfg.num_steps, cfg.log_every = 20, 1
   with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step \d+"):
-    training.train_and_evaluate(cfg, str(tmp_path))
+    train.train_and_evaluate(cfg, str(tmp_path))
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
   cfg = test_config.get_config()
-  first = training.train_and_evaluate(cfg, str(tmp_path))
+  first = train.train_and_evaluate(cfg, str(tmp_path))
   latest = os.path.join(tmp_path, "checkpoints", "6")
   for dirpath, _, files in os.walk(latest):
     for f in files:
       with open(os.path.join(dirpath, f), "wb") as fh:
         fh.write(b"corrupt")
-  again = training.train_and_evaluate(cfg, str(tmp_path))
+  again = train.train_and_evaluate(cfg, str(tmp_path))
   assert again["resumed_from_step"] == 3
   assert again["seen/map_at_r"] == first["seen/map_at_r"]
 
 
-@pytest.mark.slow
-def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path):
-  def cmd(workdir):
-    return [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
-            f"--workdir={workdir}", "--config.num_steps=400", "--config.checkpoint_every=20",
-            "--config.eval_every=0", "--config.log_every=20", "--config.plots=False"]
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
+          f"--workdir={workdir}", "--config.num_steps=400", "--config.checkpoint_every=20",
+          "--config.eval_every=0", "--config.log_every=20", "--config.plots=False", *extra]
 
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-  killed = str(tmp_path / "killed")
-  proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  ckpt = os.path.join(killed, "checkpoints")
+
+ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def _wait_for_checkpoints(proc, workdir, count):
+  ckpt = os.path.join(workdir, "checkpoints")
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(ckpt) and len([d for d in os.listdir(ckpt) if d.isdigit()]) >= 2:
-      break
+    if os.path.isdir(ckpt) and len([d for d in os.listdir(ckpt) if d.isdigit()]) >= count:
+      return True
     time.sleep(0.05)
-  was_running = proc.poll() is None
+  return False
+
+
+def _same_figures(a_dir, b_dir):
+  a = json.load(open(os.path.join(a_dir, "summary.json")))
+  b = json.load(open(os.path.join(b_dir, "summary.json")))
+  assert 0 < a["resumed_from_step"] < 400 and a["steps"] == b["steps"] == 400
+  for key, value in b.items():
+    if key not in ("wall_time_s", "resumed_from_step"):
+      assert a[key] == value, key
+  rows = lambda d: [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+  # The same rows as the uninterrupted run: no step logged twice, none missing.
+  assert [(r["step"], sorted(r)) for r in rows(a_dir)] == [
+      (r["step"], sorted(r)) for r in rows(b_dir)]
+  assert [r.get("train/loss") for r in rows(a_dir)] == [
+      r.get("train/loss") for r in rows(b_dir)]
+  events = os.listdir(os.path.join(a_dir, "tensorboard"))
+  assert len(events) == 1, events
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  fresh = str(tmp_path_factory.mktemp("fresh"))
+  subprocess.run(_cmd(fresh), cwd=ROOT, env=ENV, check=True, capture_output=True)
+  return fresh
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_saves_a_checkpoint_and_stops_with_one_line(
+    sig, uninterrupted, tmp_path):
+  workdir = str(tmp_path / "stopped")
+  proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  assert _wait_for_checkpoints(proc, workdir, 1), "the run finished before the signal"
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + sig, err
+  assert "Traceback" not in err
+  lines = [line for line in err.splitlines() if line.startswith("Interrupted:")]
+  assert len(lines) == 1 and signal.Signals(sig).name in lines[0], err
+  stopped_at = int(lines[0].split(" at step ")[1].split(":")[0])
+  assert 0 < stopped_at < 400
+  assert str(stopped_at) in os.listdir(os.path.join(workdir, "checkpoints"))
+  subprocess.run(_cmd(workdir), cwd=ROOT, env=ENV, check=True, capture_output=True)
+  _same_figures(workdir, uninterrupted)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.foo=1"], "FATAL config error: --config.foo: the config has no field 'foo'."),
+    (["--config.num_steps=abc"], "FATAL Flags parsing error: flag --config.num_steps=abc"),
+    (["--config.num_steps=-5"], "FATAL config error: config.num_steps must be >= 1; got -5."),
+    (["--config.loss.name=multi_similarity_loss", "--config.loss.margin=0.3"],
+     "FATAL config error: config.loss.margin is not an argument of loss "
+     "'multi_similarity_loss'"),
+    (["--config=experiments/configs/nope.py"],
+     "FATAL config error: --config: no such config file 'experiments/configs/nope.py'"),
+])
+def test_config_mistakes_on_the_command_line_end_in_one_line(args, message, tmp_path):
+  cmd = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
+         f"--workdir={tmp_path / 'w'}", *args]
+  out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr
+  fatal = [line for line in out.stderr.splitlines() if line.startswith("FATAL")]
+  assert len(fatal) == 1 and fatal[0].startswith(message), out.stderr
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
+  killed = str(tmp_path / "killed")
+  proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  was_running = _wait_for_checkpoints(proc, killed, 2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert was_running, "the run finished before it could be killed"
-  subprocess.run(cmd(killed), cwd=ROOT, env=env, check=True, capture_output=True)
-  fresh = str(tmp_path / "fresh")
-  subprocess.run(cmd(fresh), cwd=ROOT, env=env, check=True, capture_output=True)
-  a = json.load(open(os.path.join(killed, "summary.json")))
-  b = json.load(open(os.path.join(fresh, "summary.json")))
-  assert 0 < a["resumed_from_step"] < 400 and a["steps"] == b["steps"] == 400
-  for key in ("seen/map_at_r", "unseen/map_at_r", "seen/precision_at_1", "unseen/nmi"):
-    assert a[key] == b[key], key
+  subprocess.run(_cmd(killed), cwd=ROOT, env=ENV, check=True, capture_output=True)
+  _same_figures(killed, uninterrupted)
