@@ -15,6 +15,8 @@ from absl import logging
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/unseen_sweep", "Where runs go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds per variant (the split stays fixed).")
 _ONLY = flags.DEFINE_list("only", [], "Run only these variants (comma-separated names).")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", 0, "Cap every variant at this many steps "
+                                  "(0 = as the variant says); for a quick look.")
 
 
 def variants():
@@ -84,6 +86,9 @@ def main(argv):
       c.seed, c.progress_bar, c.plots = seed, False, False
       c.evals = {k: c.evals[k] for k in ("seen", "unseen")}
       edit(c)
+      if _MAX_STEPS.value:
+        c.num_steps = min(c.num_steps, _MAX_STEPS.value)
+        c.eval_every, c.checkpoint_every = 0, c.num_steps
       runs.append(train.train_and_evaluate(c, os.path.join(_WORKDIR.value,
                                                               f"{i}_{seed}")))
     results[name] = {k: statistics.median(r[k] for r in runs)
