@@ -361,6 +361,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   graphdef, state = training.init_state(model, tx, config.seed)
   runner = parallel.make_runner(config.parallel, graphdef, tx, make_loss, sampler.batch_size)
   embed_fn = training.make_embed_fn(graphdef)
+  train_embed_fn = training.make_embed_fn(graphdef, train=True)   # what the loss sees
   margin = loss_registry.arguments(config.loss.name).get("margin", 0.2)
   margin = loss_settings.get("margin", margin)
 
@@ -428,7 +429,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
     if step % config.log_every == 0 or step == config.num_steps:
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
       host = runner.get_state(state)
-      emb = embed_fn(host, last_batch["inputs"])
+      emb = train_embed_fn(host, last_batch["inputs"])
       stats = {k: float(v) for k, v in ml.triplet_statistics(
           emb, last_batch["labels"], margin=margin, where=last_batch["where"]).items()}
       scalars.update({f"train/{k}": v for k, v in stats.items()})

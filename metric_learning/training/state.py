@@ -85,13 +85,20 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
   return train_step
 
 
-def make_embed_fn(graphdef):
-  """``embed(state, inputs) -> embeddings`` in evaluation mode (jitted)."""
+def make_embed_fn(graphdef, *, train: bool = False):
+  """``embed(state, inputs) -> embeddings`` (jitted), in evaluation mode by default.
+
+  ``train=True`` embeds as the train step does (batch statistics in BatchNorm,
+  dropout on) — what the loss saw — without changing ``state``: the statistics
+  and RNG streams the call advances are discarded.
+  """
 
   @jax.jit
   def embed(state: TrainState, inputs):
-    model = nnx.merge(graphdef, state.params, state.model_state)
-    model.eval()
+    # A copy of the variables, so that train-mode updates stay inside this call.
+    model_state = jax.tree.map(lambda v: v, state.model_state)
+    model = nnx.merge(graphdef, state.params, model_state)
+    model.train() if train else model.eval()
     return model(inputs)
 
   return embed

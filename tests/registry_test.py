@@ -1,0 +1,113 @@
+"""One registry per kind of part; every public part is in its registry; bad names and
+settings fail naming them."""
+
+import functools
+
+import numpy as np
+import optax
+import pytest
+
+import metric_learning as ml
+from metric_learning import data
+from metric_learning import evaluators
+from metric_learning import models
+from metric_learning.data import registry as data_registry
+from metric_learning.losses import registry as loss_registry
+from metric_learning.training import optim
+
+
+def test_every_public_model_class_is_registered():
+  registered = {getattr(v, "func", v) for v in models.MODELS.values()}
+  assert {models.MLP, models.CNN, models.ResNet} <= registered
+
+
+def test_every_public_dataset_loader_is_registered():
+  loaders = {"digits": data.digits, "npz": data.load_npz, "image_folder": data.image_folder,
+             "market1501": data.market1501}
+  assert set(loaders) == set(data_registry.DATASETS)
+
+
+def test_every_evaluator_module_is_registered():
+  import pkgutil
+  modules = {m.name for m in pkgutil.iter_modules(evaluators.__path__)} - {"base"}
+  assert modules == set(evaluators.EVALUATORS)
+
+
+@pytest.mark.parametrize("name", sorted(loss_registry.LOSSES))
+def test_loss_arguments_are_the_functions_keywords_without_runtime_ones(name):
+  args = loss_registry.arguments(name)
+  assert not set(args) & set(loss_registry.RUNTIME_ARGUMENTS)
+  loss = loss_registry.create(name, **{k: v for k, v in args.items() if k != "block_size"})
+  x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+  y = np.repeat(np.arange(4), 2)
+  value = float(loss(x, y))
+  default = loss_registry.LOSSES[name](x, y) if name not in ml.presets.NAMES else \
+      ml.presets.get(name)(x, y)
+  assert np.isfinite(value) and value == pytest.approx(float(default), rel=1e-6)
+
+
+def test_loss_registry_errors_name_the_setting_and_the_loss():
+  with pytest.raises(ValueError, match=r"loss.margin is not an argument of "
+                     r"'multi_similarity_loss'; its arguments are \['alpha'"):
+    loss_registry.create("multi_similarity_loss", margin=0.1)
+  with pytest.raises(ValueError, match=r"loss name must be one of \['batch_all"):
+    loss_registry.create("hinge")
+
+
+def test_model_registry_errors_and_defaults():
+  assert models.arguments("resnet18")["embedding_dim"] == 128
+  assert "stages" not in models.arguments("resnet50")        # fixed by the name
+  with pytest.raises(ValueError, match=r"model.dropout is not an argument of 'cnn'"):
+    models.create("cnn", (8, 8, 1), dropout=0.1)
+  with pytest.raises(ValueError, match=r"model name must be one of \['cnn', 'mlp'"):
+    models.create("vit", (8, 8, 1))
+
+
+def test_data_registry_errors_and_default_split():
+  with pytest.raises(ValueError, match=r"data.path is not an argument of 'digits'"):
+    data_registry.create("digits", path="x")
+  with pytest.raises(ValueError, match=r"data name must be one of"):
+    data_registry.create("imagenet")
+
+
+def test_schedules_match_their_definitions():
+  warm = optim.make_schedule("constant", learning_rate=1.0, num_steps=100, warmup_steps=10)
+  assert [float(warm(s)) for s in (0, 5, 10, 99)] == [0.0, 0.5, 1.0, 1.0]
+  cos = optim.make_schedule("cosine", learning_rate=1.0, num_steps=100, warmup_steps=0)
+  assert float(cos(50)) == pytest.approx(0.5) and float(cos(100)) == pytest.approx(0.0)
+  exp = optim.make_schedule("exponential", learning_rate=3e-4, num_steps=25000,
+                            final_fraction=0.001, decay_begin=15000)
+  assert float(exp(15000)) == pytest.approx(3e-4)
+  assert float(exp(25000)) == pytest.approx(3e-7, rel=1e-4)
+  assert float(exp(20000)) == pytest.approx(3e-4 * 0.001 ** 0.5, rel=1e-4)
+  with pytest.raises(ValueError, match=r"schedule 'cosine' has no argument 'gamma'"):
+    optim.make_schedule("cosine", learning_rate=1.0, num_steps=10, gamma=0.1)
+
+
+def test_optimizers_are_optax_with_clipping():
+  params = {"w": np.ones(3, np.float32)}
+  grads = {"w": np.full(3, 10.0, np.float32)}
+  tx = optim.make_optimizer("sgd", 1.0, grad_clip=1.0)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert float(optax.tree.norm(updates)) == pytest.approx(1.0)
+  assert "weight_decay" in optim.optimizer_arguments("adamw")
+  with pytest.raises(ValueError, match=r"optimizer 'adam' has no argument 'weight_decay'"):
+    optim.make_optimizer("adam", 1e-3, weight_decay=0.1)
+  with pytest.raises(ValueError, match=r"optimizer name must be one of"):
+    optim.make_optimizer("adagrad2", 1e-3)
+
+
+def test_registries_are_plain_dicts():
+  for table in (loss_registry.LOSSES, models.MODELS, data_registry.DATASETS,
+                optim.OPTIMIZERS, optim.SCHEDULES, evaluators.EVALUATORS):
+    assert type(table) is dict and table
+  assert isinstance(models.MODELS["resnet50"], functools.partial)
+
+
+def test_experiments_is_not_an_installed_package():
+  import configparser
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(root, "setup.cfg"))
+  assert cfg["options.packages.find"]["include"].split() == ["metric_learning*"]
