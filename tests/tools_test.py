@@ -5,10 +5,8 @@ import os
 import subprocess
 import sys
 
-import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
 from PIL import Image
 
 from experiments import embed as embed_tool
@@ -266,22 +264,3 @@ def test_command_lines_print_predictions_and_fail_in_one_line(workdir, folders, 
     assert all(w in proc.stderr for w in words), proc.stderr
     assert proc.stdout == ""
   assert not os.path.exists(tmp_path / "o.npz")
-
-
-# ------------------------------------------------------------ notebook ---- #
-
-def test_notebook_02_shows_its_training_curves_inline(monkeypatch):
-  monkeypatch.setenv("ML_NOTEBOOK_SMALL", "1")
-  monkeypatch.delenv("MPLBACKEND", raising=False)  # the notebook's own (inline) backend
-  monkeypatch.delenv("XLA_FLAGS", raising=False)
-  book = nbformat.read(os.path.join(ROOT, "notebooks", "02_train_embeddings.ipynb"),
-                       as_version=4)
-  assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
-  NotebookClient(book, timeout=600, kernel_name="python3",
-                 resources={"metadata": {"path": ROOT}}).execute()
-  cells = [c for c in book.cells if c.cell_type == "code" and CURVES_MARKER in c.source]
-  assert len(cells) == 1
-  assert any("image/png" in out.get("data", {}) for out in cells[0].outputs), cells[0].outputs
-  text = "".join(out.get("text", "") for c in book.cells if c.cell_type == "code"
-                 for out in c.outputs)
-  assert "held-out" in text and "accuracy by class name" in text
