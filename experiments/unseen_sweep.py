@@ -42,7 +42,8 @@ def variants():
     return f
 
   return {
-      "default (batch-hard m=0.2 1000 steps)": lambda c: None,
+      "default (batch-hard m=0.2 Adam 1e-4 1000 steps)": lambda c: None,
+      "Adam 1e-3 (the first default)": set_("optimizer.learning_rate", 1e-3),
       "200 steps (early stop)": steps(200),
       "400 steps": steps(400),
       "soft margin (hermans preset)": set_("loss", dict(name="hermans")),
@@ -89,17 +90,25 @@ def main(argv):
       if _MAX_STEPS.value:
         c.num_steps = min(c.num_steps, _MAX_STEPS.value)
         c.eval_every, c.checkpoint_every = 0, c.num_steps
-      runs.append(train.train_and_evaluate(c, os.path.join(_WORKDIR.value,
-                                                              f"{i}_{seed}")))
+      workdir = os.path.join(_WORKDIR.value, f"{i}_{seed}")
+      summary = train.train_and_evaluate(c, workdir, fresh=True)
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        active = [r["train/active_anchor_fraction"] for r in map(json.loads, f)
+                  if "train/active_anchor_fraction" in r]
+      summary["dead_log_fraction"] = sum(a == 0 for a in active) / max(len(active), 1)
+      summary["collapsed"] = float(any("collapsed" in w for w in summary["health_warnings"]))
+      runs.append(summary)
     results[name] = {k: statistics.median(r[k] for r in runs)
                      for k in ("seen/map_at_r", "unseen/map_at_r", "raw/seen/map_at_r",
-                               "raw/unseen/map_at_r")}
-  print(f"\n{'variant':<40} {'seen MAP@R':>10} {'unseen MAP@R':>12}   (median of "
-        f"{len(_SEEDS.value)} seeds)")
+                               "raw/unseen/map_at_r", "dead_log_fraction")}
+    results[name]["collapsed_runs"] = int(sum(r["collapsed"] for r in runs))
+  print(f"\n{'variant':<48} {'seen MAP@R':>10} {'unseen MAP@R':>12} {'no-gradient logs':>16}"
+        f" {'collapsed':>9}   (median of {len(_SEEDS.value)} seeds)")
   for name, r in results.items():
-    print(f"{name:<40} {r['seen/map_at_r']:>10.4f} {r['unseen/map_at_r']:>12.4f}")
+    print(f"{name:<48} {r['seen/map_at_r']:>10.4f} {r['unseen/map_at_r']:>12.4f} "
+          f"{r['dead_log_fraction']:>16.0%} {r['collapsed_runs']:>9d}")
   raw = next(iter(results.values()))
-  print(f"{'raw pixels':<40} {raw['raw/seen/map_at_r']:>10.4f} "
+  print(f"{'raw pixels':<48} {raw['raw/seen/map_at_r']:>10.4f} "
         f"{raw['raw/unseen/map_at_r']:>12.4f}")
   with open(os.path.join(_WORKDIR.value, "sweep.json"), "w") as f:
     json.dump(results, f, indent=1)

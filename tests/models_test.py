@@ -22,7 +22,7 @@ def test_models_map_inputs_to_embeddings(name, shape, kwargs):
 
 
 def test_unknown_model_lists_the_known_ones():
-  with pytest.raises(ValueError, match="model must be one of.*'mlp'.*got 'vit'"):
+  with pytest.raises(ValueError, match="model name must be one of.*'mlp'.*got 'vit'"):
     models.create("vit", (8, 8, 1))
 
 
@@ -36,3 +36,18 @@ def test_weights_round_trip_through_a_local_checkpoint(tmp_path):
   np.testing.assert_allclose(a(x), b(x))
   with pytest.raises(FileNotFoundError, match="initial weights not found"):
     models.load_weights(b, str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_head_batch_norm_spreads_the_initial_embeddings(seed):
+  import metric_learning as ml
+  from metric_learning import data
+  d = data.digits()
+  x, y = jnp.asarray(d.inputs[:160]), jnp.asarray(d.labels[:160])
+  negatives = []
+  for head_batch_norm in (False, True):
+    m = models.create("cnn", (8, 8, 1), widths=(32, 64, 128), normalize=True,
+                      head_batch_norm=head_batch_norm, seed=seed)
+    m.train()
+    negatives.append(float(ml.triplet_statistics(m(x), y)["hardest_negative_mean"]))
+  assert negatives[1] > 2 * negatives[0], negatives

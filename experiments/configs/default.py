@@ -4,6 +4,14 @@ Classes 0-4 are split 70/30 (stratified, random_state=0): train on the 70 %,
 evaluate "seen" on the held-out 30 % and "unseen" on every sample of classes
 5-9, never seen in training.
 
+Recipe: MLP 256 → 64-D L2-normalised, batch-hard hinge m=0.2, P=5 K=16, Adam
+1e-4 with 50 warm-up steps and cosine decay, 1000 steps. Checked on the digits
+(real 8×8 handwritten images), seeds 0-2: no collapse and an active anchor at
+every log step. With Adam 1e-3 (the first version's default) every triplet
+satisfies the margin from about step 150 on, so most steps have no gradient;
+larger margins, batch-all or the soft margin did not fix that without losing
+unseen-class accuracy. Unseen-class MAP@R stays below raw pixels (README).
+
 Each section names a part from its registry and holds only that part's
 arguments; anything left out takes the part's own default. On the command line
 ``--config.loss.name=X`` alone switches to loss X with X's defaults (the
@@ -35,7 +43,7 @@ def get_config():
   c.model = dict(name="mlp", hidden=(256,), embedding_dim=64, normalize=True)
   c.loss = dict(name="batch_hard_triplet_loss", margin=0.2)
   c.sampler = dict(p=5, k=16)
-  c.optimizer = dict(name="adam", learning_rate=1e-3)
+  c.optimizer = dict(name="adam", learning_rate=1e-4)
   c.schedule = dict(name="cosine", warmup_steps=50)
   c.augment = dict(max_shift=0, flip=False)
   c.evals = evals()

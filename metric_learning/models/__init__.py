@@ -20,14 +20,24 @@ from metric_learning import distances
 
 
 class EmbeddingHead(nnx.Module):
-  """Linear projection to ``embedding_dim``, optionally L2-normalised."""
+  """[BatchNorm →] linear projection to ``embedding_dim``, optionally L2-normalised.
+
+  ``batch_norm=True`` centres and scales the pooled features before the
+  projection. Pooled ReLU features share a large positive mean, which maps every
+  input to nearly the same direction at initialisation, close to the collapsed
+  state; normalising them first spreads the initial embeddings (on digits, the
+  CNN's initial hardest-negative distances grow more than twofold).
+  """
 
   def __init__(self, in_features: int, embedding_dim: int, *, normalize: bool,
-               rngs: nnx.Rngs):
+               batch_norm: bool = False, rngs: nnx.Rngs):
+    self.norm = nnx.BatchNorm(in_features, rngs=rngs) if batch_norm else None
     self.linear = nnx.Linear(in_features, embedding_dim, rngs=rngs)
     self.normalize = normalize
 
   def __call__(self, x):
+    if self.norm is not None:
+      x = self.norm(x)
     x = self.linear(x)
     return distances.l2_normalize(x) if self.normalize else x
 
@@ -58,12 +68,14 @@ class CNN(nnx.Module):
   """A small convnet: [Conv 3×3 → BatchNorm → ReLU] per width, 2× pooling between."""
 
   def __init__(self, input_shape: Sequence[int], *, widths: Sequence[int] = (32, 64),
-               embedding_dim: int = 64, normalize: bool = False, rngs: nnx.Rngs):
+               embedding_dim: int = 64, normalize: bool = False,
+               head_batch_norm: bool = False, rngs: nnx.Rngs):
     channels = input_shape[-1]
     self.convs = nnx.List([nnx.Conv(i, o, (3, 3), rngs=rngs)
                            for i, o in zip([channels, *widths[:-1]], widths)])
     self.norms = nnx.List([nnx.BatchNorm(w, rngs=rngs) for w in widths])
-    self.head = EmbeddingHead(widths[-1], embedding_dim, normalize=normalize, rngs=rngs)
+    self.head = EmbeddingHead(widths[-1], embedding_dim, normalize=normalize,
+                              batch_norm=head_batch_norm, rngs=rngs)
 
   def __call__(self, x):
     for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
@@ -109,7 +121,8 @@ class ResNet(nnx.Module):
 
   def __init__(self, input_shape: Sequence[int], *, stages: Sequence[int] = (2, 2, 2, 2),
                bottleneck: bool = False, base_width: int = 64, embedding_dim: int = 128,
-               normalize: bool = False, small_inputs: bool = False, rngs: nnx.Rngs):
+               normalize: bool = False, small_inputs: bool = False,
+               head_batch_norm: bool = False, rngs: nnx.Rngs):
     channels = input_shape[-1]
     self.small_inputs = small_inputs
     self.stem = nnx.Conv(channels, base_width, (3, 3) if small_inputs else (7, 7),
@@ -123,7 +136,8 @@ class ResNet(nnx.Module):
         blocks.append(block)
         cin = block.out_features
     self.blocks = nnx.List(blocks)
-    self.head = EmbeddingHead(cin, embedding_dim, normalize=normalize, rngs=rngs)
+    self.head = EmbeddingHead(cin, embedding_dim, normalize=normalize,
+                              batch_norm=head_batch_norm, rngs=rngs)
 
   def __call__(self, x):
     x = jax.nn.relu(self.stem_norm(self.stem(x)))
