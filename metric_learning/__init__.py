@@ -1,6 +1,6 @@
 """metric_learning: deep metric learning in JAX — the triplet loss and online mining.
 
-The public API (see DESIGN.md §2) is imported here explicitly; nothing heavy is
+The public API is imported here explicitly; nothing heavy is
 imported at package import (core needs only jax and numpy).
 """
 

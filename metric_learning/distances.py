@@ -1,6 +1,6 @@
 r"""Pairwise and paired distances with NaN-free gradients.
 
-Everything here follows three rules (see DESIGN.md §4):
+Everything here follows three rules:
 
 * The all-pairs squared euclidean distance uses the matmul form
   :math:`\|x\|^2 + \|y\|^2 - 2 x^\top y` with ``precision=HIGHEST``: TPU/GPU default

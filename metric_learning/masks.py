@@ -1,6 +1,6 @@
 r"""Label masks between anchors and candidates, padding-aware.
 
-Notation (DESIGN.md §3): for anchor :math:`i` and candidate :math:`j`,
+Notation (README.md, "Definitions"): for anchor :math:`i` and candidate :math:`j`,
 
 * :math:`P(i)` — positives: same label, :math:`j \ne i`, both rows real;
 * :math:`N(i)` — negatives: different label, both rows real;

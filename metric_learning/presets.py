@@ -3,7 +3,7 @@ r"""Named loss definitions reproducing papers and other libraries.
 The same name — "batch-hard triplet loss" — means different losses in
 different places: with or without L2 normalisation, a squared or plain
 distance, a hinge or soft margin, and a mean over anchors or over active
-triplets (see ``PEERS.md``). A preset pins all of that down:
+triplets. A preset pins all of that down:
 
 =======================  ============================================================
 ``hermans``              batch-hard, euclidean, no normalisation, soft margin, mean over

@@ -111,3 +111,16 @@ def test_experiments_is_not_an_installed_package():
   cfg = configparser.ConfigParser()
   cfg.read(os.path.join(root, "setup.cfg"))
   assert cfg["options.packages.find"]["include"].split() == ["metric_learning*"]
+
+
+def test_docstrings_cite_only_what_the_repository_contains():
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for folder in ("metric_learning", "experiments"):
+    for dirpath, _, files in os.walk(os.path.join(root, folder)):
+      for name in files:
+        if name.endswith(".py"):
+          with open(os.path.join(dirpath, name)) as f:
+            text = f.read()
+          for outside in ("DESIGN.md", "PEERS.md", "STYLE.md"):
+            assert outside not in text, (name, outside)

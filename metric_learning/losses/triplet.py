@@ -1,6 +1,6 @@
 r"""The triplet family: explicit triplets, batch-hard, batch-all, semi-hard, quadruplet.
 
-Notation (DESIGN.md §3): :math:`D_{ij}` distance, :math:`P(i)` positives,
+Notation (README.md, "Definitions"): :math:`D_{ij}` distance, :math:`P(i)` positives,
 :math:`N(i)` negatives, :math:`m` margin, :math:`[x]_+ = \max(x, 0)`.
 """
 
