@@ -18,11 +18,21 @@ triplets. A preset pins all of that down:
 ``tfa_semihard``         ``tfa.losses.TripletSemiHardLoss()``: euclidean, margin 1.0,
                          semi-hard "tfa", mean over positive pairs.
 ``sentence_transformers``  ``BatchHardTripletLoss``: euclidean, margin 5, mean over anchors.
+``pml_contrastive``      pytorch-metric-learning ``ContrastiveLoss()``: L2-normalised
+                         euclidean, [D - 0]_+ and [1 - D]_+, positive and negative
+                         pairs each averaged over their non-zero terms, then added.
+``pml_margin``           pytorch-metric-learning ``MarginLoss()``: L2-normalised
+                         euclidean, beta 1.2, margin 0.2, summed over all triplets,
+                         divided by the active pair terms.
+``pml_npair``            pytorch-metric-learning ``NPairsLoss()``: Sohn's N-pair loss
+                         on L2-normalised embeddings (cosine similarities).
 =======================  ============================================================
 
 On PK batches (every anchor has a positive and a negative) each preset equals
 its source. Elsewhere, presets follow this library's edge handling (anchors
 without a positive or negative are left out; never NaN), not the source's.
+A normalising preset normalises a memory bank (``ref_embeddings``) too, so
+batch and bank rows are compared on the same sphere.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Callable
 import jax
 
 from metric_learning import distances
+from metric_learning.losses import pairs
 from metric_learning.losses import triplet
 
 
@@ -49,6 +60,8 @@ class Preset:
   def __call__(self, embeddings: jax.Array, labels: jax.Array, **overrides) -> jax.Array:
     if self.normalize:
       embeddings = distances.l2_normalize(embeddings)
+      if overrides.get("ref_embeddings") is not None:
+        overrides["ref_embeddings"] = distances.l2_normalize(overrides["ref_embeddings"])
     return self.loss(embeddings, labels, **{**self.defaults, **overrides})
 
 
@@ -74,6 +87,17 @@ _PRESETS = {
         Preset("sentence_transformers", triplet.batch_hard_triplet_loss,
                dict(metric="euclidean", margin=5.0, reduction="mean"), False,
                "sentence-transformers BatchHardTripletLoss defaults."),
+        Preset("pml_contrastive", pairs.contrastive_loss,
+               dict(metric="euclidean", margin=1.0, pos_margin=0.0, squared=False,
+                    reduce_separately=True, reduction="mean_nonzero"), True,
+               "pytorch-metric-learning ContrastiveLoss defaults."),
+        Preset("pml_margin", pairs.margin_loss,
+               dict(metric="euclidean", beta=1.2, margin=0.2, weighting="triplets",
+                    reduction="mean_nonzero"), True,
+               "pytorch-metric-learning MarginLoss defaults (all triplets)."),
+        Preset("pml_npair", pairs.npair_loss,
+               dict(definition="sohn", reduction="mean"), True,
+               "pytorch-metric-learning NPairsLoss defaults (Sohn 2016)."),
     )
 }
 

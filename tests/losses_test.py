@@ -49,6 +49,10 @@ LOSSES = {
         lambda x, y, w, m, r: ml.quadruplet_loss(
             x, y, where=w, margin=0.5, margin2=0.3, metric=m, reduction=r),
         lambda s, m: ref.quadruplet(s, m, 0.5, 0.3), True),
+    "quadruplet_soft": (
+        lambda x, y, w, m, r: ml.quadruplet_loss(
+            x, y, where=w, soft=True, metric=m, reduction=r),
+        lambda s, m: ref.quadruplet(s, m, 0.0, 0.0, soft=True), True),
     "contrastive": (
         lambda x, y, w, m, r: ml.contrastive_loss(
             x, y, where=w, margin=1.5, metric=m, reduction=r),
@@ -61,14 +65,25 @@ LOSSES = {
         lambda x, y, w, m, r: ml.margin_loss(
             x, y, where=w, beta=1.0, margin=0.3, metric=m, reduction=r),
         lambda s, m: ref.margin_loss(s, m, 1.0, 0.3), True),
+    "margin_triplets": (
+        lambda x, y, w, m, r: ml.margin_loss(
+            x, y, where=w, beta=1.0, margin=0.3, metric=m, reduction=r,
+            weighting="triplets"),
+        lambda s, m: ref.margin_triplets(s, m, 1.0, 0.3), True),
     "multi_similarity": (
         lambda x, y, w, m, r: ml.multi_similarity_loss(
             x, y, where=w, alpha=2.0, beta=10.0, base=0.5, epsilon=0.1, reduction=r),
         lambda s, m: ref.multi_similarity(s, 2.0, 10.0, 0.5, 0.1), False),
     "npair": (
         lambda x, y, w, m, r: ml.npair_loss(x, y, where=w, reduction=r),
+        lambda s, m: ref.npair_sohn(s), False),
+    "npair_all_pairs": (
+        lambda x, y, w, m, r: ml.npair_loss(x, y, where=w, reduction=r,
+                                            definition="all_pairs"),
         lambda s, m: ref.npair(s), False),
 }
+# Losses whose roles depend on the row order (Sohn's anchor = first row of a label).
+ORDER_DEPENDENT = {"npair"}
 
 GRID = [(name, metric) for name, (_, _, uses_metric) in LOSSES.items()
         for metric in (METRICS if uses_metric else METRICS[:1])]

@@ -54,6 +54,14 @@ class Setup:
   def d(self, i, j, metric):
     return distance(self.x[i], self.cands[j], metric)
 
+  def cand_negatives(self, j):
+    """Negatives of candidate j (a batch or a bank row) among the candidates."""
+    return [k for k in range(len(self.cand_labels)) if self.cand_where[k]
+            and self.cand_labels[k] != self.cand_labels[j]]
+
+  def cd(self, j, k, metric):
+    return distance(self.cands[j], self.cands[k], metric)
+
 
 def term(gap, margin, soft):
   if soft:
@@ -129,7 +137,7 @@ def semi_hard_tfa(s, metric, margin, soft):
   return out
 
 
-def quadruplet(s, metric, margin, margin2):
+def quadruplet(s, metric, margin, margin2, soft=False):
   out = []
   for i in range(len(s.labels)):
     pos, neg = s.positives(i), s.negatives(i)
@@ -138,22 +146,30 @@ def quadruplet(s, metric, margin, margin2):
       continue
     dp = max(s.d(i, j, metric) for j in pos)
     dn = min(s.d(i, k, metric) for k in neg)
-    value = max(margin + dp - dn, 0.0)
-    pairs = [distance(s.x[k], s.x[l], metric) for k in neg for l in neg
-             if s.labels[k] != s.labels[l]]
+    value = term(dp - dn, margin, soft)
+    pairs = [s.cd(k, l, metric) for k in neg for l in neg
+             if s.cand_labels[k] != s.cand_labels[l]]
     if pairs:
-      value += max(margin2 + dp - min(pairs), 0.0)
+      value += term(dp - min(pairs), margin2, soft)
     out.append((value, 1, int(value > 0)))
   return out
 
 
-def contrastive(s, metric, margin):
-  out = []
+def contrastive_parts(s, metric, margin, pos_margin=0.0, squared=True):
+  """(positive-pair terms, negative-pair terms), per anchor."""
+  shape = (lambda h: 0.5 * h * h) if squared else (lambda h: h)
+  pos, neg = [], []
   for i in range(len(s.labels)):
-    vals = [0.5 * s.d(i, j, metric) ** 2 for j in s.positives(i)]
-    vals += [0.5 * max(margin - s.d(i, k, metric), 0.0) ** 2 for k in s.negatives(i)]
-    out.append(_collect(vals))
-  return out
+    pos.append(_collect([shape(max(s.d(i, j, metric) - pos_margin, 0.0))
+                         for j in s.positives(i)]))
+    neg.append(_collect([shape(max(margin - s.d(i, k, metric), 0.0))
+                         for k in s.negatives(i)]))
+  return pos, neg
+
+
+def contrastive(s, metric, margin):
+  pos, neg = contrastive_parts(s, metric, margin)
+  return [(p[0] + n[0], p[1] + n[1], p[2] + n[2]) for p, n in zip(pos, neg)]
 
 
 def lifted(s, metric, margin):
@@ -162,7 +178,7 @@ def lifted(s, metric, margin):
     vals = []
     for j in s.positives(i):
       total = sum(math.exp(margin - s.d(i, k, metric)) for k in s.negatives(i))
-      total += sum(math.exp(margin - s.d(j, l, metric)) for l in s.negatives(j))
+      total += sum(math.exp(margin - s.cd(j, l, metric)) for l in s.cand_negatives(j))
       if total == 0:
         continue
       vals.append(0.5 * max(math.log(total) + s.d(i, j, metric), 0.0) ** 2)
@@ -202,6 +218,47 @@ def margin_loss(s, metric, beta, margin):
   return out
 
 
+def margin_triplets(s, metric, beta, margin):
+  """Every triplet (i, j, k): [a + D_ij - b]_+ + [a - D_ik + b]_+; count = triplets,
+  nonzero = active pair terms over all triplets (pytorch-metric-learning's divisor)."""
+  out = []
+  for i in range(len(s.labels)):
+    b = beta[i] if np.ndim(beta) else beta
+    value, count, nonzero = 0.0, 0, 0
+    for j in s.positives(i):
+      for k in s.negatives(i):
+        lp = max(margin + s.d(i, j, metric) - b, 0.0)
+        ln = max(margin - s.d(i, k, metric) + b, 0.0)
+        value += lp + ln
+        count += 1
+        nonzero += int(lp > 0) + int(ln > 0)
+    out.append((value, count, nonzero))
+  return out
+
+
+def npair_sohn(s):
+  """Sohn 2016 eq. 3: the first real row of a label is its anchor, the second its
+  positive; an anchor's negatives are the other labels' positives."""
+  order = {}
+  for c in range(len(s.cand_labels)):
+    if s.cand_where[c]:
+      order.setdefault(s.cand_labels[c], []).append(c)
+  positive = {label: rows[1] for label, rows in order.items() if len(rows) > 1}
+  out = []
+  for i in range(len(s.labels)):
+    label = s.labels[i]
+    negs = [p for other, p in positive.items() if other != label]
+    if (not s.where[i] or label not in positive or order[label][0] != i or not negs):
+      out.append((0.0, 0, 0))
+      continue
+    logits = [float(s.x[i] @ s.cands[positive[label]])]
+    logits += [float(s.x[i] @ s.cands[p]) for p in negs]
+    top = max(logits)
+    value = top + math.log(sum(math.exp(v - top) for v in logits)) - logits[0]
+    out.append((value, 1, int(value > 0)))
+  return out
+
+
 def npair(s):
   out = []
   for i in range(len(s.labels)):
@@ -213,4 +270,23 @@ def npair(s):
       top = max(0.0, max(z))                    # log(1 + sum e^z), shifted: no overflow
       vals.append(top + math.log(math.exp(-top) + sum(math.exp(v - top) for v in z)))
     out.append(_collect(vals))
+  return out
+
+
+def selected(s, triplets, metric, margin, soft):
+  """Per-anchor terms of explicit triplet lists: triplets[i] = [(p, n), ...]."""
+  return [_collect([term(s.d(i, p, metric) - s.d(i, n, metric), margin, soft)
+                    for p, n in triplets[i]]) for i in range(len(s.labels))]
+
+
+def rank_triplets(s, metric, positive_ranks, negative_ranks):
+  """Every (positive at rank in [lo, hi), negative at rank in [lo, hi)) per anchor;
+  positives ranked farthest first, negatives closest first, ties by index."""
+  out = []
+  for i in range(len(s.labels)):
+    pos = sorted(s.positives(i), key=lambda j: (-s.d(i, j, metric), j))
+    neg = sorted(s.negatives(i), key=lambda k: (s.d(i, k, metric), k))
+    pos = pos[positive_ranks[0]:positive_ranks[1]]
+    neg = neg[negative_ranks[0]:negative_ranks[1]]
+    out.append([(p, n) for p in pos for n in neg])
   return out

@@ -5,6 +5,14 @@ inputs → candidates → distances → masks → terms → reduction.
 Candidates are the batch itself, optionally followed by reference rows (a
 cross-batch memory bank, :mod:`metric_learning.memory`). Reference rows are
 constants: no gradient flows into them.
+
+Two guarantees hold for every loss that ends in :meth:`Batch.finish`:
+
+* a NaN or inf in a real row (of the batch or of the bank) makes the value and
+  the gradient NaN — mining must not hide a diverged model behind a finite
+  loss — while padding rows are ignored whatever they hold;
+* an empty batch (zero rows) gives 0 for every reduction (``[0]`` for
+  ``"none"``): :func:`prepare` gives the loss one padding row to work on.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ class Batch:
   self_index: jax.Array         # [A]: each anchor's own candidate column
   out_dtype: str = dataclasses.field(metadata=dict(static=True))
   axis_name: str | None = dataclasses.field(default=None, metadata=dict(static=True))
+  # Reference (memory-bank) rows at the end of the candidates.
+  num_refs: int = dataclasses.field(default=0, metadata=dict(static=True))
+  # The caller's batch had no rows; one padding anchor stands in for it.
+  empty: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   def gather(self, x: jax.Array) -> jax.Array:
     """A per-anchor array of every device's anchors, in candidate order."""
@@ -52,9 +64,42 @@ class Batch:
     """Differentiable ``[A, C]`` distances."""
     return distances_lib._pairwise(self.anchors, self.candidates, metric)  # pylint: disable=protected-access
 
+  def references(self):
+    """The reference rows as anchors: ``(rows [R, D], PairMasks [R, C])``.
+
+    Lets a loss whose terms need a candidate's own neighbourhood (lifted
+    structure: :math:`N(j)` of a positive ``j``) compute it for bank rows, which
+    are candidates but not anchors.
+    """
+    size = self.candidates.shape[0]
+    start = size - self.num_refs
+    rows = self.candidates[start:]
+    masks = masks_lib.pair_masks(self.candidate_labels[start:], self.candidate_where[start:],
+                                 self.candidate_labels, self.candidate_where,
+                                 jnp.arange(start, size))
+    return rows, masks
+
+  def nonfinite_guard(self) -> jax.Array:
+    """0 — or NaN, in value and gradient — when a real row holds NaN or inf.
+
+    Mining compares distances, and a comparison with NaN is False: without this
+    one NaN row can silently drop every anchor (loss 0, "converged"). Padding
+    rows were zeroed in :func:`prepare`, so they never trigger it. ``x * 0`` is
+    exactly 0 for finite ``x`` (no overflow, unlike ``0 * sum(x)``).
+    """
+    x = self.candidates
+    scale = jax.lax.stop_gradient(jnp.where(jnp.all(jnp.isfinite(x)), 0, jnp.nan))
+    return jnp.sum(x * scale.astype(x.dtype))
+
   def finish(self, terms: reductions.Terms, reduction: str) -> jax.Array:
+    value = self._reduce(terms, reduction) + self.nonfinite_guard()
+    if self.empty and reduction == "none":
+      value = value[:0]
+    return value.astype(self.out_dtype)
+
+  def _reduce(self, terms: reductions.Terms, reduction: str) -> jax.Array:
     if self.axis_name is None or reduction == "none":
-      return reductions.reduce_terms(terms, reduction).astype(self.out_dtype)
+      return reductions.reduce_terms(terms, reduction)
     # Global reduction over devices. Differentiate only this device's share: the
     # cotangents of the other devices' terms reach our rows through the
     # transpose of the all_gather that built the candidates. Putting the psum
@@ -65,8 +110,7 @@ class Batch:
       count = terms.counts if reduction == "mean" else terms.nonzero
       total = jax.lax.psum(jax.lax.stop_gradient(jnp.sum(count)), self.axis_name)
       local = reductions.safe_divide(local, total.astype(local.dtype))
-    value = local + jax.lax.stop_gradient(jax.lax.psum(local, self.axis_name) - local)
-    return value.astype(self.out_dtype)
+    return local + jax.lax.stop_gradient(jax.lax.psum(local, self.axis_name) - local)
 
 
 def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None,
@@ -80,6 +124,14 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
   size = embeddings.shape[0]
   labels = _validation.int_vector(labels, size, "labels")
   where = _validation.bool_vector(where, size, "where")
+  out_dtype = str(embeddings.dtype)
+  empty = size == 0
+  if empty:   # one padding row: every loss then yields 0 without a zero-size reduce
+    embeddings = jnp.concatenate([embeddings, jnp.zeros((1,) + embeddings.shape[1:],
+                                                        embeddings.dtype)])
+    labels = jnp.concatenate([labels, jnp.zeros((1,), labels.dtype)])
+    where = jnp.concatenate([where, jnp.zeros((1,), bool)])
+    size = 1
   dtype = _validation.compute_dtype(embeddings.dtype)
   # Padding rows may hold anything (even NaN): zero them so that nothing they
   # hold reaches a value or, through 0 * NaN in a matmul transpose, a gradient.
@@ -97,8 +149,10 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
     raise ValueError("ref_embeddings and ref_labels must be given together; got "
                      f"ref_embeddings={'None' if ref_embeddings is None else 'array'}"
                      f", ref_labels={'None' if ref_labels is None else 'array'}.")
+  num_refs = 0
   if ref_embeddings is not None:
     refs = _validation.float_matrix(ref_embeddings, "ref_embeddings")
+    num_refs = refs.shape[0]
     _validation.same_dim(embeddings, refs, "embeddings", "ref_embeddings")
     ref_labels = _validation.int_vector(ref_labels, refs.shape[0], "ref_labels",
                                         "ref_embeddings")
@@ -112,8 +166,8 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
     raise ValueError("ref_where was given without ref_embeddings and ref_labels.")
   return Batch(anchors=x, labels=labels, where=where, candidates=cands,
                candidate_labels=cand_labels, candidate_where=cand_where,
-               self_index=self_index, out_dtype=str(embeddings.dtype),
-               axis_name=axis_name)
+               self_index=self_index, out_dtype=out_dtype,
+               axis_name=axis_name, num_refs=num_refs, empty=empty)
 
 
 def check_options(*, metric=None, reduction=None, **nonnegative) -> None:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from metric_learning import _validation
+from metric_learning import distances as distances_lib
 from metric_learning import mining
 from metric_learning import reductions
 from metric_learning.losses import _pipeline
@@ -25,25 +26,44 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                      ref_embeddings: jax.Array | None = None,
                      ref_labels: jax.Array | None = None,
                      ref_where: jax.Array | None = None,
-                     axis_name: str | None = None) -> jax.Array:
+                     axis_name: str | None = None, pos_margin=0.0,
+                     squared: bool = True,
+                     reduce_separately: bool = False) -> jax.Array:
   r"""Contrastive loss (Hadsell, Chopra, LeCun 2006) over all pairs in the batch.
 
   .. math::
-    \ell_{ij} = \tfrac12 D_{ij}^2 \;(j \in P(i)), \qquad
-    \ell_{ik} = \tfrac12 [m - D_{ik}]_+^2 \;(k \in N(i))
+    \ell_{ij} = c\,[D_{ij} - m^+]_+^{p} \;(j \in P(i)), \qquad
+    \ell_{ik} = c\,[m - D_{ik}]_+^{p} \;(k \in N(i))
 
-  ``"mean"`` averages over all (ordered) pairs, ``"none"`` gives each anchor's
-  sum over its pairs.
+  with :math:`(c, p) = (\tfrac12, 2)` by default (``squared=True``, the paper's
+  form; with :math:`m^+ = 0` the positive term is :math:`\tfrac12 D_{ij}^2`) or
+  :math:`(1, 1)` with ``squared=False``. ``"mean"`` averages over all (ordered)
+  pairs, ``"none"`` gives each anchor's sum over its pairs. With
+  ``reduce_separately=True`` the positive-pair and negative-pair terms are
+  reduced on their own and the two results added (``"none"`` still returns each
+  anchor's sum of both).
+
+  pytorch-metric-learning's ``ContrastiveLoss(pos_margin=0, neg_margin=1)`` is
+  this loss on L2-normalised embeddings with ``squared=False``,
+  ``reduce_separately=True``, ``reduction="mean_nonzero"``, ``pos_margin`` its
+  ``pos_margin`` and ``margin`` its ``neg_margin`` (the ``"pml_contrastive"``
+  preset). The defaults here differ from it: the paper's squared, halved terms,
+  one mean over all pairs, no normalisation.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
-    margin: :math:`m \ge 0`.
+    margin: negative margin :math:`m \ge 0` (PML's ``neg_margin``).
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
+    axis_name: device axis for global-batch pairs, as in
+      :func:`metric_learning.batch_hard_triplet_loss`.
+    pos_margin: positive margin :math:`m^+ \ge 0` (PML's ``pos_margin``).
+    squared: the paper's :math:`\tfrac12 [\cdot]_+^2` (True) or the plain hinge.
+    reduce_separately: reduce positive and negative pairs separately and add.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -54,24 +74,34 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
     >>> x, y = jnp.array([[0.0], [1.0], [1.5]]), jnp.array([0, 0, 1])
     >>> ml.contrastive_loss(x, y, margin=1.0, reduction="none").tolist()
     [0.5, 0.625, 0.125]
+    >>> ml.contrastive_loss(x, y, margin=1.0, squared=False, reduce_separately=True,
+    ...                     reduction="none").tolist()  # [D - 0]_+ and [1 - D]_+
+    [1.0, 1.5, 0.5]
 
   References:
     Hadsell, Chopra, LeCun. Dimensionality Reduction by Learning an Invariant
     Mapping. CVPR 2006. https://doi.org/10.1109/CVPR.2006.100
   """
-  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
+                          pos_margin=pos_margin)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
   d, masks = batch.distances(metric), batch.masks()
-  pos = _pipeline.terms(0.5 * d * d, masks.positive, axis=-1)
-  neg = _pipeline.terms(0.5 * jax.nn.relu(margin - d) ** 2, masks.negative, axis=-1)
+  shape = (lambda h: 0.5 * h * h) if squared else (lambda h: h)
+  pos = _pipeline.terms(shape(jax.nn.relu(d - pos_margin)), masks.positive, axis=-1)
+  neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
+  if reduce_separately:
+    return batch.finish(pos, reduction) + batch.finish(neg, reduction)
   return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
 
 
 def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                           metric: str = "euclidean", where: jax.Array | None = None,
                           reduction: str = "mean",
-                          axis_name: str | None = None) -> jax.Array:
+                          axis_name: str | None = None,
+                          ref_embeddings: jax.Array | None = None,
+                          ref_labels: jax.Array | None = None,
+                          ref_where: jax.Array | None = None) -> jax.Array:
   r"""Lifted structured loss (Oh Song, Xiang, Jegelka, Savarese 2016).
 
   .. math::
@@ -82,7 +112,8 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
   over positive pairs :math:`\hat P`. Computed with stable masked
   log-sum-exps. ``"mean"`` is the paper's :math:`L`; ``"none"`` gives
   :math:`\frac12 \sum_{j \in P(i)} [J_{ij}]_+^2` per anchor (each unordered pair
-  appears from both ends).
+  appears from both ends). With a memory bank, bank rows are candidates (as
+  :math:`j`, :math:`k` or :math:`l`) but never anchors :math:`i`.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -91,6 +122,9 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    axis_name: device axis for global-batch pairs.
+    ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
+      bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -107,12 +141,20 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
     Structured Feature Embedding. CVPR 2016. https://arxiv.org/abs/1511.06452
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
-  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where, axis_name)
   d, masks = batch.distances(metric), batch.masks()
   lse, found = _pipeline.log_sum_exp(margin - d, masks.negative)
   # j has i's label, so N(j) = N(i) and "found" is shared by both ends; j's own
-  # log-sum-exp comes from whichever device holds row j.
-  j_ij = jnp.logaddexp(lse[:, None], batch.gather(lse)[None, :]) + d
+  # log-sum-exp comes from whichever device holds row j, or, for a bank row,
+  # from the bank row's distances to every candidate.
+  lse_j = batch.gather(lse)
+  if batch.num_refs:
+    rows, ref_masks = batch.references()
+    d_ref = distances_lib._pairwise(rows, batch.candidates, metric)  # pylint: disable=protected-access
+    lse_j = jnp.concatenate([lse_j, _pipeline.log_sum_exp(margin - d_ref,
+                                                          ref_masks.negative)[0]])
+  j_ij = jnp.logaddexp(lse[:, None], lse_j[None, :]) + d
   pairs = masks.positive & found[:, None]
   t = _pipeline.terms(0.5 * jax.nn.relu(j_ij) ** 2, pairs, axis=-1)
   return batch.finish(t, reduction)
@@ -186,11 +228,18 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
   return batch.finish(t, reduction)
 
 
+MARGIN_WEIGHTINGS = ("pairs", "triplets")
+NPAIR_DEFINITIONS = ("sohn", "all_pairs")
+
+
 def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.2,
                 metric: str = "euclidean", key: jax.Array | None = None,
                 where: jax.Array | None = None,
                 reduction: str = "mean_nonzero",
-                axis_name: str | None = None) -> jax.Array:
+                axis_name: str | None = None, weighting: str = "pairs",
+                ref_embeddings: jax.Array | None = None,
+                ref_labels: jax.Array | None = None,
+                ref_where: jax.Array | None = None) -> jax.Array:
   r"""Margin-based loss (Wu, Manmatha, Smola, Krähenbühl 2017).
 
   .. math::
@@ -205,15 +254,28 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
   gradient is returned like any other input's. The default ``"mean_nonzero"``
   normalises by the number of active pairs, as in the paper.
 
+  ``weighting="triplets"`` sums over every triplet :math:`(i, j, k)` instead,
+  :math:`\ell_{ij} + \ell_{ik}`: each positive pair is then weighted by its
+  anchor's number of negatives :math:`|N(i)|`, each negative pair by
+  :math:`|P(i)|`; ``"mean_nonzero"`` divides by the active pair terms of all
+  triplets and ``"mean"`` by the number of triplets. This is
+  pytorch-metric-learning's ``MarginLoss`` (all triplets, ``DivisorReducer``;
+  on L2-normalised embeddings, ``nu=0``: the ``"pml_margin"`` preset).
+
   Args:
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
     beta: boundary :math:`\beta`, scalar or ``[batch]``.
     margin: :math:`\alpha \ge 0`.
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
-    key: optional PRNG key for distance-weighted negative sampling.
+    key: optional PRNG key for distance-weighted negative sampling (keyword
+      only; not with ``axis_name`` or a memory bank).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean_nonzero"``, ``"mean"`` (over pairs), ``"sum"`` or ``"none"``.
+    axis_name: device axis for global-batch pairs.
+    weighting: ``"pairs"`` (the paper) or ``"triplets"`` (pytorch-metric-learning).
+    ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
+      bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -224,21 +286,30 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
     >>> x, y = jnp.array([[0.0], [1.5], [1.0]]), jnp.array([0, 0, 1])
     >>> [round(v, 4) for v in ml.margin_loss(x, y, beta=1.2, margin=0.2, reduction="none").tolist()]
     [0.9, 1.4, 1.3]
+    >>> [round(v, 4) for v in ml.margin_loss(x, y, weighting="triplets",
+    ...                                      reduction="none").tolist()]
+    [0.9, 1.4, 0.0]
 
   References:
     Wu, Manmatha, Smola, Krähenbühl. Sampling Matters in Deep Embedding
     Learning. ICCV 2017. https://arxiv.org/abs/1706.07567
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
-  if key is not None and axis_name is not None:
+  _validation.choice(weighting, "weighting", MARGIN_WEIGHTINGS)
+  if key is not None and (axis_name is not None or ref_embeddings is not None):
     raise ValueError("margin_loss: key (distance-weighted sampling) cannot be combined "
-                     "with axis_name; sample on one device or use all negatives.")
-  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
+                     "with axis_name or ref_embeddings; sample on one device without a "
+                     "memory bank, or use all negatives.")
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where, axis_name)
   d, masks = batch.distances(metric), batch.masks()
   beta = jnp.asarray(beta, d.dtype)
-  if beta.ndim not in (0, 1) or (beta.ndim == 1 and beta.shape != batch.labels.shape):
-    raise ValueError(f"beta must be a scalar or have shape {batch.labels.shape}; "
+  size = 0 if batch.empty else batch.labels.shape[0]
+  if beta.ndim not in (0, 1) or (beta.ndim == 1 and beta.shape != (size,)):
+    raise ValueError(f"beta must be a scalar or have shape {(size,)}; "
                      f"got shape {beta.shape}.")
+  if beta.ndim and batch.empty:
+    beta = jnp.zeros(batch.labels.shape, d.dtype)
   beta = beta[:, None] if beta.ndim else beta
   negatives = masks.negative
   if key is not None:
@@ -248,38 +319,91 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
     negatives = (columns == sel.negative_index[:, None]) & sel.valid[:, None]
   pos = _pipeline.terms(jax.nn.relu(margin + d - beta), masks.positive, axis=-1)
   neg = _pipeline.terms(jax.nn.relu(margin - d + beta), negatives, axis=-1)
+  if weighting == "triplets":
+    num_pos = jnp.sum(masks.positive, -1).astype(d.dtype)
+    num_neg = jnp.sum(negatives, -1).astype(d.dtype)
+    t = reductions.Terms(num_neg * pos.values + num_pos * neg.values, num_pos * num_neg,
+                         num_neg * pos.nonzero + num_pos * neg.nonzero)
+    return batch.finish(t, reduction)
   return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
+
+
+def _second_occurrences(batch: _pipeline.Batch):
+  """Sohn's roles, by order of the candidates (batch rows, then the bank).
+
+  Returns ``(first [A], second [C])``: whether each anchor is the first real
+  row of its label, and whether each candidate is the second real row of its
+  label. One [C, C] comparison; under ``axis_name`` the order is the global one.
+  """
+  labels, real = batch.candidate_labels, batch.candidate_where
+  size = labels.shape[0]
+  earlier = jnp.arange(size)[None, :] < jnp.arange(size)[:, None]     # [c, j]: j < c
+  same = (labels[:, None] == labels[None, :]) & real[None, :] & earlier
+  rank = jnp.sum(same, axis=-1)
+  first = batch.where & (jnp.take(rank, batch.self_index) == 0)
+  return first, real & (rank == 1)
 
 
 def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
                where: jax.Array | None = None, reduction: str = "mean",
-               axis_name: str | None = None) -> jax.Array:
-  r"""Multi-class N-pair loss (Sohn 2016), generalised to any labels.
+               axis_name: str | None = None, definition: str = "sohn",
+               ref_embeddings: jax.Array | None = None,
+               ref_labels: jax.Array | None = None,
+               ref_where: jax.Array | None = None) -> jax.Array:
+  r"""Multi-class N-pair loss (Sohn 2016).
 
-  With inner products :math:`s_{ij} = x_i^\top x_j`, for every positive pair
+  With inner products :math:`s_{ij} = x_i^\top x_j` and a batch of pairs
+  :math:`\{(x_n, x_n^+)\}_{n=1}^N` of N different classes, Sohn's eq. 3:
 
   .. math::
-    \ell_{ij} = \log\Big(1 + \sum_{k \in N(i)} e^{s_{ik} - s_{ij}}\Big)
-              = \mathrm{softplus}\Big(\log\sum_{k \in N(i)} e^{s_{ik}} - s_{ij}\Big)
+    \ell_n = \log\Big(1 + \sum_{m \ne n} e^{s(x_n, x_m^+) - s(x_n, x_n^+)}\Big)
+            = \mathrm{softplus}\Big(\log\sum_{m \ne n} e^{s(x_n, x_m^+)}
+              - s(x_n, x_n^+)\Big)
 
-  (the right-hand form makes it O(batch²)). On Sohn's N-pair batches (one
-  positive per anchor) ``"mean"`` — over positive pairs of valid anchors — is
-  the paper's loss; add its L2 penalty on the embeddings yourself if wanted.
+  — a softmax cross-entropy of each anchor over the N positives, whose
+  negatives are the *other pairs' positives*. ``definition="sohn"`` (the
+  default) reads the roles from the row order: the first real row of each
+  label is its anchor :math:`x_n`, the second its positive :math:`x_n^+`; later
+  rows of a label and labels with a single row take no part. This holds for
+  both usual layouts (``[x_1, x_1^+, x_2, x_2^+, ...]`` and
+  ``[x_1, ..., x_N, x_1^+, ..., x_N^+]``) and is pytorch-metric-learning's
+  ``NPairsLoss``, whose default ``DotProductSimilarity`` L2-normalises the
+  embeddings (the ``"pml_npair"`` preset). ``"mean"`` is over the anchors. The
+  paper adds an L2 penalty on the embeddings; neither PML's default nor this
+  function does: add it to the loss if wanted.
+
+  ``definition="all_pairs"`` is a generalisation to any labels that does not
+  depend on the row order: every positive pair :math:`(i, j)` is a term, with
+  every row of another label as a negative,
+  :math:`\ell_{ij} = \log(1 + \sum_{k \in N(i)} e^{s_{ik} - s_{ij}})`, ``"mean"``
+  over positive pairs. On N-pair batches it is *not* Sohn's loss (each row is an
+  anchor, and both rows of every other pair are negatives).
+
+  With a memory bank the roles are read from the batch followed by the bank,
+  and bank rows are candidates, never anchors.
 
   Args:
     embeddings: ``[batch, dim]`` floating array (not normalised: inner products).
     labels: ``[batch]`` integer labels.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    axis_name: device axis for the global batch (roles in global row order).
+    definition: ``"sohn"`` or ``"all_pairs"``.
+    ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
+      bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
 
   Returns:
-    A scalar, or ``[batch]`` with ``reduction="none"``.
+    A scalar, or ``[batch]`` with ``reduction="none"`` (non-zero only at the
+    anchors).
 
   Example:
     >>> import jax.numpy as jnp
     >>> import metric_learning as ml
     >>> x = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    >>> round(float(ml.npair_loss(x, jnp.array([0, 0, 1, 1]))), 4)  # log(1 + 2 / e)
+    >>> y = jnp.array([0, 0, 1, 1])
+    >>> round(float(ml.npair_loss(x, y)), 4)  # log(1 + 1 / e)
+    0.3133
+    >>> round(float(ml.npair_loss(x, y, definition="all_pairs")), 4)  # log(1 + 2 / e)
     0.5514
 
   References:
@@ -287,13 +411,17 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
     Objective. NeurIPS 2016. https://papers.nips.cc/paper/6200
   """
   _pipeline.check_options(reduction=reduction)
-  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
+  _validation.choice(definition, "definition", NPAIR_DEFINITIONS)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where, axis_name)
   s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
   masks = batch.masks()
-  lse, found = _pipeline.log_sum_exp(s, masks.negative)
-  pairs = masks.positive & found[:, None]
+  positive, negative = masks.positive, masks.negative
+  if definition == "sohn":
+    first, second = _second_occurrences(batch)
+    positive = positive & first[:, None] & second[None, :]
+    negative = negative & first[:, None] & second[None, :]
+  lse, found = _pipeline.log_sum_exp(s, negative)
+  pairs = positive & found[:, None]
   t = _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
   return batch.finish(t, reduction)
-
-
-

@@ -110,25 +110,89 @@ def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
   return tuple(v.reshape(-1)[:size] for v in sel)
 
 
-def selected_triplet_loss(embeddings: jax.Array, selection: mining.TripletSelection,
-                          *, margin=0.2, metric: str = "euclidean",
-                          soft: bool = False, reduction: str = "mean") -> jax.Array:
-  r"""Triplet loss on any miner's :class:`~metric_learning.mining.TripletSelection`.
+def _selection_terms(batch: _pipeline.Batch, selection, *, margin, metric: str,
+                     soft: bool) -> reductions.Terms:
+  """Per-anchor terms of a miner's selection (see :func:`selected_triplet_loss`)."""
+  anchors, cands = batch.anchors.shape[0], batch.candidates.shape[0]
+
+  def check(name, array, shape):
+    if array.shape != shape:
+      raise ValueError(f"selection.{name} must have shape {shape} to match "
+                       f"embeddings; got shape {array.shape}.")
+
+  if isinstance(selection, mining.TripletSelection):
+    check("valid", selection.valid, (anchors,))
+    terms, _ = _triplet_terms(batch, selection.positive_index, selection.negative_index,
+                              selection.valid, margin=margin, metric=metric, soft=soft)
+    return terms
+  if isinstance(selection, mining.PairSelection):
+    # Positive j is the column itself: one [anchors, candidates] distance matrix.
+    check("valid", selection.valid, (anchors, cands))
+    d = batch.distances(metric)
+    index = jax.lax.stop_gradient(selection.negative_index)
+    gap = d - mining.gather_rows(d, index)
+    return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), selection.valid,
+                           axis=-1)
+  if isinstance(selection, mining.RankSelection):
+    # Every (chosen positive, chosen negative) combination of an anchor.
+    for name in ("positive_valid", "negative_valid"):
+      valid = getattr(selection, name)
+      check(name, valid, (anchors, valid.shape[-1] if valid.ndim else 0))
+    a = batch.anchors[:, None, :]
+
+    def dist(index):
+      index = jax.lax.stop_gradient(jnp.maximum(index, 0))
+      return distances_lib._paired(a, jnp.take(batch.candidates, index, axis=0), metric)  # pylint: disable=protected-access
+
+    dp, dn = dist(selection.positive_index), dist(selection.negative_index)
+    gap = dp[:, :, None] - dn[:, None, :]
+    mask = selection.positive_valid[:, :, None] & selection.negative_valid[:, None, :]
+    return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), mask, axis=(1, 2))
+  if isinstance(selection, mining.TripletCounts):
+    raise TypeError("selection is a TripletCounts (from mining.batch_all or "
+                    "mining.semi_hard(definition='facenet')): counts, not indices. Use "
+                    "batch_all_triplet_loss or semi_hard_triplet_loss for those triplets.")
+  raise TypeError("selection must be a mining.TripletSelection, PairSelection or "
+                  f"RankSelection; got {type(selection).__name__}.")
+
+
+def selected_triplet_loss(embeddings: jax.Array, selection, *, margin=0.2,
+                          metric: str = "euclidean", soft: bool = False,
+                          reduction: str = "mean", where: jax.Array | None = None,
+                          axis_name: str | None = None) -> jax.Array:
+  r"""Triplet loss on the triplets a miner selected.
 
   .. math::
-    \ell_i = [m + D(x_i, x_{p(i)}) - D(x_i, x_{n(i)})]_+ \quad (i \text{ valid})
+    \ell_i = \sum_{(p, n) \in T_i} [m + D(x_i, x_p) - D(x_i, x_n)]_+
 
-  Lets any miner (easy-positive, distance-weighted, your own) drive the loss.
-  The selection is treated as constant; distances are recomputed from the rows.
+  where :math:`T_i`, anchor :math:`i`'s triplets, comes from the selection:
+
+  * :class:`~metric_learning.mining.TripletSelection` (``batch_hard``,
+    ``easy_positive``, ``distance_weighted``): one ``(p(i), n(i))`` per valid anchor;
+  * :class:`~metric_learning.mining.PairSelection` (``semi_hard`` with
+    ``definition="tfa"``): one per valid positive pair, ``(j, n(i, j))``;
+  * :class:`~metric_learning.mining.RankSelection` (``rank_range``): every
+    combination of a valid chosen positive and a valid chosen negative.
+
+  ``"mean"`` is over the selected triplets. The selection is treated as
+  constant; distances are recomputed from the rows. Miners that only count
+  triplets (``batch_all``, ``semi_hard`` with ``definition="facenet"``) return
+  :class:`~metric_learning.mining.TripletCounts`, which holds no indices: use
+  :func:`batch_all_triplet_loss` / :func:`semi_hard_triplet_loss` for them.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
-    selection: per-anchor indices into ``embeddings`` and validity.
+    selection: a miner's result (indices into ``embeddings``, or into the
+      global batch with ``axis_name``) and validity.
     margin: :math:`m \ge 0` (ignored with ``soft=True``).
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     soft: softplus instead of the hinge.
-    reduction: ``"mean"`` (over valid anchors), ``"sum"``, ``"none"`` or
+    reduction: ``"mean"`` (over the selected triplets), ``"sum"``, ``"none"`` or
       ``"mean_nonzero"``.
+    where: optional ``[batch]`` bool; False marks padding rows (zeroed, so what
+      they hold cannot reach the loss). Pass the same ``where`` to the miner.
+    axis_name: inside ``pmap`` / ``shard_map``, for a selection mined with the
+      same ``axis_name`` (indices into the global batch).
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -142,12 +206,15 @@ def selected_triplet_loss(embeddings: jax.Array, selection: mining.TripletSelect
     9.0
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
-  batch = _pipeline.prepare(embeddings, jnp.zeros(jnp.shape(embeddings)[:1], jnp.int32))
-  if selection.valid.shape != batch.labels.shape:
-    raise ValueError(f"selection must have [{batch.labels.shape[0]}] fields to "
-                     f"match embeddings; got valid of shape {selection.valid.shape}.")
-  terms, _ = _triplet_terms(batch, selection.positive_index, selection.negative_index,
-                            selection.valid, margin=margin, metric=metric, soft=soft)
+  size = jnp.shape(embeddings)[0] if jnp.ndim(embeddings) else 0
+  batch = _pipeline.prepare(embeddings, jnp.zeros((size,), jnp.int32), where,
+                            axis_name=axis_name)
+  if batch.empty and isinstance(selection, (mining.TripletSelection, mining.PairSelection,
+                                            mining.RankSelection)):
+    zero = jnp.zeros((1,), batch.anchors.dtype)    # an empty selection: nothing selected
+    terms = reductions.Terms(zero, zero, zero)
+  else:
+    terms = _selection_terms(batch, selection, margin=margin, metric=metric, soft=soft)
   return batch.finish(terms, reduction)
 
 
@@ -358,7 +425,10 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
                     margin2=0.1, metric: str = "euclidean",
                     where: jax.Array | None = None,
                     reduction: str = "mean",
-                    axis_name: str | None = None) -> jax.Array:
+                    axis_name: str | None = None, soft: bool = False,
+                    ref_embeddings: jax.Array | None = None,
+                    ref_labels: jax.Array | None = None,
+                    ref_where: jax.Array | None = None) -> jax.Array:
   r"""Batch-hard quadruplet loss (Chen et al. 2017).
 
   .. math::
@@ -368,7 +438,10 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   :math:`d^+_i, d^-_i` as in batch-hard; the second term pushes the anchor's
   positive distance below the distance between the closest pair of samples of
   two *other* classes (absent when no such pair exists). ``"mean"`` is over
-  valid anchors.
+  valid anchors. With ``soft=True`` both hinges become softplus without
+  margins, :math:`\mathrm{softplus}(d^+_i - d^-_i) + \mathrm{softplus}(d^+_i - d^{--}_i)`,
+  as in batch-hard's soft margin. With a memory bank, bank rows are candidates
+  (positives, negatives and members of the negative pair), never anchors.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -378,6 +451,10 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    axis_name: device axis for global-batch mining.
+    soft: softplus instead of both hinges (margins ignored).
+    ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
+      bank), as in :func:`batch_hard_triplet_loss`.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -398,14 +475,15 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
                           margin2=margin2)
-  batch = _pipeline.prepare(embeddings, labels, where, axis_name=axis_name)
+  batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
+                            ref_where, axis_name)
   # One candidate x candidate matrix serves both terms: the anchors' rows of it
   # drive the batch-hard selection, all of it the closest negative pair.
   x = jax.lax.stop_gradient(batch.candidates)
   d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
   masks = batch.masks()
   pi, ni, valid = mining.hard_indices(jnp.take(d, batch.self_index, axis=0), masks)
-  first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=False)
+  first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=soft)
   cand_labels, cand_where = batch.candidate_labels, batch.candidate_where
   other_pair = ((cand_labels[:, None] != cand_labels[None, :])   # y_k != y_l, both real
                 & cand_where[:, None] & cand_where[None, :])
@@ -420,7 +498,7 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   xk = jnp.take(batch.candidates, k, axis=0)
   xl = jnp.take(batch.candidates, l, axis=0)
   dnn = distances_lib._paired(xk, xl, metric)  # pylint: disable=protected-access
-  second = jnp.where(valid & found, jax.nn.relu(margin2 + dp - dnn), 0)
+  second = jnp.where(valid & found, _pipeline.triplet_term(dp - dnn, margin2, soft), 0)
   values = first.values + second
   terms = reductions.Terms(values, first.counts,
                            (valid & (values > 0)).astype(values.dtype))
