@@ -388,7 +388,11 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
       json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
   state = runner.put_state(state)
   log = logger_lib.MetricLogger(workdir, enabled=is_main, resume_step=first_step)
-  monitor = training.HealthMonitor(patience=config.health_patience)
+  # "No active anchor" means "no gradient" only for hinge losses with a margin;
+  # a soft margin (softplus) is never exactly 0.
+  loss_args = {**loss_registry.arguments(config.loss.name), **loss_settings}
+  monitor = training.HealthMonitor(patience=config.health_patience, check_inactive=(
+      "margin" in loss_args and not loss_args.get("soft", False)))
   warnings = []
 
   saved = [first_step]

@@ -61,3 +61,25 @@ def test_the_trainer_warns_when_the_hinge_goes_dead(tmp_path, caplog):
   step = int(warning.split(":")[0].split()[1])
   assert 60 <= step <= 300
   assert sum("no anchor has had" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_soft_margin_is_never_called_inactive():
+  m = HealthMonitor(patience=1, check_inactive=False)
+  assert m.update(1, _stats(active=0.0)) == []
+  assert len(m.update(2, _stats(neg=0.0001))) == 1        # collapse is still caught
+
+
+def test_the_trainer_checks_inactivity_only_for_hinge_losses(tmp_path):
+  c = default_config.get_config()
+  c.loss = {"name": "hermans"}
+  c.optimizer.learning_rate = 1e-3
+  c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 200, 20, 0, 200
+  c.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  c.raw_baseline = c.plots = c.progress_bar = False
+  assert train.train_and_evaluate(c, str(tmp_path))["health_warnings"] == []
+  # The check would have fired for a hinge: no triplet violates m=0.2 for 3+ log steps.
+  import json
+  with open(tmp_path / "metrics.jsonl") as f:
+    active = [r["train/active_anchor_fraction"] for r in map(json.loads, f)
+              if "train/active_anchor_fraction" in r]
+  assert active[-3:] == [0.0, 0.0, 0.0]

@@ -31,6 +31,7 @@ class HealthMonitor:
   """Stateful checker of per-log-step mining statistics (host side, cheap)."""
   patience: int = 3
   collapse_ratio: float = 0.02
+  check_inactive: bool = True   # False for losses that are never exactly 0 (soft margin)
   _collapsed_since: int = 0
   _inactive_since: int = 0
   warned: set = dataclasses.field(default_factory=set)
@@ -42,7 +43,8 @@ class HealthMonitor:
     neg = float(stats.get("hardest_negative_mean", float("inf")))
     self._collapsed_since = self._collapsed_since + 1 if neg < self.collapse_ratio * scale else 0
     active = float(stats.get("active_anchor_fraction", 1.0))
-    self._inactive_since = self._inactive_since + 1 if active == 0.0 else 0
+    self._inactive_since = (self._inactive_since + 1
+                            if active == 0.0 and self.check_inactive else 0)
     if self._collapsed_since >= self.patience and "collapse" not in self.warned:
       self.warned.add("collapse")
       out.append(
