@@ -13,6 +13,16 @@ Everything here follows three rules:
   is 0, never NaN.
 
 fp16 / bf16 inputs are computed in fp32 and returned in the input dtype.
+
+``"dot"`` is a *similarity*, not a distance: :func:`pairwise_distances` and
+:func:`paired_distances` return :math:`x^\top y`, where larger means closer,
+and the diagonal of ``pairwise_distances(x, metric="dot")`` is
+:math:`\|x_i\|^2`, not 0. Everything that ranks by distance (miners, the
+triplet family) must use the distance :math:`-x^\top y` instead; the
+internal helpers below (``_pairwise``, ``_row_ranking``, ``_paired``) already
+return that form for ``"dot"``, so for every metric they follow one rule:
+smaller = closer. Only :data:`METRICS` (true distances) are accepted by the
+distance-based losses.
 """
 
 from __future__ import annotations
@@ -22,7 +32,12 @@ import jax.numpy as jnp
 
 from metric_learning import _validation
 
+# True distances (smaller = closer): what the distance-based losses accept.
 METRICS = ("euclidean", "sqeuclidean", "cosine")
+# Similarities (larger = closer); their internal distance form is the negation.
+SIMILARITIES = ("dot",)
+# Everything pairwise_distances / paired_distances accept.
+ALL_METRICS = METRICS + SIMILARITIES
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Multiple of eps * (|x|^2 + |y|^2) below which a matmul-form squared distance is
@@ -73,7 +88,13 @@ def _cosine_distance(cos: jax.Array) -> jax.Array:
 
 
 def _pairwise(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
-  """All-pairs distances of validated arrays in their (compute) dtype."""
+  """All-pairs distances of validated arrays in their (compute) dtype.
+
+  Smaller = closer for every metric: ``"dot"`` gives the distance form
+  :math:`-x^\top y`.
+  """
+  if metric == "dot":
+    return -jnp.matmul(x, y.T, precision=_HIGHEST)
   if metric == "cosine":
     xn, yn = l2_normalize(x), l2_normalize(y)
     return _cosine_distance(jnp.matmul(xn, yn.T, precision=_HIGHEST))
@@ -91,6 +112,8 @@ def _row_ranking(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
   Mining only needs each row's order, so the row constant ``|x_i|^2``, the clamp
   and the sqrt are dropped: one fused pass after the matmul.
   """
+  if metric == "dot":
+    return -jnp.matmul(x, y.T, precision=_HIGHEST)
   if metric == "cosine":
     return -jnp.matmul(l2_normalize(x), l2_normalize(y).T, precision=_HIGHEST)
   yy = jnp.sum(y * y, axis=-1)[None, :]
@@ -98,7 +121,12 @@ def _row_ranking(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
 
 
 def _paired(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
-  """Row-wise distances of validated arrays; the accurate difference form."""
+  """Row-wise distances of validated arrays; the accurate difference form.
+
+  ``"dot"`` gives the distance form :math:`-x^\top y`, as :func:`_pairwise`.
+  """
+  if metric == "dot":
+    return -jnp.sum(x * y, axis=-1)
   if metric == "cosine":
     return _cosine_distance(jnp.sum(l2_normalize(x) * l2_normalize(y), axis=-1))
   diff = x - y
@@ -114,20 +142,25 @@ def pairwise_distances(x: jax.Array, y: jax.Array | None = None, *,
     D_{ij} = \begin{cases}
       \|x_i - y_j\|_2 & \text{euclidean} \\
       \|x_i - y_j\|_2^2 & \text{sqeuclidean} \\
-      1 - \frac{x_i^\top y_j}{\|x_i\| \|y_j\|} & \text{cosine}
+      1 - \frac{x_i^\top y_j}{\|x_i\| \|y_j\|} & \text{cosine} \\
+      x_i^\top y_j & \text{dot (a similarity: larger = closer)}
     \end{cases}
 
   Computed with one matmul at ``HIGHEST`` precision. With ``y=None`` the
-  diagonal is exactly 0. The gradient at zero distance is 0, never NaN; a zero
-  vector has cosine distance 1 to everything.
+  diagonal of the distances is exactly 0 (for ``"dot"`` it is
+  :math:`\|x_i\|^2`). The gradient at zero distance is 0, never NaN; a zero
+  vector has cosine distance 1 to everything. To rank by ``"dot"`` where a
+  distance is expected (a miner, a triplet loss), pass its negation
+  :math:`-x_i^\top y_j`.
 
   Args:
     x: ``[n, dim]`` floating array.
     y: ``[m, dim]`` floating array, or None for ``y = x``.
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``.
 
   Returns:
-    ``[n, m]`` distances in the dtype of ``x`` (computed in fp32 or wider).
+    ``[n, m]`` distances (similarities for ``"dot"``) in the dtype of ``x``
+    (computed in fp32 or wider).
 
   Example:
     >>> import jax.numpy as jnp
@@ -137,15 +170,19 @@ def pairwise_distances(x: jax.Array, y: jax.Array | None = None, *,
     [5.0, 0.0, 4.242640495300293, 0.0]
     >>> ml.pairwise_distances(x, metric="sqeuclidean").tolist()[0]
     [0.0, 25.0, 1.0, 25.0]
+    >>> ml.pairwise_distances(x, metric="dot").tolist()[1]
+    [0.0, 25.0, 4.0, 25.0]
   """
-  _validation.choice(metric, "metric", METRICS)
+  _validation.choice(metric, "metric", ALL_METRICS)
   x = _validation.float_matrix(x, "x")
   same = y is None
   y = x if same else _validation.float_matrix(y, "y")
   _validation.same_dim(x, y, "x", "y")
   dtype = _validation.compute_dtype(jnp.result_type(x, y))
   d = _pairwise(x.astype(dtype), y.astype(dtype), metric)
-  if same:
+  if metric in SIMILARITIES:
+    d = -d        # back from the internal distance form to the similarity
+  elif same:
     d = jnp.where(jnp.eye(d.shape[0], dtype=bool), 0.0, d)
   return d.astype(jnp.result_type(x, y))
 
@@ -155,15 +192,16 @@ def paired_distances(x: jax.Array, y: jax.Array, *,
   r"""Distances between matching rows: :math:`d_i = D(x_i, y_i)`.
 
   Uses the difference form :math:`\sum_k (x_{ik} - y_{ik})^2`, which is exact for
-  close points (no cancellation); gradient 0 at zero distance.
+  close points (no cancellation); gradient 0 at zero distance. ``"dot"`` gives
+  the similarity :math:`x_i^\top y_i` (larger = closer).
 
   Args:
     x: ``[n, dim]`` floating array.
     y: ``[n, dim]`` floating array.
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``.
 
   Returns:
-    ``[n]`` distances in the dtype of ``x``.
+    ``[n]`` distances (similarities for ``"dot"``) in the dtype of ``x``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -172,12 +210,14 @@ def paired_distances(x: jax.Array, y: jax.Array, *,
     ...                     jnp.array([[3.0, 4.0], [1.0, 1.0]])).tolist()
     [5.0, 0.0]
   """
-  _validation.choice(metric, "metric", METRICS)
+  _validation.choice(metric, "metric", ALL_METRICS)
   x = _validation.float_matrix(x, "x")
   y = _validation.float_matrix(y, "y")
   if x.shape != y.shape:
     raise ValueError(
         f"x and y must have the same shape; got {x.shape} and {y.shape}.")
   dtype = _validation.compute_dtype(jnp.result_type(x, y))
-  return _paired(x.astype(dtype), y.astype(dtype), metric).astype(
-      jnp.result_type(x, y))
+  d = _paired(x.astype(dtype), y.astype(dtype), metric)
+  if metric in SIMILARITIES:
+    d = -d
+  return d.astype(jnp.result_type(x, y))
