@@ -150,7 +150,8 @@ def test_matches_reference(name):
 
 
 def test_label_patterns_give_what_they_must():
-  """Sanity of the reference itself on patterns with a known answer."""
+  """Patterns with a known answer: no negative or no positive gives 0; two views
+  per label make NT-Xent and SupCon one loss; SigLIP "mean" divides by real rows."""
   x, _, _ = cases.make("pk", 7, 3)
   for name in ("ntxent", "supcon"):
     for y in (np.full(7, 3), np.arange(7)):       # no negative / no positive: 0
