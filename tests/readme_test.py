@@ -8,7 +8,8 @@ deliberate, visible changes:
   install -e ".[...]" &&``) is checked to be the one CI runs and then dropped:
   this test already runs inside that environment (``.ci/run`` performs exactly
   that install), so the command after it is what is run;
-* size flags are shrunk (``SHRINK``), so the benchmark and the sweep take
+* size flags are shrunk (``SHRINK``; a training run without a step count gets
+  ``--config.num_steps=30``), so the benchmark, the sweep and the runs take
   seconds: the flags themselves — their names and that they are accepted — are
   still exercised.
 
@@ -30,7 +31,7 @@ SETUP = re.compile(r'^python3 -m venv \.venv && \. \.venv/bin/activate && '
 SHRINK = (
     (re.compile(r"--batch_sizes=[\d,]+"), "--batch_sizes=64"),
     (re.compile(r"--repeats=\d+"), "--repeats=1"),
-    (re.compile(r"--seeds=[\d,]+"), "--seeds=0 --max_steps=20"),
+    (re.compile(r"--seeds=[\d,]+"), '--seeds=0 --max_steps=20 --only="400 steps"'),
     (re.compile(r"--config\.num_steps=\d+"), "--config.num_steps=30"),
 )
 
@@ -62,6 +63,8 @@ def commands_of(source: str) -> list[str]:
       line = line[m.end():]
     for pattern, replacement in SHRINK:
       line = pattern.sub(replacement, line)
+    if "experiments.main" in line and "--config.num_steps" not in line:
+      line += " --config.num_steps=30"
     out.append(line)
   return out
 
