@@ -244,7 +244,7 @@ LOSSES = {
         lambda s, m: ref_fast_ap(s, 3), (None,)),
     "nca": (
         lambda x, y, w, m, r, **kw: nca_loss(x, y, metric=m, where=w, reduction=r, **kw),
-        lambda s, m: ref_nca(s, m), METRICS),
+        lambda s, m: ref_nca(s, m), ("sqeuclidean", "euclidean", "cosine")),
     "nca_scale": (
         lambda x, y, w, m, r, **kw: nca_loss(x, y, softmax_scale=4.0, metric=m, where=w,
                                              reduction=r, **kw),
@@ -295,7 +295,7 @@ def test_matches_reference(name, metric):
     np.testing.assert_allclose(jnp.sum(out["none"]), out["sum"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", MAIN)
 def test_memory_bank_matches_reference(name):
   """Bank rows are extra candidates (padding included), never anchors."""
   rng = np.random.default_rng(3)
@@ -305,12 +305,13 @@ def test_memory_bank_matches_reference(name):
   ref_y = np.array([0, 3, 3, 9, 1], np.int32)
   ref_w = np.array([True, True, False, True, True])
   _, reference, metrics = LOSSES[name]
-  for metric in metrics:
+  for metric in metrics[:1]:
     terms = reference(Setup(x, y, None, refs, ref_y, ref_w), metric)
+    out = jax.jit(lambda e, r, m=metric: {
+        red: _loss(name, red, m)(e, y, ref_embeddings=r, ref_labels=ref_y, ref_where=ref_w)
+        for red in REDUCTIONS})(x, refs)
     for reduction in REDUCTIONS:
-      out = jax.jit(_loss(name, reduction, metric))(
-          x, y, ref_embeddings=refs, ref_labels=ref_y, ref_where=ref_w)
-      check(out, reduce(terms, reduction))
+      check(out[reduction], reduce(terms, reduction))
 
 
 @pytest.mark.parametrize("name", MAIN)
@@ -323,30 +324,32 @@ def test_memory_bank_equals_concatenation(name):
   loss = _loss(name, "none")
   with_bank = lambda e: loss(e, y, ref_embeddings=refs, ref_labels=ref_y)
   concatenated = lambda e: loss(jnp.concatenate([e, refs]), np.r_[y, ref_y])[:9]
-  np.testing.assert_allclose(with_bank(x), concatenated(x), rtol=1e-5, atol=1e-6,
-                             strict=True)
-  g_bank = jax.grad(lambda e: jnp.sum(with_bank(e)))(x)
-  g_cat = jax.grad(lambda e: jnp.sum(concatenated(e)))(x)
+  both = jax.jit(lambda e, r: (
+      jax.value_and_grad(lambda a: jnp.sum(with_bank(a)), has_aux=False)(e),
+      jax.value_and_grad(lambda a: jnp.sum(concatenated(a)))(e),
+      with_bank(e), concatenated(e),
+      jax.grad(lambda b: jnp.sum(loss(e, y, ref_embeddings=b, ref_labels=ref_y)))(r)))
+  (_, g_bank), (_, g_cat), v_bank, v_cat, g_refs = both(x, refs)
+  np.testing.assert_allclose(v_bank, v_cat, rtol=1e-5, atol=1e-6, strict=True)
   np.testing.assert_allclose(g_bank, g_cat, rtol=1e-4, atol=1e-6, strict=True)
-  # The bank is a constant.
-  g_refs = jax.grad(lambda r: jnp.sum(loss(x, y, ref_embeddings=r, ref_labels=ref_y)))(refs)
-  assert np.all(np.asarray(g_refs) == 0)
+  assert np.all(np.asarray(g_refs) == 0)       # the bank is a constant
 
 
 def test_doc_examples_by_hand():
   """Two examples worked out by hand (the docstrings hold the others)."""
   x, y = jnp.array([[0.0], [1.0], [1.5]]), jnp.array([0, 0, 1])
-  check(generalized_lifted_structure_loss(x, y, reduction="none"), [0.5, 1.5, 0.0],
-        rtol=1e-6, atol=1e-6)
+  lifted = jax.jit(functools.partial(generalized_lifted_structure_loss, reduction="none"))
+  check(lifted(x, y), [0.5, 1.5, 0.0], rtol=1e-6, atol=1e-6)
   x = jnp.array([[0.0], [1.0], [2.0]])
-  check(nca_loss(x, y, reduction="none"), [math.log1p(math.exp(-3)), math.log(2), 0.0],
-        rtol=1e-6, atol=1e-6)
+  nca = jax.jit(functools.partial(nca_loss, reduction="none"))
+  check(nca(x, y), [math.log1p(math.exp(-3)), math.log(2), 0.0], rtol=1e-6, atol=1e-6)
 
 
 def test_fast_ap_is_zero_when_every_positive_is_ranked_first():
   # Positives at distance 0 (bin 0), negatives at squared distance 4 (the last bin).
   x = jnp.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
-  check(fast_ap_loss(x, jnp.array([0, 0, 1, 1]), reduction="none"), np.zeros(4), atol=1e-6)
+  out = jax.jit(functools.partial(fast_ap_loss, reduction="none"))(x, jnp.array([0, 0, 1, 1]))
+  np.testing.assert_array_equal(out, np.zeros(4, np.float32), strict=True)
 
 
 @pytest.mark.parametrize("bad", [
@@ -386,7 +389,7 @@ def _numeric_grad(f, x, eps=1e-6):
 def test_gradient_matches_finite_differences(name):
   x, y, w = cases.make("padding", 9, 3, seed=7)
   with jax.enable_x64(True):
-    f = lambda e: _loss(name)(e, y, jnp.asarray(w))
+    f = jax.jit(lambda e: _loss(name)(e, y, jnp.asarray(w)))
     check_grads(f, (jnp.asarray(x, jnp.float64),), order=1, modes=["rev"], eps=1e-6)
 
 
@@ -395,8 +398,9 @@ def test_circle_gradient_treats_the_weights_as_constants(gamma):
   """The paper's alpha are constants: the gradient is that of the frozen-alpha loss."""
   x, y, w = cases.make("padding", 9, 3, seed=7)
   with jax.enable_x64(True):
-    got = jax.grad(lambda e: circle_loss(e, y, where=w, gamma=gamma, reduction="sum"))(
-        jnp.asarray(x, jnp.float64))
+    got = jax.jit(jax.grad(
+        lambda e: circle_loss(e, y, where=w, gamma=gamma, reduction="sum")))(
+            jnp.asarray(x, jnp.float64))
   frozen = Setup(x, y, w)
   want = _numeric_grad(
       lambda e: reduce(ref_circle(Setup(e, y, w), 0.4, gamma, frozen=frozen), "sum"),
@@ -441,8 +445,9 @@ def test_duplicates_no_valid_anchor_and_padding(name, dtype):
 def test_tuplet_margin_gradient_is_finite_next_to_a_duplicate():
   """cos(theta - beta) near theta = 0, where arccos' derivative blows up."""
   x = jnp.array([[1.0, 0.0], [1.0, 1e-4], [0.0, 1.0], [0.0, 1.0]])
+  f = jax.jit(jax.value_and_grad(tuplet_margin_loss))
   for e in (x, x.at[1, 1].set(1e-3), x.at[1, 1].set(0.0)):
-    value, g = jax.value_and_grad(tuplet_margin_loss)(e, jnp.array([0, 0, 1, 1]))
+    value, g = f(e, jnp.array([0, 0, 1, 1]))
     assert np.isfinite(value) and np.all(np.isfinite(g))
 
 
@@ -453,32 +458,48 @@ def test_tuplet_margin_gradient_is_finite_next_to_a_duplicate():
 N = 8
 
 
+DEFAULT_REDUCTION = {"circle": "mean_nonzero", "tuplet_margin": "mean", "angular": "mean",
+                     "generalized_lifted": "mean", "fast_ap": "mean", "nca": "mean"}
+PUBLIC = {"circle": circle_loss, "tuplet_margin": tuplet_margin_loss, "angular": angular_loss,
+          "generalized_lifted": generalized_lifted_structure_loss, "fast_ap": fast_ap_loss,
+          "nca": nca_loss}
+
+
 @pytest.mark.parametrize("name", MAIN)
-@pytest.mark.parametrize("reduction", ["mean", "mean_nonzero", "sum", "none"])
-def test_pmap_equals_single_device(name, reduction):
+def test_default_reduction(name):
+  x, y, _ = cases.make("singletons", 7, 3)
+  np.testing.assert_array_equal(jax.jit(PUBLIC[name])(x, y),
+                                jax.jit(_loss(name, DEFAULT_REDUCTION[name]))(x, y),
+                                strict=True)
+
+
+def _all_reductions(call, metric, default, **kw):
+  """Value and gradient of the default reduction, the other reductions' values."""
+  def f(x, y, w):
+    value, grad = jax.value_and_grad(lambda e: call(e, y, w, metric, default, **kw))(x)
+    others = {r: call(x, y, w, metric, r, **kw) for r in REDUCTIONS}
+    return value, grad, others
+  return f
+
+
+@pytest.mark.parametrize("name", MAIN)
+def test_pmap_equals_single_device(name):
+  """Every reduction's value, and the default reduction's gradient."""
   x, y, _ = cases.make("pk", 3 * N, 4, seed=5)
   w = np.ones(3 * N, bool)
   w[[2, 9, 10, 23]] = False                  # padding on several devices
   x, y, w = jnp.asarray(x), jnp.asarray(y), jnp.asarray(w)
   shard = lambda a: a.reshape((N, -1) + a.shape[1:])
-  call = LOSSES[name][0]
-  metric = LOSSES[name][2][0]
-  if reduction == "none":     # each device's anchors
-    per_anchor = jax.pmap(lambda a, b, c: call(a, b, c, metric, "none", axis_name="d"),
-                          axis_name="d")(shard(x), shard(y), shard(w))
-    np.testing.assert_allclose(per_anchor.reshape(-1), call(x, y, w, metric, "none"),
-                               rtol=1e-5, atol=1e-6)
-    return
-  value, grad = jax.value_and_grad(lambda e: call(e, y, w, metric, reduction))(x)
-
-  @functools.partial(jax.pmap, axis_name="data")
-  def step(xs, ys, ws):
-    return jax.value_and_grad(
-        lambda e: call(e, ys, ws, metric, reduction, axis_name="data"))(xs)
-
-  values, grads = step(shard(x), shard(y), shard(w))
+  call, metric = LOSSES[name][0], LOSSES[name][2][0]
+  default = DEFAULT_REDUCTION[name]
+  value, grad, others = jax.jit(_all_reductions(call, metric, default))(x, y, w)
+  values, grads, sharded = jax.pmap(_all_reductions(call, metric, default, axis_name="data"),
+                                    axis_name="data")(shard(x), shard(y), shard(w))
   np.testing.assert_allclose(values, np.full(N, value), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grads.reshape(grad.shape), grad, rtol=1e-4, atol=1e-6)
+  for r in REDUCTIONS:
+    want = others[r] if r == "none" else np.full(N, others[r])
+    np.testing.assert_allclose(sharded[r].reshape(want.shape), want, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -502,7 +523,7 @@ def batches(draw):
 
 
 @pytest.mark.parametrize("name", MAIN)
-@settings(max_examples=30, deadline=None, derandomize=True,
+@settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(batch=batches(), dtype=st.sampled_from(["float32", "bfloat16", "float16"]))
 def test_loss_and_gradient_are_always_finite(name, batch, dtype):
@@ -538,7 +559,8 @@ def _pml(loss, x, y):
 
 def _ours(loss, x, y):
   with jax.enable_x64(True):
-    value, grad = jax.value_and_grad(loss)(jnp.asarray(x, jnp.float64), jnp.asarray(y))
+    value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x, jnp.float64),
+                                                    jnp.asarray(y))
     return float(value), np.asarray(grad)
 
 
@@ -561,8 +583,8 @@ def test_equals_pytorch_metric_learning(name):
   pytest.importorskip("torch")
   losses = pytest.importorskip("pytorch_metric_learning.losses")
   pml_name, ours = PARITY[name]
-  for seed in range(3):
-    for shape in ((4, 3, 8), (3, 4, 5), (6, 2, 16)):
+  for seed in range(2):
+    for shape in ((4, 3, 8), (6, 2, 16)):
       x, y = _pk(seed, *shape)
       want_value, want_grad = _pml(getattr(losses, pml_name)(), x, y)
       value, grad = _ours(ours, x, y)
@@ -576,8 +598,8 @@ def test_angular_equals_pytorch_metric_learning_on_unit_vectors():
   the values agree, and so do the gradients' components along the sphere."""
   pytest.importorskip("torch")
   losses = pytest.importorskip("pytorch_metric_learning.losses")
-  for seed in range(3):
-    for shape in ((4, 3, 8), (3, 4, 5), (6, 2, 16)):
+  for seed in range(2):
+    for shape in ((4, 3, 8), (6, 2, 16)):
       x, y = _pk(seed, *shape)
       x = x / np.linalg.norm(x, axis=1, keepdims=True)
       want_value, want_grad = _pml(losses.AngularLoss(), x, y)
