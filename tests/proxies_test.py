@@ -202,46 +202,51 @@ def test_where_equals_slicing_rows_out(name):
     np.testing.assert_allclose(masked, sliced, rtol=1e-6, atol=1e-6, strict=True)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CORE + ["arcface_wide"])
 def test_gradients_match_finite_differences_for_embeddings_and_proxies(name):
   call, _, k = LOSSES[name]
   x, y, w, p = _inputs("padding", 9, 3, k, seed=3)
   with jax.enable_x64(True):
-    f = lambda e, q: call(e, y, q, jnp.asarray(w), "mean")
+    f = jax.jit(lambda e, q: call(e, y, q, jnp.asarray(w), "mean"))
     check_grads(f, (jnp.asarray(x, jnp.float64), jnp.asarray(p, jnp.float64)), order=1,
                 modes=["rev"], eps=1e-6)
 
 
-@pytest.mark.parametrize("name", CORE)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-def test_finite_gradients_and_exact_zeros_on_padding(name, dtype):
-  call, _, k = LOSSES[name]
-  grad = jax.jit(jax.value_and_grad(lambda e, q, y, w: call(e, y, q, w, "mean"),
-                                    argnums=(0, 1)))
+def test_finite_gradients_and_exact_zeros_on_padding(dtype):
   labels = jnp.array([0, 0, 1, 1, 2, 2], jnp.int32)
-  p = jnp.asarray(_proxies(3, k, 4), dtype)
+  ps = {name: jnp.asarray(_proxies(3, LOSSES[name][2], 4), dtype) for name in CORE}
+
+  @jax.jit
+  def grads(x, y, w):    # every loss in one program: one compile per dtype
+    return {name: jax.value_and_grad(
+        lambda e, q, name=name: LOSSES[name][0](e, y, q, w, "mean"), argnums=(0, 1))(
+            x, ps[name]) for name in CORE}
+
+  def finite(a):
+    return np.all(np.isfinite(np.asarray(a, np.float32)))
 
   # Identical embeddings, and embeddings equal to their proxies (cos = 1 exactly).
-  for x in (jnp.ones((6, 4), dtype), p[::k][labels]):
-    value, (gx, gp) = grad(x, p, labels, jnp.ones(6, bool))
-    assert value.dtype == dtype and gx.dtype == dtype and gp.dtype == dtype
-    assert np.isfinite(float(value))
-    assert np.all(np.isfinite(np.asarray(gx, np.float32)))
-    assert np.all(np.isfinite(np.asarray(gp, np.float32)))
+  p0 = ps["proxy_anchor"]
+  for x in (jnp.ones((6, 4), dtype), p0[labels]):
+    for name, (value, (gx, gp)) in grads(x, labels, jnp.ones(6, bool)).items():
+      assert value.dtype == dtype and gx.dtype == dtype and gp.dtype == dtype, name
+      assert finite(value) and finite(gx) and finite(gp), name
 
   # Padding rows: exactly zero gradient whatever they hold (labels included).
   x = jnp.asarray(cases.make("pk", 6, 4)[0], dtype)
   x = x.at[2].set(1e4).at[5].set(jnp.nan if dtype == jnp.float32 else 0)
   where = jnp.array([True, True, False, True, True, False])
-  value, (gx, gp) = grad(x, p, labels.at[2].set(-1).at[5].set(99), where)
-  gx = np.asarray(gx, np.float32)
-  assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(gp, np.float32)))
-  assert np.all(gx[[2, 5]] == 0) and np.all(np.isfinite(gx))
+  for name, (value, (gx, gp)) in grads(x, labels.at[2].set(-1).at[5].set(99), where).items():
+    gx = np.asarray(gx, np.float32)
+    assert finite(value) and finite(gp) and finite(gx), name
+    assert np.all(gx[[2, 5]] == 0), name
 
   # Nothing real: loss 0 and gradients exactly 0.
-  value, (gx, gp) = grad(x, p, labels, jnp.zeros(6, bool))
-  assert float(value) == 0
-  assert np.all(np.asarray(gx, np.float32) == 0) and np.all(np.asarray(gp, np.float32) == 0)
+  for name, (value, (gx, gp)) in grads(x, labels, jnp.zeros(6, bool)).items():
+    assert float(value) == 0, name
+    assert np.all(np.asarray(gx, np.float32) == 0), name
+    assert np.all(np.asarray(gp, np.float32) == 0), name
 
 
 def test_labels_are_validated_naming_the_arguments():
@@ -277,29 +282,37 @@ def test_labels_are_validated_naming_the_arguments():
 N = 8
 
 
-@pytest.mark.parametrize("name, reduction", [(n, "mean") for n in CORE] + [
-    ("proxy_anchor", "sum"), ("proxy_anchor", "mean_nonzero"), ("arcface", "sum")])
-def test_pmap_equals_single_device(name, reduction):
-  k = LOSSES[name][2]
+# (loss, reduction) pairs checked under pmap: every loss, and every reduction of
+# proxy-anchor (the per-row losses share one reduction path).
+PMAP_CASES = [(n, "mean") for n in CORE] + [("proxy_anchor", "sum"),
+                                            ("proxy_anchor", "mean_nonzero"),
+                                            ("arcface", "sum")]
+
+
+def test_pmap_equals_single_device():
+  """All cases in one pmap program (one compile keeps the test fast)."""
   x, y, _ = cases.make("pk", 3 * N, 4, seed=5)
   y = _class_labels(y, None)
   w = np.ones(3 * N, bool)
   w[[2, 9, 10, 23]] = False
-  p = _proxies(int(y.max()) + 2, k, 4)
-  value, (gx, gp) = jax.value_and_grad(_fn(name, reduction, None), argnums=(0, 2))(
-      x, y, p, w)
+  ps = {name: _proxies(int(y.max()) + 2, LOSSES[name][2], 4) for name, _ in PMAP_CASES}
+
+  def all_cases(e, yy, ww, axis_name):
+    return [jax.value_and_grad(_fn(name, reduction, axis_name), argnums=(0, 2))(
+        e, yy, ps[name], ww) for name, reduction in PMAP_CASES]
+
+  single = jax.jit(functools.partial(all_cases, axis_name=None))(x, y, w)
   shard = lambda a: a.reshape((N, -1) + a.shape[1:])
-
-  @functools.partial(jax.pmap, axis_name="data", in_axes=(0, None, 0, 0))
-  def step(xs, q, ys, ws):
-    return jax.value_and_grad(_fn(name, reduction, "data"), argnums=(0, 2))(xs, ys, q, ws)
-
-  values, (gxs, gps) = step(shard(x), p, shard(y), shard(w))
-  np.testing.assert_allclose(values, np.full(N, value), rtol=1e-5, atol=1e-6, strict=True)
-  np.testing.assert_allclose(gxs.reshape(gx.shape), gx, rtol=1e-4, atol=1e-6)
-  # Proxies are replicated: the devices' shares sum to the single-device gradient.
-  np.testing.assert_allclose(gps.sum(0), gp, rtol=1e-4, atol=1e-5 * np.abs(gp).max(),
-                             strict=True)
+  step = jax.pmap(functools.partial(all_cases, axis_name="data"), axis_name="data")
+  multi = step(shard(x), shard(y), shard(w))
+  for case, (value, (gx, gp)), (values, (gxs, gps)) in zip(PMAP_CASES, single, multi):
+    np.testing.assert_allclose(values, np.full(N, value), rtol=1e-5, atol=1e-6, strict=True,
+                               err_msg=str(case))
+    np.testing.assert_allclose(gxs.reshape(gx.shape), gx, rtol=1e-4, atol=1e-6,
+                               err_msg=str(case))
+    # Proxies are replicated: the devices' shares sum to the single-device gradient.
+    np.testing.assert_allclose(gps.sum(0), gp, rtol=1e-4, atol=1e-5 * np.abs(gp).max(),
+                               strict=True, err_msg=str(case))
 
 
 def _fn(name, reduction, axis_name):
@@ -398,6 +411,7 @@ def test_equals_pytorch_metric_learning(name):
   torch = pytest.importorskip("torch")
   k = {"soft_triple": 3, "subcenter_arcface": 2}.get(name, 1)
   worst = 0.0
+  ours = jax.jit(jax.value_and_grad(lambda e, y, q: OURS[name](e, y, q), argnums=(0, 2)))
   for seed in range(3):
     rng = np.random.default_rng(seed)
     num_classes, batch, dim = 5, 12, 6
@@ -405,9 +419,7 @@ def test_equals_pytorch_metric_learning(name):
     y = rng.integers(0, num_classes, batch).astype(np.int32)
     p = rng.standard_normal((num_classes * k, dim))
     with jax.enable_x64(True):
-      value, (gx, gp) = jax.value_and_grad(
-          lambda e, q, y=y: OURS[name](e, jnp.asarray(y), q), argnums=(0, 1))(
-              jnp.asarray(x), jnp.asarray(p))
+      value, (gx, gp) = ours(jnp.asarray(x), jnp.asarray(y), jnp.asarray(p))
     module, attr, transposed = _pml(name, num_classes, dim)
     param = getattr(module, attr)
     param.data = torch.tensor(p.T if transposed else p, dtype=torch.float64)
