@@ -65,6 +65,28 @@ def test_other_option_errors():
     ml.presets.get("nope")
 
 
+def test_wave_two_option_errors():
+  with pytest.raises(ValueError, match="definition.*'sohn'.*got 'paper'"):
+    ml.npair_loss(X, Y, definition="paper")
+  with pytest.raises(ValueError, match="weighting.*'pairs'.*got 'anchors'"):
+    ml.margin_loss(X, Y, weighting="anchors")
+  with pytest.raises(ValueError, match="pos_margin must be non-negative"):
+    ml.contrastive_loss(X, Y, pos_margin=-0.5)
+  with pytest.raises(ValueError, match="key.*axis_name or ref_embeddings"):
+    ml.margin_loss(X, Y, key=jax.random.key(0), ref_embeddings=X, ref_labels=Y)
+  with pytest.raises(TypeError, match="selection must be a mining.TripletSelection"):
+    ml.selected_triplet_loss(X, (Y, Y))
+  sel = ml.mining.rank_range(jnp.zeros((4, 4)), Y, negative_ranks=(0, 2))
+  with pytest.raises(ValueError, match="selection.positive_valid must have shape"):
+    ml.selected_triplet_loss(jnp.zeros((5, 3)), sel)
+  pair = ml.mining.semi_hard(jnp.zeros((4, 4)), Y, definition="tfa")
+  with pytest.raises(ValueError, match=r"selection.valid must have shape \(3, 3\)"):
+    ml.selected_triplet_loss(jnp.zeros((3, 3)), pair)
+  for loss in (ml.quadruplet_loss, ml.lifted_structure_loss, ml.npair_loss, ml.margin_loss):
+    with pytest.raises(ValueError, match="ref_embeddings and ref_labels must be given together"):
+      loss(X, Y, ref_embeddings=X)
+
+
 def test_reference_and_distance_errors():
   with pytest.raises(ValueError, match="ref_embeddings and ref_labels must be given together"):
     ml.batch_hard_triplet_loss(X, Y, ref_embeddings=X)
