@@ -9,6 +9,7 @@ the maths lives in the library.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -21,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 
 import metric_learning as ml
 from metric_learning import evaluators
@@ -348,10 +350,24 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   model = models.create(config.model.name, train.inputs.shape[1:], seed=config.seed,
                         **model_settings)
   loss_settings = _settings(config.loss)
+  per_class = loss_registry.proxies_per_class(config.loss.name, loss_settings)
+  proxies = None
+  if per_class is not None:
+    # A proxy loss: class vectors trained with the encoder; its labels index them.
+    classes = np.unique(train.labels)
+    dim = model_settings.get("embedding_dim", models.arguments(config.model.name)
+                             ["embedding_dim"])
+    proxies = (len(classes), dim, per_class)
+    model = models.EncoderWithProxies(model, len(classes), dim, per_class=per_class,
+                                      rngs=nnx.Rngs(config.seed + 1))
+    train = dataclasses.replace(train, class_names=None, labels=np.searchsorted(
+        classes, train.labels).astype(np.int32))
 
   def make_loss(axis_name):
     loss = loss_registry.create(config.loss.name, **loss_settings)
     extra = {} if axis_name is None else {"axis_name": axis_name}
+    if per_class is not None:
+      return lambda e, y, w, proxies: loss(e, y, proxies, where=w, **extra)
     return lambda e, y, w: loss(e, y, where=w, **extra)
 
   opt = _settings(config.optimizer)
@@ -383,7 +399,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   start = time.time()
   if is_main:
     training.save_model_spec(workdir, config.model.name, train.inputs.shape[1:],
-                             model_settings)
+                             model_settings, proxies=proxies)
     with open(os.path.join(workdir, "labels.json"), "w") as f:
       json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
   state = runner.put_state(state)

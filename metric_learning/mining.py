@@ -535,3 +535,14 @@ def statistics(distances: jax.Array, labels: jax.Array, *, margin=0.2,
       "hardest_positive_mean": reductions.masked_mean(f32(sel.positive_distance), valid),
       "hardest_negative_mean": reductions.masked_mean(f32(sel.negative_distance), valid),
   }
+
+
+# Pair and triplet mask miners (pytorch-metric-learning's PairMarginMiner,
+# TripletMarginMiner, MultiSimilarityMiner) live in their own module, which
+# builds on this one; they are part of ``metric_learning.mining``.
+from metric_learning.pair_mining import TRIPLET_TYPES  # noqa: E402,F401
+from metric_learning.pair_mining import MinedPairs  # noqa: E402,F401
+from metric_learning.pair_mining import MinedTriplets  # noqa: E402,F401
+from metric_learning.pair_mining import multi_similarity_pairs  # noqa: E402,F401
+from metric_learning.pair_mining import pair_margin  # noqa: E402,F401
+from metric_learning.pair_mining import triplet_margin  # noqa: E402,F401

@@ -301,3 +301,29 @@ def test_unseen_sweep_variants_all_apply_to_the_default_config():
     edit(cfg)
     assert "," not in name          # --only is a comma-separated list
     train.validate(cfg)
+
+
+def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(tmp_path):
+  from metric_learning import training
+  from metric_learning.index import EmbeddingIndex
+  from metric_learning.training import checkpoint
+  cfg = _by_name("loss", "proxy_anchor_loss")
+  cfg.plots = True        # writes index.npz
+  workdir = str(tmp_path)
+  train.train_and_evaluate(cfg, workdir)
+  with open(os.path.join(workdir, "model.json")) as f:
+    assert json.load(f)["proxies"] == [5, 8, 1]     # 5 training classes, 8-D
+  import orbax.checkpoint as ocp
+  from flax import nnx
+  from metric_learning.losses import Proxies
+  mgr = checkpoint.manager(workdir)
+  stored = mgr.restore(2, args=ocp.args.PyTreeRestore())
+  mgr.close()
+  trained = np.asarray(stored["params"]["proxies"]["value"]["value"])
+  initial = np.asarray(Proxies(5, 8, rngs=nnx.Rngs(cfg.seed + 1))())
+  assert trained.shape == initial.shape == (5, 8)
+  assert not np.allclose(trained, initial)            # the proxies were trained
+  embed = training.load_embedder(workdir)
+  index = EmbeddingIndex.load(os.path.join(workdir, "index.npz"))
+  seen = data_registry.create("digits")["seen"]
+  np.testing.assert_allclose(embed(seen.inputs), index.embeddings[:len(seen)], atol=1e-5)

@@ -27,7 +27,10 @@ from typing import Any
 from typing import Callable
 
 from metric_learning import presets
+from metric_learning.losses import contrastive
+from metric_learning.losses import pair_based
 from metric_learning.losses import pairs
+from metric_learning.losses import proxies
 from metric_learning.losses import triplet
 
 # Arguments supplied at call time by the caller (padding, devices, memory bank,
@@ -44,7 +47,42 @@ LOSSES: dict[str, Callable[..., Any]] = {
     "multi_similarity_loss": pairs.multi_similarity_loss,
     "margin_loss": pairs.margin_loss,
     "npair_loss": pairs.npair_loss,
+    "ntxent_loss": contrastive.ntxent_loss,
+    "supcon_loss": contrastive.supcon_loss,
+    "sigmoid_loss": contrastive.sigmoid_loss,
+    "circle_loss": pair_based.circle_loss,
+    "tuplet_margin_loss": pair_based.tuplet_margin_loss,
+    "angular_loss": pair_based.angular_loss,
+    "generalized_lifted_structure_loss": pair_based.generalized_lifted_structure_loss,
+    "fast_ap_loss": pair_based.fast_ap_loss,
+    "nca_loss": pair_based.nca_loss,
+    "proxy_anchor_loss": proxies.proxy_anchor_loss,
+    "proxy_nca_loss": proxies.proxy_nca_loss,
+    "soft_triple_loss": proxies.soft_triple_loss,
+    "normalized_softmax_loss": proxies.normalized_softmax_loss,
+    "arcface_loss": proxies.arcface_loss,
+    "cosface_loss": proxies.cosface_loss,
+    "subcenter_arcface_loss": proxies.subcenter_arcface_loss,
     **{name: presets.get(name) for name in presets.NAMES},
+}
+
+# Proxy (classifier) losses take a third array, ``[num_classes * per_class, dim]``
+# class vectors trained with the encoder (``metric_learning.losses.Proxies``);
+# the value is the setting that gives ``per_class`` (None: one per class).
+PROXY_LOSSES: dict[str, str | None] = {
+    "proxy_anchor_loss": None,
+    "proxy_nca_loss": None,
+    "soft_triple_loss": "centers_per_class",
+    "normalized_softmax_loss": None,
+    "arcface_loss": None,
+    "cosface_loss": None,
+    "subcenter_arcface_loss": "sub_centers",
+}
+
+# Values for arguments a loss requires but a configuration may leave out: SigLIP's
+# initial temperature and bias (Zhai et al. 2023: t = 10, b = -10).
+REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sigmoid_loss": {"temperature": 10.0, "bias": -10.0},
 }
 
 
@@ -60,9 +98,19 @@ def arguments(name: str) -> dict[str, Any]:
   fn = entry.loss if isinstance(entry, presets.Preset) else entry
   out = {p.name: p.default for p in inspect.signature(fn).parameters.values()
          if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in RUNTIME_ARGUMENTS}
+  out.update(REQUIRED_DEFAULTS.get(name, {}))
   if isinstance(entry, presets.Preset):
     out.update(entry.defaults)
   return out
+
+
+def proxies_per_class(name: str, settings: dict[str, Any]) -> int | None:
+  """Class vectors per class a proxy loss needs with ``settings``; None if it needs none."""
+  _check_name(name)
+  if name not in PROXY_LOSSES:
+    return None
+  key = PROXY_LOSSES[name]
+  return 1 if key is None else int(settings.get(key, arguments(name)[key]))
 
 
 def check_arguments(name: str, settings: dict[str, Any], *, where: str = "loss") -> None:
@@ -84,13 +132,15 @@ def create(name: str, **settings) -> Callable[..., Any]:
 
   Returns:
     The loss with the settings bound; a preset keeps its pinned values unless a
-    setting overrides them.
+    setting overrides them. A proxy loss (:data:`PROXY_LOSSES`) is called
+    ``loss(embeddings, labels, proxies, **runtime)``.
   """
   check_arguments(name, settings)
   fn = LOSSES[name]
+  settings = {**REQUIRED_DEFAULTS.get(name, {}), **settings}
 
-  def loss(embeddings, labels, **runtime):
-    return fn(embeddings, labels, **settings, **runtime)
+  def loss(embeddings, labels, *arrays, **runtime):
+    return fn(embeddings, labels, *arrays, **settings, **runtime)
 
   loss.__name__ = name
   return loss

@@ -148,6 +148,29 @@ class ResNet(nnx.Module):
     return self.head(jnp.mean(x, axis=(1, 2)))
 
 
+class EncoderWithProxies(nnx.Module):
+  """An encoder and the class proxies of its loss, trained together.
+
+  Calling it embeds like the encoder; ``loss_inputs()`` gives the arrays the
+  loss takes besides the embeddings (``{"proxies": [classes * per_class, dim]}``),
+  which :func:`metric_learning.training.make_train_step` passes on, so proxy
+  losses train in the same step, checkpoint and data-parallel runner as any
+  other loss.
+  """
+
+  def __init__(self, encoder: nnx.Module, num_classes: int, embedding_dim: int, *,
+               per_class: int = 1, rngs: nnx.Rngs):
+    from metric_learning.losses import proxies  # pylint: disable=import-outside-toplevel
+    self.encoder = encoder
+    self.proxies = proxies.Proxies(num_classes, embedding_dim, per_class=per_class, rngs=rngs)
+
+  def __call__(self, x):
+    return self.encoder(x)
+
+  def loss_inputs(self) -> dict[str, jax.Array]:
+    return {"proxies": self.proxies()}
+
+
 MODELS = {
     "mlp": MLP,
     "cnn": CNN,

@@ -25,10 +25,16 @@ from metric_learning.training import checkpoint
 MODEL_SPEC = "model.json"
 
 
-def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, Any]) -> None:
-  """Writes ``workdir/model.json``: enough to rebuild the encoder by name."""
+def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, Any], *,
+                    proxies: tuple[int, int, int] | None = None) -> None:
+  """Writes ``workdir/model.json``: enough to rebuild the encoder by name.
+
+  ``proxies``: ``(num_classes, embedding_dim, per_class)`` when the run trained
+  the encoder inside :class:`metric_learning.models.EncoderWithProxies`.
+  """
   spec = {"name": name, "input_shape": [int(s) for s in input_shape],
-          "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+          "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+          "proxies": None if proxies is None else [int(v) for v in proxies]}
   os.makedirs(workdir, exist_ok=True)
   tmp = os.path.join(workdir, f"{MODEL_SPEC}.tmp")
   with open(tmp, "w") as f:
@@ -50,6 +56,10 @@ def load_model(workdir: str) -> tuple[nnx.Module, int]:
   spec = load_model_spec(workdir)
   settings = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
   model = models.create(spec["name"], tuple(spec["input_shape"]), **settings)
+  if spec.get("proxies"):
+    classes, dim, per_class = spec["proxies"]
+    model = models.EncoderWithProxies(model, classes, dim, per_class=per_class,
+                                      rngs=nnx.Rngs(0))
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   template = {"params": checkpoint.storable(params),
               "model_state": checkpoint.storable(model_state)}
@@ -63,7 +73,8 @@ def load_model(workdir: str) -> tuple[nnx.Module, int]:
         continue      # a corrupt newest checkpoint: use the previous one
       params = checkpoint.from_storable(params, restored["params"])
       model_state = checkpoint.from_storable(model_state, restored["model_state"])
-      return nnx.merge(graphdef, params, model_state), step
+      model = nnx.merge(graphdef, params, model_state)
+      return (model.encoder if spec.get("proxies") else model), step
   finally:
     mgr.close()
   raise FileNotFoundError(f"no restorable checkpoint in "

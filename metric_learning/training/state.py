@@ -40,6 +40,9 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
   ``loss_fn(embeddings, labels, where) -> scalar`` is any loss (e.g.
   ``metric_learning.losses.registry.create(name, **settings)`` wrapped to pass
   ``where``); under ``pmap`` give the same ``axis_name`` to the loss and here.
+  A model with a ``loss_inputs()`` method (e.g. ``models.EncoderWithProxies``)
+  has its arrays passed as keywords, ``loss_fn(embeddings, labels, where,
+  proxies=...)``, and trained with the encoder.
 
   ``batch`` holds ``inputs``, ``labels`` and ``where``. A non-finite loss or
   gradient skips the update (parameters unchanged) and counts it in
@@ -53,7 +56,8 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
     model = nnx.merge(graphdef, params, model_state)
     model.train()
     emb = model(batch["inputs"])
-    loss = loss_fn(emb, batch["labels"], batch["where"])
+    extra = model.loss_inputs() if hasattr(model, "loss_inputs") else {}
+    loss = loss_fn(emb, batch["labels"], batch["where"], **extra)
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
     return loss, new_model_state
 
