@@ -315,6 +315,7 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
     assert json.load(f)["proxies"] == [5, 8, 1]     # 5 training classes, 8-D
   import orbax.checkpoint as ocp
   from flax import nnx
+
   from metric_learning.losses import Proxies
   mgr = checkpoint.manager(workdir)
   stored = mgr.restore(2, args=ocp.args.PyTreeRestore())
