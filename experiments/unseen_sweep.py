@@ -66,6 +66,13 @@ def variants():
       "unnormalised 128-D hidden 512 30 steps": chain(
           set_("model.normalize", False), set_("model.embedding_dim", 128),
           set_("model.hidden", (512,)), steps(30)),
+      # Wave-2 losses, by name with their own defaults (proxy losses train their proxies).
+      **{f"loss {name}": set_("loss", dict(name=name)) for name in (
+          "ntxent_loss", "supcon_loss", "sigmoid_loss", "circle_loss", "tuplet_margin_loss",
+          "angular_loss", "generalized_lifted_structure_loss", "fast_ap_loss", "nca_loss",
+          "proxy_anchor_loss", "proxy_nca_loss", "soft_triple_loss",
+          "normalized_softmax_loss", "arcface_loss", "cosface_loss",
+          "subcenter_arcface_loss")},
       "multi-similarity 200 steps 128-D": chain(
           set_("loss", dict(name="multi_similarity_loss")), steps(200),
           set_("model.embedding_dim", 128), set_("model.hidden", (512,))),
