@@ -509,7 +509,7 @@ def test_pmap_equals_single_device(name):
 
 @st.composite
 def batches(draw):
-  b = draw(st.sampled_from([5, 8]))
+  b = 7                                         # one shape: one compile per dtype
   rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
   labels = draw(st.sampled_from([
       lambda: rng.integers(0, 3, b), lambda: np.full(b, 7), lambda: np.arange(b) * 5,
