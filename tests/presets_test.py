@@ -32,16 +32,35 @@ EXPECTED = {
 }
 
 
+
+
+def _pml_contrastive(s):
+  pos, neg = ref.contrastive_parts(s, "euclidean", 1.0, 0.0, squared=False)
+  return ref.reduce(pos, "mean_nonzero") + ref.reduce(neg, "mean_nonzero")
+
+
+# Presets of the pair losses: name -> reference value on normalised embeddings.
+EXPECTED_PAIRS = {
+    "pml_contrastive": _pml_contrastive,
+    "pml_margin": lambda s: ref.reduce(ref.margin_triplets(s, "euclidean", 1.2, 0.2),
+                                       "mean_nonzero"),
+    "pml_npair": lambda s: ref.reduce(ref.npair_sohn(s), "mean"),
+}
+
+
 def test_every_preset_is_tested():
-  assert set(ml.presets.NAMES) == set(EXPECTED)
+  assert set(ml.presets.NAMES) == set(EXPECTED) | set(EXPECTED_PAIRS)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED) + sorted(EXPECTED_PAIRS))
 def test_preset_matches_its_definition(name):
-  transform, terms, reduction = EXPECTED[name]
   for seed in range(3):
     x, y = _pk(seed, scale=0.3 if name == "sentence_transformers" else 1.0)
-    expected = ref.reduce(terms(ref.Setup(transform(x.astype(np.float64)), y)), reduction)
+    if name in EXPECTED_PAIRS:
+      expected = EXPECTED_PAIRS[name](ref.Setup(_normalized(x.astype(np.float64)), y))
+    else:
+      transform, terms, reduction = EXPECTED[name]
+      expected = ref.reduce(terms(ref.Setup(transform(x.astype(np.float64)), y)), reduction)
     np.testing.assert_allclose(ml.presets.get(name)(x, y), expected, rtol=1e-4, atol=1e-5)
 
 
