@@ -437,7 +437,7 @@ def rank_range(distances: jax.Array, labels: jax.Array, *,
                        negative_index=ni, negative_distance=nd, negative_valid=nv)
 
 
-def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *,
+def distance_weighted(distances: jax.Array, labels: jax.Array, *, key: jax.Array,
                       dim: int, cutoff: float = 0.5,
                       nonzero_loss_cutoff: float = 1.4,
                       where: jax.Array | None = None,
@@ -453,7 +453,8 @@ def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *
   below the cutoff, one of its negatives is drawn uniformly.
 
   Args:
-    key: a PRNG key.
+    key: a PRNG key (keyword-only: arrays first, options after, as everywhere in
+      this library — ``margin_loss(..., key=...)`` takes it the same way).
     distances: ``[batch, batch]`` euclidean distances of L2-normalised embeddings.
     labels: ``[batch]`` integer labels.
     dim: the embedding dimension :math:`n`.
@@ -468,8 +469,9 @@ def distance_weighted(key: jax.Array, distances: jax.Array, labels: jax.Array, *
     >>> import jax, jax.numpy as jnp
     >>> import metric_learning as ml
     >>> x = ml.l2_normalize(jax.random.normal(jax.random.key(0), (6, 8)))
-    >>> sel = ml.mining.distance_weighted(jax.random.key(1), ml.pairwise_distances(x),
-    ...                                   jnp.array([0, 0, 1, 1, 2, 2]), dim=8)
+    >>> sel = ml.mining.distance_weighted(ml.pairwise_distances(x),
+    ...                                   jnp.array([0, 0, 1, 1, 2, 2]),
+    ...                                   key=jax.random.key(1), dim=8)
     >>> sel.valid.tolist()
     [True, True, True, True, True, True]
   """

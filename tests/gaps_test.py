@@ -275,7 +275,7 @@ def _selections(x, y, w):
     expected = ref.batch_hard(s, "euclidean", 0.5, False, positive=positive)
     out[name] = (sel, expected)
   unit = ml.l2_normalize(jnp.asarray(x))
-  sel = ml.mining.distance_weighted(jax.random.key(3), ml.pairwise_distances(unit), y,
+  sel = ml.mining.distance_weighted(ml.pairwise_distances(unit), y, key=jax.random.key(3),
                                     dim=x.shape[1], where=wj)
   # The sampled indices are the miner's; the reference recomputes the terms on x.
   out["distance_weighted"] = (sel, ref.selected(s, _triplets_from(sel), "euclidean", 0.5,

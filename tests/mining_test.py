@@ -106,7 +106,7 @@ def test_distance_weighted_samples_only_valid_pairs_and_follows_weights():
   s = ref.Setup(x, y, w)
   keys = jax.random.split(jax.random.key(0), 400)
   sample = jax.jit(jax.vmap(lambda k: ml.mining.distance_weighted(
-      k, d, y, dim=16, where=jnp.asarray(w))))(keys)
+      d, y, key=k, dim=16, where=jnp.asarray(w))))(keys)
   for i in range(12):
     pos, neg = s.positives(i), s.negatives(i)
     if not (pos and neg):

@@ -124,3 +124,10 @@ def test_docstrings_cite_only_what_the_repository_contains():
             text = f.read()
           for outside in ("DESIGN.md", "PEERS.md", "STYLE.md"):
             assert outside not in text, (name, outside)
+
+
+def test_prng_keys_are_keyword_only_everywhere():
+  import inspect
+  for fn in (ml.mining.distance_weighted, ml.margin_loss):
+    param = inspect.signature(fn).parameters["key"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY, fn.__name__

@@ -313,7 +313,7 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
   beta = beta[:, None] if beta.ndim else beta
   negatives = masks.negative
   if key is not None:
-    sel = mining.distance_weighted(key, jax.lax.stop_gradient(d), batch.labels,
+    sel = mining.distance_weighted(jax.lax.stop_gradient(d), batch.labels, key=key,
                                    dim=batch.anchors.shape[1], where=batch.where)
     columns = jnp.arange(d.shape[1])[None, :]
     negatives = (columns == sel.negative_index[:, None]) & sel.valid[:, None]
