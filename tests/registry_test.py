@@ -40,9 +40,13 @@ def test_loss_arguments_are_the_functions_keywords_without_runtime_ones(name):
   loss = loss_registry.create(name, **{k: v for k, v in args.items() if k != "block_size"})
   x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
   y = np.repeat(np.arange(4), 2)
-  value = float(loss(x, y))
-  default = loss_registry.LOSSES[name](x, y) if name not in ml.presets.NAMES else \
-      ml.presets.get(name)(x, y)
+  arrays = ()
+  per_class = loss_registry.proxies_per_class(name, {})
+  if per_class is not None:       # proxy losses also take [classes * per_class, dim]
+    arrays = (np.random.default_rng(1).normal(size=(4 * per_class, 3)).astype(np.float32),)
+  value = float(loss(x, y, *arrays))
+  fn = ml.presets.get(name) if name in ml.presets.NAMES else loss_registry.LOSSES[name]
+  default = fn(x, y, *arrays, **loss_registry.REQUIRED_DEFAULTS.get(name, {}))
   assert np.isfinite(value) and value == pytest.approx(float(default), rel=1e-6)
 
 
@@ -50,7 +54,7 @@ def test_loss_registry_errors_name_the_setting_and_the_loss():
   with pytest.raises(ValueError, match=r"loss.margin is not an argument of "
                      r"'multi_similarity_loss'; its arguments are \['alpha'"):
     loss_registry.create("multi_similarity_loss", margin=0.1)
-  with pytest.raises(ValueError, match=r"loss name must be one of \['batch_all"):
+  with pytest.raises(ValueError, match=r"loss name must be one of \['angular_loss'"):
     loss_registry.create("hinge")
 
 
