@@ -42,7 +42,7 @@ class EmbeddingIndex:
   @classmethod
   def create(cls, embeddings, labels, *, metric: str = "euclidean",
              names: dict | None = None) -> "EmbeddingIndex":
-    _validation.choice(metric, "metric", distances_lib.METRICS)
+    _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
     x = np.asarray(_validation.float_matrix(np.asarray(embeddings, np.float32),
                                             "embeddings"))
     y = np.asarray(_validation.int_vector(np.asarray(labels), x.shape[0], "labels"))

@@ -116,7 +116,7 @@ def retrieval_metrics(embeddings, labels, *, gallery_embeddings=None, gallery_la
     labels: ``[queries]`` integer labels.
     gallery_embeddings: optional ``[gallery, dim]``; default: the queries.
     gallery_labels: ``[gallery]`` labels of the gallery.
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     ks: the K of recall@K (static).
     chunk_size: queries ranked at once (memory O(chunk_size · gallery)).
 
@@ -131,7 +131,7 @@ def retrieval_metrics(embeddings, labels, *, gallery_embeddings=None, gallery_la
     >>> m["precision_at_1"], round(m["map_at_r"], 4)
     (0.6, 0.6)
   """
-  _validation.choice(metric, "metric", distances_lib.METRICS)
+  _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
   x = np.asarray(_validation.float_matrix(embeddings, "embeddings"), np.float32)
   y = np.asarray(_validation.int_vector(labels, x.shape[0], "labels"))
   same_set = gallery_embeddings is None
@@ -165,7 +165,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     query_ids, query_cameras: ``[queries]`` integers.
     gallery_embeddings: ``[gallery, dim]``.
     gallery_ids, gallery_cameras: ``[gallery]`` integers.
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     ranks: the k of CMC rank-k.
     chunk_size: queries ranked at once.
 
@@ -180,7 +180,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     >>> m["cmc_rank_1"], m["cmc_rank_2"], m["mean_average_precision"]
     (0.0, 1.0, 0.5)
   """
-  _validation.choice(metric, "metric", distances_lib.METRICS)
+  _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
   qx = np.asarray(_validation.float_matrix(np.asarray(query_embeddings, np.float32),
                                            "query_embeddings"))
   gx = np.asarray(_validation.float_matrix(np.asarray(gallery_embeddings, np.float32),

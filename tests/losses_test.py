@@ -85,8 +85,15 @@ LOSSES = {
 # Losses whose roles depend on the row order (Sohn's anchor = first row of a label).
 ORDER_DEPENDENT = {"npair"}
 
+# The triplet family compares distances only, so it also takes the "dot"
+# similarity (as the distance -x.y); losses that square or threshold a distance
+# reject it (test_dot_is_refused_where_a_distance_is_squared_or_thresholded).
+DOT_LOSSES = ("batch_hard", "batch_hard_soft", "batch_hard_streaming", "batch_all",
+              "batch_all_soft", "semi_hard_facenet", "semi_hard_tfa", "quadruplet",
+              "quadruplet_soft")
 GRID = [(name, metric) for name, (_, _, uses_metric) in LOSSES.items()
         for metric in (METRICS if uses_metric else METRICS[:1])]
+GRID += [(name, "dot") for name in DOT_LOSSES]
 
 
 def check(actual, expected, rtol=2e-4, atol=2e-4):
@@ -118,6 +125,26 @@ def test_matches_reference(name, metric):
       except AssertionError as e:
         raise AssertionError(f"{name} {metric} {reduction} {pattern} B={batch}") from e
     np.testing.assert_allclose(jnp.sum(out["none"]), out["sum"], rtol=1e-5, atol=1e-6)
+
+
+def test_dot_is_refused_where_a_distance_is_squared_or_thresholded():
+  x, y = np.ones((4, 2), np.float32), np.array([0, 0, 1, 1])
+  for fn in (ml.contrastive_loss, ml.lifted_structure_loss, ml.margin_loss):
+    with pytest.raises(ValueError, match="metric"):
+      fn(x, y, metric="dot")
+  assert all(name in LOSSES for name in DOT_LOSSES)
+
+
+def test_dot_triplets_and_selected_triplets_match_the_reference():
+  x = np.random.default_rng(5).standard_normal((6, 3)).astype(np.float32)
+  a, p, n = x[:2], x[2:4], x[4:]
+  expected = [max(0.0, 0.3 + ref.distance(a[i], p[i], "dot") - ref.distance(a[i], n[i], "dot"))
+              for i in range(2)]
+  check(ml.triplet_margin_loss(a, p, n, margin=0.3, metric="dot"), np.asarray(expected))
+  y = np.array([0, 0, 1, 1, 2, 2])
+  sel = ml.mining.batch_hard(-ml.pairwise_distances(x, metric="dot"), y)
+  check(ml.selected_triplet_loss(x, sel, margin=0.3, metric="dot"),
+        ml.batch_hard_triplet_loss(x, y, margin=0.3, metric="dot"))
 
 
 @pytest.mark.parametrize("name", ["batch_hard", "batch_all", "semi_hard_facenet",

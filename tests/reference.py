@@ -12,6 +12,8 @@ import numpy as np
 
 def distance(a, b, metric):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if metric == "dot":          # a similarity, ranked as the distance -a.b
+    return -float(a @ b)
   if metric == "cosine":
     na, nb = math.sqrt(a @ a), math.sqrt(b @ b)
     cos = 0.0 if na == 0 or nb == 0 else (a @ b) / (na * nb)

@@ -136,7 +136,7 @@ def embed_dataset(embed_fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
 def check_metric(evaluator: str, metric: str) -> str:
   """``metric`` if it is a known distance, else ValueError naming the evaluator."""
   try:
-    return _validation.choice(metric, "metric", distances_lib.METRICS)
+    return _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
   except ValueError as e:
     raise ValueError(f"{evaluator}: {e}") from None
 

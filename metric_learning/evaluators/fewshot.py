@@ -89,6 +89,8 @@ def fewshot_episodes(labels, *, ways: int, shots: int, queries: int, episodes: i
 
 def _distances_to(queries: np.ndarray, prototypes: np.ndarray, metric: str) -> np.ndarray:
   """``[E, Q, W]`` distances of each episode's queries to its prototypes (float64)."""
+  if metric == "dot":         # the similarity, as the distance -x.y
+    return -np.einsum("eqd,ewd->eqw", queries, prototypes)
   if metric == "cosine":
     unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-30)
     return 1.0 - np.einsum("eqd,ewd->eqw", unit(queries), unit(prototypes))
@@ -107,8 +109,8 @@ def episode_accuracies(embeddings, support, query, *, metric: str = "euclidean"
     support: ``[episodes, ways, shots]`` sample indices.
     query: ``[episodes, ways, queries]`` sample indices; way ``w``'s queries have
       the class of prototype ``w``.
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``; equal distances
-      go to the lower way.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as
+      -x·y); equal distances go to the lower way.
 
   Returns:
     ``[episodes]`` accuracies.
@@ -141,7 +143,7 @@ class FewShotEvaluator(base.Evaluator):
       queries: query samples per class.
       episodes: episodes per shot count.
       seed: the episodes are a function of the labels and this seed.
-      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     """
     self.split = base.split_name(self.name, "split", split)
     self.ways = base.positive_int(self.name, "ways", ways)

@@ -31,7 +31,8 @@ from metric_learning.evaluators import base
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "exclude_self"))
 def _top_k_block(queries, offset, gallery, *, k, metric, exclude_self):
-  d = distances_lib.pairwise_distances(queries, gallery, metric=metric)
+  # The distance form of every metric (for "dot", -x.y): smaller = closer.
+  d = distances_lib._pairwise(queries, gallery, metric)  # pylint: disable=protected-access
   if exclude_self:
     rows = offset + jnp.arange(queries.shape[0])
     d = jnp.where(rows[:, None] == jnp.arange(gallery.shape[0])[None, :], jnp.inf, d)
@@ -48,7 +49,7 @@ def nearest_neighbours(queries: np.ndarray, gallery: np.ndarray, *, k: int,
     queries: ``[q, dim]`` embeddings.
     gallery: ``[g, dim]`` embeddings.
     k: neighbours per query, ``1 <= k <= g`` (``g - 1`` with ``exclude_self``).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     exclude_self: queries are the gallery; query ``i`` never returns row ``i``.
     chunk_size: queries per block (memory O(chunk_size · g)); every block has
       this size (the last one padded), so one compile serves them all.
@@ -117,7 +118,7 @@ class KnnEvaluator(base.Evaluator):
       gallery: labelled split they are compared with (e.g. ``"train"``); the same
         as ``query`` means leave-one-out.
       k: an int or a sequence of ints, the neighbourhood sizes.
-      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     """
     self.query = base.split_name(self.name, "query", query)
     self.gallery = base.split_name(self.name, "gallery", gallery)

@@ -41,7 +41,7 @@ class ReidEvaluator(base.Evaluator):
     Args:
       query: the query split.
       gallery: the gallery split.
-      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
       ranks: the k of CMC rank-k, an int or a sequence of ints.
     """
     self.query = base.split_name(self.name, "query", query)

@@ -41,7 +41,7 @@ class RetrievalEvaluator(base.Evaluator):
       split: the query split.
       gallery: optional gallery split; None (or ``split``) means leave-one-out
         within ``split``.
-      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
       ks: the K of recall@K, an int or a sequence of ints.
     """
     self.split = base.split_name(self.name, "split", split)

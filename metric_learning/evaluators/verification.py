@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from metric_learning import distances as distances_lib
@@ -202,7 +203,8 @@ class VerificationEvaluator(base.Evaluator):
       num_pairs: genuine + impostor pairs (half each), at least ``2 * folds``.
       folds: folds of the LFW protocol.
       seed: the pairs are a function of the split's labels and this seed.
-      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``; score = -distance.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as
+        -x·y); score = -distance (for ``"dot"``, the similarity).
     """
     self.split = base.split_name(self.name, "split", split)
     self.num_pairs = base.positive_int(self.name, "num_pairs", num_pairs)
@@ -221,6 +223,7 @@ class VerificationEvaluator(base.Evaluator):
           data.labels, num_pairs=self.num_pairs, folds=self.folds, seed=self.seed)
     except ValueError as e:
       raise ValueError(f"{self.name}: split {self.split!r}: {e}") from None
-    scores = -np.asarray(distances_lib.paired_distances(x[first], x[second],
-                                                        metric=self.metric), np.float64)
+    # Minus the distance form (for "dot", -(-x.y) = the similarity itself).
+    scores = -np.asarray(distances_lib._paired(  # pylint: disable=protected-access
+        jnp.asarray(x[first]), jnp.asarray(x[second]), self.metric), np.float64)
     return verification_report(scores, same, fold)

@@ -170,9 +170,17 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
                axis_name=axis_name, num_refs=num_refs, empty=empty)
 
 
-def check_options(*, metric=None, reduction=None, **nonnegative) -> None:
+def check_options(*, metric=None, reduction=None, similarity: bool = False,
+                  **nonnegative) -> None:
+  """Validates common options; ``similarity=True`` also accepts ``"dot"``.
+
+  Losses that only compare distances (the triplet family: a margin between an
+  anchor-positive and an anchor-negative value) accept ``"dot"`` ranked as the
+  distance :math:`-x^\top y`; losses that square or threshold a distance do not.
+  """
   if metric is not None:
-    _validation.choice(metric, "metric", distances_lib.METRICS)
+    _validation.choice(metric, "metric",
+                       distances_lib.ALL_METRICS if similarity else distances_lib.METRICS)
   if reduction is not None:
     _validation.choice(reduction, "reduction", reductions.REDUCTIONS)
   for name, value in nonnegative.items():

@@ -34,7 +34,8 @@ def triplet_margin_loss(anchors: jax.Array, positives: jax.Array,
     positives: ``[n, dim]``, same class as the anchors.
     negatives: ``[n, dim]``, other classes.
     margin: :math:`m \ge 0` (ignored with ``soft=True``).
-    metric: ``"sqeuclidean"`` (FaceNet), ``"euclidean"`` or ``"cosine"``.
+    metric: ``"sqeuclidean"`` (FaceNet), ``"euclidean"``, ``"cosine"``, or
+      ``"dot"`` (the similarity, used as the distance :math:`-x^\top y`).
     soft: use the soft margin of Hermans et al. 2017.
 
   Returns:
@@ -53,7 +54,7 @@ def triplet_margin_loss(anchors: jax.Array, positives: jax.Array,
     Schroff, Kalenichenko, Philbin. FaceNet: A Unified Embedding for Face
     Recognition and Clustering. CVPR 2015. https://arxiv.org/abs/1503.03832
   """
-  _pipeline.check_options(metric=metric, margin=margin)
+  _pipeline.check_options(metric=metric, margin=margin, similarity=True)
   a = _validation.float_matrix(anchors, "anchors")
   p = _validation.float_matrix(positives, "positives")
   n = _validation.float_matrix(negatives, "negatives")
@@ -185,7 +186,8 @@ def selected_triplet_loss(embeddings: jax.Array, selection, *, margin=0.2,
     selection: a miner's result (indices into ``embeddings``, or into the
       global batch with ``axis_name``) and validity.
     margin: :math:`m \ge 0` (ignored with ``soft=True``).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``, or ``"dot"`` (the
+      similarity, used as the distance :math:`-x^\top y`).
     soft: softplus instead of the hinge.
     reduction: ``"mean"`` (over the selected triplets), ``"sum"``, ``"none"`` or
       ``"mean_nonzero"``.
@@ -205,7 +207,7 @@ def selected_triplet_loss(embeddings: jax.Array, selection, *, margin=0.2,
     >>> float(ml.selected_triplet_loss(x, sel, margin=1.0, reduction="sum"))  # 3 + 3 + 3
     9.0
   """
-  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin, similarity=True)
   size = jnp.shape(embeddings)[0] if jnp.ndim(embeddings) else 0
   batch = _pipeline.prepare(embeddings, jnp.zeros((size,), jnp.int32), where,
                             axis_name=axis_name)
@@ -240,7 +242,8 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     embeddings: ``[batch, dim]`` floating array (bf16/fp16 computed in fp32).
     labels: ``[batch]`` integer labels (any values).
     margin: :math:`m \ge 0` (ignored with ``soft=True``).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``, or ``"dot"`` (the
+      similarity, used as the distance :math:`-x^\top y`).
     soft: soft margin :math:`\mathrm{softplus}` (Hermans' default).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"`` over valid anchors, ``"sum"``, ``"none"``
@@ -276,7 +279,7 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
     Re-Identification. 2017. https://arxiv.org/abs/1703.07737
   """
-  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin, similarity=True)
   block_size = _validation.block_size(block_size)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
@@ -320,7 +323,8 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
     margin: :math:`m \ge 0` (ignored with ``soft=True``).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``, or ``"dot"`` (the
+      similarity, used as the distance :math:`-x^\top y`).
     soft: :math:`\mathrm{softplus}(D_{ij} - D_{ik})` instead of the hinge.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean_nonzero"``, ``"mean"``, ``"sum"`` or ``"none"``.
@@ -343,7 +347,7 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
     Re-Identification. 2017. https://arxiv.org/abs/1703.07737
   """
-  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin, similarity=True)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
 
@@ -377,7 +381,8 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
     margin: :math:`m \ge 0` (in the "facenet" selection even with ``soft=True``).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` (FaceNet's) or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"`` (FaceNet's), ``"cosine"``, or
+      ``"dot"`` (the similarity, used as the distance :math:`-x^\top y`).
     definition: ``"facenet"`` or ``"tfa"``.
     soft: softplus instead of the hinge.
     where: optional ``[batch]`` bool; False marks padding rows.
@@ -402,7 +407,7 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015.
     https://arxiv.org/abs/1503.03832
   """
-  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
+  _pipeline.check_options(metric=metric, reduction=reduction, margin=margin, similarity=True)
   _validation.choice(definition, "definition", mining.SEMI_HARD_DEFINITIONS)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
@@ -448,7 +453,8 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
     labels: ``[batch]`` integer labels.
     margin: :math:`m_1 \ge 0`.
     margin2: :math:`m_2 \ge 0` (the paper uses :math:`m_2 < m_1`).
-    metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``, or ``"dot"`` (the
+      similarity, used as the distance :math:`-x^\top y`).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     axis_name: device axis for global-batch mining.
@@ -474,7 +480,7 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
     for person re-identification. CVPR 2017. https://arxiv.org/abs/1704.01719
   """
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin,
-                          margin2=margin2)
+                          margin2=margin2, similarity=True)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
   # One candidate x candidate matrix serves both terms: the anchors' rows of it
