@@ -135,3 +135,17 @@ def test_prng_keys_are_keyword_only_everywhere():
   for fn in (ml.mining.distance_weighted, ml.margin_loss):
     param = inspect.signature(fn).parameters["key"]
     assert param.kind is inspect.Parameter.KEYWORD_ONLY, fn.__name__
+
+
+def test_no_library_module_reads_a_config_or_flags():
+  """Library code takes explicit arguments; only experiments/ reads configs and flags."""
+  import os
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "metric_learning")
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      if name.endswith(".py"):
+        with open(os.path.join(dirpath, name)) as f:
+          text = f.read()
+        for needle in ("ml_collections", "ConfigDict", "from absl import flags"):
+          assert needle not in text, (name, needle)
