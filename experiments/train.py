@@ -25,6 +25,7 @@ from absl import logging
 from flax import nnx
 
 import metric_learning as ml
+from metric_learning import _validation
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning import training
@@ -100,11 +101,11 @@ def validate(config) -> None:
     if cfg.name not in names:
       raise ConfigError(f"config.{section}.name must be one of {sorted(names)}; got "
                         f"{cfg.name!r}.")
-    known = arguments(cfg.name)
-    for key in _settings(cfg):
-      if key not in known:
-        raise ConfigError(f"config.{section}.{key} is not an argument of {section} "
-                          f"{cfg.name!r}; its arguments are {sorted(known)}.")
+    try:
+      _validation.known_settings(_settings(cfg), arguments(cfg.name), field=f"config.{section}",
+                                 owner=f"{section} {cfg.name!r}")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
   part("data", data_registry.arguments, data_registry.DATASETS)
   part("model", models.arguments, models.MODELS)

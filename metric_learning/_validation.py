@@ -22,6 +22,19 @@ def choice(value: Any, name: str, allowed: Sequence[str]) -> str:
   return value
 
 
+def known_settings(settings, known, *, field: str, owner: str) -> None:
+  """Fails naming the first of ``settings`` that is not in ``known``.
+
+  The one message every registry (losses, models, datasets) and the experiment
+  config use: ``{field}.{key} is not an argument of {owner}; its arguments are
+  [...]``.
+  """
+  for key in settings:
+    if key not in known:
+      raise ValueError(f"{field}.{key} is not an argument of {owner}; its arguments are "
+                       f"{sorted(known)}.")
+
+
 def float_matrix(x: Any, name: str) -> jax.Array:
   """A [batch, dim] floating array."""
   x = jnp.asarray(x)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -38,49 +39,14 @@ METRICS = ("euclidean", "sqeuclidean", "cosine")
 # ---------------------------------------------------------------------------
 
 
-class Setup:
-  """Anchors = batch rows; candidates = batch rows followed by optional bank rows."""
-
-  def __init__(self, x, labels, where=None, refs=None, ref_labels=None, ref_where=None):
-    self.x = np.asarray(x, np.float64)
-    self.labels = [int(v) for v in labels]
-    self.where = [True] * len(self.labels) if where is None else [bool(v) for v in where]
-    self.cands = self.x
-    self.cand_labels = list(self.labels)
-    self.cand_where = list(self.where)
-    if refs is not None:
-      self.cands = np.concatenate([self.x, np.asarray(refs, np.float64)])
-      self.cand_labels += [int(v) for v in ref_labels]
-      self.cand_where += ([True] * len(ref_labels) if ref_where is None
-                          else [bool(v) for v in ref_where])
-
-  def positives(self, i):
-    if not self.where[i]:
-      return []
-    return [j for j in range(len(self.cand_labels)) if j != i and self.cand_where[j]
-            and self.cand_labels[j] == self.labels[i]]
-
-  def negatives(self, i):
-    if not self.where[i]:
-      return []
-    return [k for k in range(len(self.cand_labels)) if self.cand_where[k]
-            and self.cand_labels[k] != self.labels[i]]
+class Setup(ref.Setup):
+  """The shared reference set-up (tests/reference.py) plus cosine similarities."""
 
   def cos(self, i, j):
-    a, b = self.x[i], self.cands[j]
-    na, nb = math.sqrt(a @ a), math.sqrt(b @ b)
-    return 0.0 if na == 0 or nb == 0 else float(a @ b) / (na * nb)
+    return 1.0 - ref.distance(self.x[i], self.cands[j], "cosine")
 
   def cos_cc(self, j, k):
-    a, b = self.cands[j], self.cands[k]
-    na, nb = math.sqrt(a @ a), math.sqrt(b @ b)
-    return 0.0 if na == 0 or nb == 0 else float(a @ b) / (na * nb)
-
-  def d(self, i, j, metric):
-    if metric == "cosine":
-      return 1.0 - self.cos(i, j)
-    sq = float(np.sum((self.x[i] - self.cands[j]) ** 2))
-    return math.sqrt(sq) if metric == "euclidean" else sq
+    return 1.0 - ref.distance(self.cands[j], self.cands[k], "cosine")
 
 
 def _lse(values):

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from metric_learning import _validation
 from metric_learning.data import datasets
 
 
@@ -85,9 +86,5 @@ def arguments(name: str) -> dict[str, Any]:
 
 def create(name: str, **settings) -> dict[str, datasets.Dataset]:
   """The named splits of dataset ``name``; unknown settings fail naming them."""
-  known = arguments(name)
-  for key in settings:
-    if key not in known:
-      raise ValueError(f"data.{key} is not an argument of {name!r}; its arguments are "
-                       f"{sorted(known)}.")
+  _validation.known_settings(settings, arguments(name), field="data", owner=repr(name))
   return DATASETS[name](**settings)

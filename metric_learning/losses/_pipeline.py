@@ -113,6 +113,34 @@ class Batch:
     return local + jax.lax.stop_gradient(jax.lax.psum(local, self.axis_name) - local)
 
 
+@jax.custom_vjp
+def _upcast(x: jax.Array) -> jax.Array:
+  """float16 → float32 whose backward saturates instead of overflowing to inf.
+
+  Losses on normalised embeddings are scale-invariant, so their gradient grows
+  like 1 / |x|: for small float16 embeddings it can exceed the float16 range.
+  Computed in float32, it is then cast back saturated at the largest finite
+  float16 value, not inf (a NaN stays NaN).
+  """
+  return x.astype(jnp.float32)
+
+
+def _upcast_fwd(x):
+  return _upcast(x), jnp.zeros((), x.dtype)
+
+
+def _upcast_bwd(like, g):
+  big = jnp.finfo(like.dtype).max
+  return (jnp.clip(g, -big, big).astype(like.dtype),)
+
+
+_upcast.defvjp(_upcast_fwd, _upcast_bwd)
+
+
+def _to_compute(x: jax.Array, dtype) -> jax.Array:
+  return _upcast(x) if x.dtype == jnp.float16 and dtype == jnp.float32 else x.astype(dtype)
+
+
 def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None,
             ref_where=None, axis_name=None) -> Batch:
   """Validates the inputs of an in-batch loss and builds its :class:`Batch`.
@@ -135,7 +163,7 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
   dtype = _validation.compute_dtype(embeddings.dtype)
   # Padding rows may hold anything (even NaN): zero them so that nothing they
   # hold reaches a value or, through 0 * NaN in a matmul transpose, a gradient.
-  x = jnp.where(where[:, None], embeddings.astype(dtype), 0)
+  x = jnp.where(where[:, None], _to_compute(embeddings, dtype), 0)
   cands, cand_labels, cand_where = x, labels, where
   self_index = jnp.arange(size)
   if axis_name is not None:

@@ -34,41 +34,12 @@ _TUPLET_MARGIN = math.radians(5.73)
 _ANGULAR_ALPHA = math.radians(40.0)
 
 
-@jax.custom_vjp
-def _upcast(x: jax.Array) -> jax.Array:
-  """float16 → float32 whose backward saturates instead of overflowing to inf."""
-  return x.astype(jnp.float32)
-
-
-def _upcast_fwd(x):
-  return _upcast(x), jnp.zeros((), x.dtype)
-
-
-def _upcast_bwd(like, g):
-  big = jnp.finfo(like.dtype).max
-  return (jnp.clip(g, -big, big).astype(like.dtype),)
-
-
-_upcast.defvjp(_upcast_fwd, _upcast_bwd)
-
-
 def _prepare(embeddings, labels, where, ref_embeddings, ref_labels, ref_where,
              axis_name) -> tuple[_pipeline.Batch, jnp.dtype]:
-  """:func:`_pipeline.prepare`, and the dtype to return.
-
-  These losses are scale-invariant in the embeddings (all but the generalised
-  lifted structure and NCA losses normalise them), so their gradient grows like
-  1 / |x|: for small float16 embeddings it can exceed the float16 range. The
-  gradient is then saturated at the largest finite float16 value, not inf.
-  """
-  dtype = jnp.asarray(embeddings).dtype
-  if dtype == jnp.float16:
-    embeddings = _upcast(jnp.asarray(embeddings))
-    if ref_embeddings is not None:
-      ref_embeddings = jnp.asarray(ref_embeddings).astype(jnp.float32)
+  """:func:`_pipeline.prepare`, and the dtype to return."""
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  return batch, dtype
+  return batch, jnp.dtype(batch.out_dtype)
 
 
 def _cosine(batch: _pipeline.Batch) -> tuple[jax.Array, jax.Array]:

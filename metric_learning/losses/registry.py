@@ -26,6 +26,7 @@ import inspect
 from typing import Any
 from typing import Callable
 
+from metric_learning import _validation
 from metric_learning import presets
 from metric_learning.losses import contrastive
 from metric_learning.losses import pair_based
@@ -115,11 +116,7 @@ def proxies_per_class(name: str, settings: dict[str, Any]) -> int | None:
 
 def check_arguments(name: str, settings: dict[str, Any], *, where: str = "loss") -> None:
   """Fails naming the first setting that ``name`` does not accept."""
-  known = arguments(name)
-  for key in settings:
-    if key not in known:
-      raise ValueError(f"{where}.{key} is not an argument of {name!r}; its arguments are "
-                       f"{sorted(known)}.")
+  _validation.known_settings(settings, arguments(name), field=where, owner=repr(name))
 
 
 def create(name: str, **settings) -> Callable[..., Any]:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from metric_learning import _validation
 from metric_learning import distances
 
 
@@ -219,11 +220,7 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
     >>> m(jnp.zeros((2, 8, 8, 1))).shape
     (2, 4)
   """
-  known = arguments(name)
-  for key in kwargs:
-    if key not in known:
-      raise ValueError(f"model.{key} is not an argument of {name!r}; its arguments are "
-                       f"{sorted(known)}.")
+  _validation.known_settings(kwargs, arguments(name), field="model", owner=repr(name))
   model = MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
   return load_weights(model, weights) if weights else model
 
