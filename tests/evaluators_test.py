@@ -356,6 +356,30 @@ def test_verification_of_separated_classes_is_perfect():
   assert got["eer"] == 0.0 and got["lfw_accuracy_std"] == 0.0
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_verification_with_protocol_pairs_scores_exactly_those_pairs(metric):
+  """pairs='protocol' uses the split's fixed pairs and folds (LFW's pairs.txt)."""
+  from metric_learning.data.files import ImageFiles, VerificationPairs
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((9, 3)).astype(np.float32)
+  y = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4], np.int32)
+  first = np.array([0, 2, 4, 6, 0, 1, 3, 5, 7, 8])
+  second = np.array([1, 3, 5, 7, 2, 8, 6, 0, 4, 1])
+  same, fold = y[first] == y[second], np.arange(10) % 5
+  files = ImageFiles(np.array([f"/x/{i}.jpg" for i in range(9)]), y,
+                     pairs=VerificationPairs(first, second, same, fold))
+  got = evaluators.create("verification", split="t", pairs="protocol", metric=metric,
+                          num_pairs=4, folds=2).run({"t": x}, {"t": files})
+  scores = [-ref.distance(x[a], x[b], metric) for a, b in zip(first, second)]
+  want = _brute_verification(scores, same.tolist(), fold.tolist())
+  _assert_dicts_close({k: got[k] for k in want}, want)
+  with pytest.raises(ValueError, match="has no fixed pairs"):
+    evaluators.create("verification", split="t", pairs="protocol").run(
+        {"t": x}, {"t": Dataset(x, y)})
+  with pytest.raises(ValueError, match="pairs must be 'sampled' or 'protocol'"):
+    evaluators.create("verification", split="t", pairs="lfw")
+
+
 # ---------------------------------------------------------------------------------- reid
 
 

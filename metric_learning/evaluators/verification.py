@@ -195,11 +195,16 @@ class VerificationEvaluator(base.Evaluator):
   name = "verification"
 
   def __init__(self, *, split: str, num_pairs: int = 6000, folds: int = 10, seed: int = 0,
-               metric: str = "euclidean"):
+               metric: str = "euclidean", pairs: str = "sampled"):
     """Builds the evaluator.
 
     Args:
       split: the split the pairs are drawn from.
+      pairs: ``"sampled"`` draws ``num_pairs`` pairs with :func:`verification_pairs`;
+        ``"protocol"`` uses the split's own fixed pairs and folds (its ``pairs``
+        attribute, e.g. LFW's ``pairs.txt`` read by
+        :func:`metric_learning.data.protocols.lfw`), ignoring ``num_pairs``,
+        ``folds`` and ``seed``.
       num_pairs: genuine + impostor pairs (half each), at least ``2 * folds``.
       folds: folds of the LFW protocol.
       seed: the pairs are a function of the split's labels and this seed.
@@ -214,16 +219,31 @@ class VerificationEvaluator(base.Evaluator):
                        f"folds={folds}, num_pairs={num_pairs}.")
     self.seed = base.nonnegative_int(self.name, "seed", seed)
     self.metric = base.check_metric(self.name, metric)
+    if pairs not in ("sampled", "protocol"):
+      raise ValueError(f"{self.name}: pairs must be 'sampled' or 'protocol'; got {pairs!r}.")
+    self.pairs = pairs
     self.splits = (self.split,)
 
   def evaluate(self, inputs):
     x, data = inputs[self.split]
+    if self.pairs == "protocol":
+      fixed = getattr(data, "pairs", None)
+      if fixed is None:
+        raise ValueError(f"{self.name}: pairs='protocol' but split {self.split!r} has no "
+                         "fixed pairs (only protocols such as LFW's pairs.txt carry them); "
+                         "use pairs='sampled'.")
+      first, second, same, fold = fixed.first, fixed.second, fixed.same, fixed.fold
+    else:
+      first, second, same, fold = self._sampled(data)
+    # Minus the distance form (for "dot", -(-x.y) = the similarity itself).
+    scores = -np.asarray(distances_lib._paired(  # pylint: disable=protected-access
+        jnp.asarray(x[first]), jnp.asarray(x[second]), self.metric), np.float64)
+    return verification_report(scores, same, fold)
+
+  def _sampled(self, data):
     try:
       first, second, same, fold = verification_pairs(
           data.labels, num_pairs=self.num_pairs, folds=self.folds, seed=self.seed)
     except ValueError as e:
       raise ValueError(f"{self.name}: split {self.split!r}: {e}") from None
-    # Minus the distance form (for "dot", -(-x.y) = the similarity itself).
-    scores = -np.asarray(distances_lib._paired(  # pylint: disable=protected-access
-        jnp.asarray(x[first]), jnp.asarray(x[second]), self.metric), np.float64)
-    return verification_report(scores, same, fold)
+    return first, second, same, fold
