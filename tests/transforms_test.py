@@ -1,0 +1,203 @@
+"""Tests of metric_learning.data.transforms: exact values on small synthetic images."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metric_learning.data import transforms as T
+
+
+def ramp(h=8, w=6):
+  """A uint8 image whose every pixel differs: value = 3 * (row * w + col) + channel."""
+  return np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+
+
+def noise(h=32, w=24, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_decode_modes(tmp_path):
+  rgb = noise(5, 7)
+  Image.fromarray(rgb).save(tmp_path / "rgb.png")
+  np.testing.assert_array_equal(T.decode(str(tmp_path / "rgb.png")), rgb, strict=True)
+  Image.new("L", (4, 3), 9).save(tmp_path / "gray.png")
+  gray = T.decode(str(tmp_path / "gray.png"))
+  assert gray.shape == (3, 4, 3) and gray.dtype == np.uint8 and (gray == 9).all()
+  pal = Image.fromarray(rgb).convert("P")
+  pal.save(tmp_path / "pal.png")
+  np.testing.assert_array_equal(T.decode(str(tmp_path / "pal.png")),
+                                np.asarray(pal.convert("RGB")), strict=True)
+  Image.new("CMYK", (4, 3), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+  cmyk = T.decode(str(tmp_path / "cmyk.jpg"))
+  assert cmyk.shape == (3, 4, 3) and (cmyk > 250).all()      # no ink = white
+  Image.new("RGBA", (4, 3), (1, 2, 3, 0)).save(tmp_path / "rgba.png")
+  np.testing.assert_array_equal(T.decode(str(tmp_path / "rgba.png"))[0, 0], [1, 2, 3])
+
+
+def test_decode_errors_name_the_path(tmp_path):
+  missing = str(tmp_path / "missing.jpg")
+  with pytest.raises(FileNotFoundError, match="missing.jpg"):
+    T.decode(missing)
+  bad = tmp_path / "bad.jpg"
+  bad.write_bytes(b"not an image")
+  with pytest.raises(OSError, match="bad.jpg"):
+    T.decode(str(bad))
+
+
+def test_flip_is_mirror():
+  t = T.Transform(size=(8, 6), flip=True)
+  image = ramp()
+  outs = {T.Transform(size=(8, 6)).train(image, np.random.default_rng(s)).tobytes()
+          for s in range(4)}
+  assert outs == {image.tobytes()}            # no augmentation: the image itself
+  seen = set()
+  for s in range(20):
+    out = t.train(image, np.random.default_rng(s))
+    assert out.tobytes() in (image.tobytes(), image[:, ::-1].tobytes())
+    seen.add(out.tobytes())
+  assert len(seen) == 2
+
+
+def test_resize_constant_stays_constant():
+  image = np.full((13, 7, 3), 77, np.uint8)
+  for size in [(5, 9), (26, 14), 3]:
+    out = T.resize(image, size)
+    assert (out == 77).all()
+  assert T.resize(image, (5, 9)).shape == (5, 9, 3)
+  assert T.resize(image, 3).shape == (5, 3, 3)          # shorter side 3: 13 * 3 / 7 -> 5
+  assert T.resize(np.zeros((4, 10, 3), np.uint8), 2).shape == (2, 5, 3)
+
+
+def test_center_crop_indices():
+  image = ramp(8, 6)
+  np.testing.assert_array_equal(T.center_crop(image, (4, 2)), image[2:6, 2:4], strict=True)
+  np.testing.assert_array_equal(T.center_crop(image, (5, 3)), image[2:7, 2:5], strict=True)
+  t = T.Transform(size=(4, 2), eval_resize=(8, 6))
+  np.testing.assert_array_equal(t.eval_views(image), image[None, 2:6, 2:4], strict=True)
+
+
+def test_five_crops_are_corners_and_centre():
+  image = ramp(8, 6)
+  crops = T.five_crops(image, (4, 2))
+  expected = [image[:4, :2], image[:4, 4:], image[4:, :2], image[4:, 4:], image[2:6, 2:4]]
+  np.testing.assert_array_equal(crops, np.stack(expected), strict=True)
+  t = T.Transform(size=(4, 2), resize=(8, 6), tta="five_crop_flip")
+  views = t.eval_views(image)
+  assert views.shape == (10, 4, 2, 3) and t.num_views == 10
+  np.testing.assert_array_equal(views[:5], crops, strict=True)
+  np.testing.assert_array_equal(views[5:], crops[:, :, ::-1], strict=True)
+
+
+def test_eval_flip_views():
+  image = ramp(8, 6)
+  t = T.Transform(size=(8, 6), tta="flip")
+  np.testing.assert_array_equal(t.eval_views(image), np.stack([image, image[:, ::-1]]),
+                                strict=True)
+  assert T.Transform(size=(8, 6)).num_views == 1
+
+
+def test_random_resized_crop_full_scale_is_a_resize():
+  image = noise(32, 24)
+  ratio = 24 / 32
+  t = T.Transform(size=(10, 12), random_resized_crop=(1.0, 1.0), crop_ratio=(ratio, ratio))
+  for seed in range(3):
+    np.testing.assert_array_equal(t.train(image, np.random.default_rng(seed)),
+                                  T.resize(image, (10, 12)), strict=True)
+
+
+def test_random_resized_crop_box_and_shape():
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    top, left, h, w = T.random_resized_crop_box(rng, 30, 50, scale=(0.08, 1.0),
+                                                ratio=(3 / 4, 4 / 3))
+    assert 0 <= top and top + h <= 30 and 0 <= left and left + w <= 50 and h > 0 and w > 0
+  # No crop fits: the central fallback with the ratio clamped (w/h = 4/3 of the height).
+  top, left, h, w = T.random_resized_crop_box(rng, 10, 100, scale=(1.0, 1.0),
+                                              ratio=(3 / 4, 4 / 3))
+  assert (top, left, h, w) == (0, (100 - 13) // 2, 10, 13)
+  t = T.Transform(size=(16, 8), random_resized_crop=(0.08, 1.0))
+  out = t.train(noise(40, 30), np.random.default_rng(1))
+  assert out.shape == (16, 8, 3) and out.dtype == np.uint8
+
+
+def test_resize_then_random_crop():
+  image = ramp(8, 6)
+  t = T.Transform(size=(6, 4), resize=(8, 6))
+  crops = {t.train(image, np.random.default_rng(s)).tobytes() for s in range(40)}
+  windows = {image[i:i + 6, j:j + 4].tobytes() for i in range(3) for j in range(3)}
+  assert crops <= windows and len(crops) > 3
+
+
+def test_erasing_changes_one_rectangle():
+  image = np.zeros((40, 30, 3), np.uint8)
+  t = T.Transform(size=(40, 30), erasing=1.0)
+  out = t.train(image, np.random.default_rng(3))
+  rows, cols = np.nonzero((out != image).any(-1))
+  assert len(rows)
+  box = out[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+  changed = (box != 0).any(-1)
+  assert changed.mean() > 0.9                 # a filled rectangle (random values, some 0)
+  area = box.shape[0] * box.shape[1] / (40 * 30)
+  assert 0.01 < area < 0.4
+  untouched = out.copy()
+  untouched[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = 0
+  assert (untouched == 0).all()
+  assert T.Transform(size=(40, 30), erasing=0.0).train(
+      image, np.random.default_rng(3)).tobytes() == image.tobytes()
+
+
+def test_color_jitter_statistics():
+  image = noise(16, 16)
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(T.color_jitter(image, rng, strength=0.0), image, strict=True)
+  gray = np.repeat(noise(16, 16)[..., :1], 3, axis=-1)
+  out = T.color_jitter(gray, rng, strength=0.0, hue=0.5)
+  np.testing.assert_allclose(out, gray, atol=1)          # hue leaves gray pixels gray
+  outs = [T.Transform(size=(16, 16), color_jitter=0.4, hue=0.1).train(
+      image, np.random.default_rng(s)) for s in range(5)]
+  assert all(o.shape == (16, 16, 3) and o.dtype == np.uint8 for o in outs)
+  assert len({o.tobytes() for o in outs}) == 5
+
+
+def test_same_seed_same_output():
+  t = T.Transform(size=(12, 8), resize=(20, 14), random_resized_crop=(0.2, 1.0), flip=True,
+                  erasing=0.5, color_jitter=0.3, hue=0.05)
+  image = noise(30, 20)
+  a = t.train(image, np.random.default_rng([1, 2, 3]))
+  b = t.train(image, np.random.default_rng([1, 2, 3]))
+  c = t.train(image, np.random.default_rng([1, 2, 4]))
+  np.testing.assert_array_equal(a, b, strict=True)
+  assert a.tobytes() != c.tobytes()
+
+
+def test_non_square_size_and_input_shape():
+  t = T.Transform(size=[256, 128], resize=[288, 144], tta="five_crop_flip")
+  assert t.size == (256, 128) and t.resize == (288, 144) and t.input_shape == (256, 128, 3)
+  assert t.train(noise(300, 100), np.random.default_rng(0)).shape == (256, 128, 3)
+  assert t.eval_views(noise(300, 100)).shape == (10, 256, 128, 3)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(size=(0, 4)), "Transform.size"),
+    (dict(size=224), "Transform.size"),
+    (dict(resize=(3.5, 4)), "Transform.resize"),
+    (dict(size=(8, 8), resize=(6, 8)), "Transform.resize"),
+    (dict(random_resized_crop=(0.5, 0.2)), "Transform.random_resized_crop"),
+    (dict(random_resized_crop=(0.0, 1.0)), "Transform.random_resized_crop"),
+    (dict(crop_ratio=(2.0, 1.0)), "Transform.crop_ratio"),
+    (dict(flip="yes"), "Transform.flip"),
+    (dict(erasing=1.5), "Transform.erasing"),
+    (dict(color_jitter=-0.1), "Transform.color_jitter"),
+    (dict(hue=0.6), "Transform.hue"),
+    (dict(eval_resize=(100, 100)), "Transform.eval_resize"),
+    (dict(tta="ten_crop"), "Transform.tta"),
+    (dict(tta="five_crop_flip"), "Transform.tta"),
+])
+def test_bad_fields_name_the_field(kwargs, field):
+  with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    T.Transform(**kwargs)
+
+
+def test_bad_image():
+  with pytest.raises(ValueError, match="uint8"):
+    T.Transform(size=(4, 4)).train(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))
