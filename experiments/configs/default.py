@@ -59,4 +59,5 @@ def get_config():
   c.raw_baseline = True          # the same evaluators on the raw inputs, for comparison
   c.plots = True
   c.progress_bar = True
+  c.workers = 0                  # decode worker processes for image-file datasets
   return c
