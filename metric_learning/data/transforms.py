@@ -52,6 +52,7 @@ def decode(path: str) -> np.ndarray:
     >>> image.shape, image.dtype, int(image.max())
     ((3, 5, 3), dtype('uint8'), 7)
   """
+  path = str(path)
   try:
     with Image.open(path) as im:
       if im.mode != "RGB":
