@@ -92,7 +92,8 @@ def main() -> None:
   generator = torch.Generator().manual_seed(args.seed)
   inputs = torch.randn(2, 3, 32, 32, generator=generator)
 
-  for name, block, layers in (("resnet_basic", tv_resnet.BasicBlock, [2, 1, 1, 1]),
+  # resnet_basic is ResNet-18 narrowed (models.create("resnet18", base_width=4) loads it).
+  for name, block, layers in (("resnet_basic", tv_resnet.BasicBlock, [2, 2, 2, 2]),
                               ("resnet_bottleneck", tv_resnet.Bottleneck, [2, 1, 1, 1])):
     model = NarrowResNet(block, layers, width=4)
     _perturb_norms(model, generator)
