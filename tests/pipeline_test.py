@@ -163,7 +163,8 @@ def test_benchmark_smoke(tmp_path):
   out = tmp_path / "bench.json"
   cmd = [sys.executable, "-m", "experiments.pipeline_benchmark", "--images=48",
          "--rss_sizes=24,48", "--classes=6", "--steps=3", "--throughput_steps=2",
-         "--p=3", "--k=2", "--workers=0", f"--data_dir={tmp_path / 'data'}", f"--out={out}"]
+         "--p=3", "--k=2", "--workers=0", "--train_workers=0", "--block=1",
+         f"--data_dir={tmp_path / 'data'}", f"--out={out}"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   subprocess.run(cmd, check=True, cwd=root, timeout=600)
   result = json.loads(out.read_text())

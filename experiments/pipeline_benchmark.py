@@ -1,0 +1,267 @@
+r"""The streaming input pipeline: throughput, peak memory and step-time overhead.
+
+On a folder of synthetic 256×256 JPEGs (``--images`` of them in ``--classes``
+classes, generated once into ``--data_dir`` and reused) it measures
+
+* **throughput** — decode + augment images/s of a ResNet-style training
+  transform (random resized crop to 224, flip) for each ``--workers`` count;
+* **peak memory** — a short training run of the small CNN fed by the pipeline
+  on the first N images for each N in ``--rss_sizes``, each in a fresh
+  subprocess; the peak is the largest sum of the resident set sizes of the run's
+  process and all its descendants (grain workers), sampled every 50 ms with
+  psutil (``ru_maxrss`` of the process and of its largest child are reported
+  too). Memory should not depend on N: only the index of paths grows with it;
+* **step time** — in the same runs, the median step time of the CNN fed by the
+  pipeline against the same step on one cached batch, measured in interleaved
+  blocks (ratio near 1: the pipeline keeps up).
+
+Prints a table and writes JSON to ``--out``.
+
+  python -m experiments.pipeline_benchmark --images=20000 --steps=60
+  python -m experiments.pipeline_benchmark --images=64 --rss_sizes=32,64 --steps=3  # smoke
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app
+from absl import flags
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/pipeline_benchmark_data",
+                                "Folder of generated JPEGs (reused when present).")
+_IMAGES = flags.DEFINE_integer("images", 20000, "JPEGs to generate.")
+_CLASSES = flags.DEFINE_integer("classes", 200, "Classes of the generated images.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "Side of the generated JPEGs.")
+_WORKERS = flags.DEFINE_list("workers", ["0", "2"], "grain worker processes to compare.")
+_THREADS = flags.DEFINE_integer("threads", 2, "Decoding threads per process.")
+_P = flags.DEFINE_integer("p", 16, "Classes per batch.")
+_K = flags.DEFINE_integer("k", 4, "Samples per class.")
+_THROUGHPUT_STEPS = flags.DEFINE_integer("throughput_steps", 20,
+                                         "Batches timed per throughput point.")
+_RSS_SIZES = flags.DEFINE_list("rss_sizes", ["5000", "20000"],
+                               "Dataset sizes of the training runs (each <= --images).")
+_STEPS = flags.DEFINE_integer("steps", 60, "Timed training steps per run (half fed, "
+                              "half cached, interleaved in blocks).")
+_BLOCK = flags.DEFINE_integer("block", 5, "Steps per interleaved timing block.")
+_TRAIN_WORKERS = flags.DEFINE_integer("train_workers", 2, "grain workers of training runs.")
+_TRAIN_SIZE = flags.DEFINE_integer("train_size", 64, "Input side of the training CNN.")
+_OUT = flags.DEFINE_string("out", "/tmp/pipeline_benchmark.json", "JSON output path.")
+_CHILD = flags.DEFINE_integer("child", 0, "Internal: run one training run on N images.")
+
+
+def _make_image(args):
+  """A smooth random image (upsampled low-resolution noise): JPEG-sized like a photo."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  path, index, size = args
+  if os.path.exists(path):
+    return
+  rng = np.random.default_rng(index)
+  low = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+  image = Image.fromarray(low).resize((size, size), Image.BICUBIC)
+  detail = rng.integers(-12, 13, (size, size, 3))
+  pixels = np.clip(np.asarray(image, np.int16) + detail, 0, 255).astype(np.uint8)
+  tmp = path + ".tmp"
+  Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
+  os.replace(tmp, path)      # a killed run never leaves a truncated JPEG behind
+
+
+def image_files(n: int):
+  """The first ``n`` generated images as ``ImageFiles`` (generating missing ones)."""
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from metric_learning.data.files import ImageFiles  # pylint: disable=import-outside-toplevel
+  root = os.path.abspath(_DATA_DIR.value)
+  classes = _CLASSES.value
+  paths = [os.path.join(root, f"c{i % classes:04d}", f"{i:06d}.jpg") for i in range(n)]
+  missing = [(p, i, _IMAGE_SIZE.value) for i, p in enumerate(paths) if not os.path.exists(p)]
+  if missing:
+    for c in range(min(classes, n)):
+      os.makedirs(os.path.join(root, f"c{c:04d}"), exist_ok=True)
+    print(f"generating {len(missing)} JPEGs in {root} ...", flush=True)
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 1) as pool:
+      pool.map(_make_image, missing, chunksize=64)
+  return ImageFiles(np.array(paths), np.arange(n) % classes, name=f"synthetic{n}")
+
+
+def throughput(workers: int) -> dict:
+  """Images/s of decode + random resized crop 224 + flip, after 2 warm-up batches per worker."""
+  from metric_learning.data import pipeline  # pylint: disable=import-outside-toplevel
+  from metric_learning.data.sampler import PKSampler  # pylint: disable=import-outside-toplevel
+  from metric_learning.data.transforms import Transform  # pylint: disable=import-outside-toplevel
+  files = image_files(_IMAGES.value)
+  sampler = PKSampler(files.labels, p=_P.value, k=_K.value, seed=0)
+  transform = Transform(size=(224, 224), random_resized_crop=(0.08, 1.0), flip=True)
+  steps = _THROUGHPUT_STEPS.value
+  warmup = 2 * max(workers, 1)               # every worker started and producing
+  batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
+                                   num_steps=warmup + steps, workers=workers,
+                                   threads=_THREADS.value)
+  for _ in range(warmup):
+    next(batches)
+  start = time.perf_counter()
+  for _ in batches:
+    pass
+  seconds = time.perf_counter() - start
+  return {"workers": workers, "threads": _THREADS.value, "batch": sampler.batch_size,
+          "batches": steps, "seconds": seconds,
+          "images_per_s": steps * sampler.batch_size / seconds}
+
+
+class _PeakRSS:
+  """Samples the summed RSS of this process and its descendants in a thread."""
+
+  def __init__(self, interval: float = 0.05):
+    import psutil  # pylint: disable=import-outside-toplevel
+    self.process, self.peak, self.interval = psutil.Process(), 0, interval
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def sample(self) -> int:
+    total = 0
+    for proc in [self.process, *self.process.children(recursive=True)]:
+      try:
+        total += proc.memory_info().rss
+      except Exception:  # pylint: disable=broad-except  # exited between listing and reading
+        pass
+    self.peak = max(self.peak, total)
+    return total
+
+  def _run(self):
+    while not self._stop.is_set():
+      self.sample()
+      self._stop.wait(self.interval)
+
+  def stop(self) -> int:
+    self._stop.set()
+    self._thread.join()
+    return self.peak
+
+
+def training_run(n: int) -> dict:
+  """A short CNN training run on the first ``n`` images, fed by the pipeline."""
+  monitor = _PeakRSS()
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  import metric_learning as ml  # pylint: disable=import-outside-toplevel
+  from metric_learning import models  # pylint: disable=import-outside-toplevel
+  from metric_learning.data import pipeline  # pylint: disable=import-outside-toplevel
+  from metric_learning.data.sampler import PKSampler  # pylint: disable=import-outside-toplevel
+  from metric_learning.data.transforms import Transform  # pylint: disable=import-outside-toplevel
+  from metric_learning.training import optim  # pylint: disable=import-outside-toplevel
+  from metric_learning.training import state as state_lib  # pylint: disable=import-outside-toplevel
+
+  files = image_files(n)
+  sampler = PKSampler(files.labels, p=_P.value, k=_K.value, seed=0)
+  side = _TRAIN_SIZE.value
+  transform = Transform(size=(side, side), random_resized_crop=(0.08, 1.0), flip=True)
+  model = models.create("cnn", transform.input_shape)
+  tx = optim.make_optimizer("adam", 1e-3)
+  graphdef, state = state_lib.init_state(model, tx, seed=0)
+  loss_fn = lambda emb, labels, where: ml.batch_hard_triplet_loss(emb, labels, where=where)
+  train_step = state_lib.make_train_step(graphdef, tx, loss_fn)
+
+  @jax.jit
+  def step(state, batch):
+    # uint8 travels to the device; the float conversion is part of the step.
+    batch = dict(batch, inputs=batch["inputs"].astype(jnp.float32) / 255.0)
+    return train_step(state, batch)
+
+  block, steps = _BLOCK.value, _STEPS.value
+  rounds = max(1, steps // (2 * block))
+  total_fed = 1 + rounds * block
+  batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
+                                   num_steps=total_fed, workers=_TRAIN_WORKERS.value,
+                                   threads=_THREADS.value)
+  cached = next(batches)
+  state, metrics = step(state, cached)       # compile
+  jax.block_until_ready(metrics)
+  fed_times, cached_times = [], []
+  for _ in range(rounds):
+    for source, times in ((batches, fed_times), (None, cached_times)):
+      for _ in range(block):
+        start = time.perf_counter()
+        batch = cached if source is None else next(source)
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+  batches.close()
+  loss = float(metrics["loss"])
+  peak = max(monitor.stop(), monitor.sample())
+  return {
+      "images": n, "steps_fed": len(fed_times), "steps_cached": len(cached_times),
+      "batch": sampler.batch_size, "input": list(transform.input_shape),
+      "workers": _TRAIN_WORKERS.value, "final_loss": loss if np.isfinite(loss) else None,
+      "peak_rss_mb": peak / 2**20,
+      "maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "maxrss_largest_child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+      "step_fed_ms": 1e3 * statistics.median(fed_times),
+      "step_cached_ms": 1e3 * statistics.median(cached_times),
+  }
+
+
+def _child_run(n: int) -> dict:
+  """``training_run(n)`` in a fresh interpreter, so its peak memory is its own."""
+  argv = [sys.executable, "-m", "experiments.pipeline_benchmark", f"--child={n}"]
+  argv += [f"--{name}={flags.FLAGS[name].serialize().split('=', 1)[1]}"
+           for name in ("data_dir", "classes", "image_size", "threads", "p", "k", "steps",
+                        "block", "train_workers", "train_size")]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(argv, check=True, cwd=root, capture_output=True, text=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print(json.dumps(training_run(_CHILD.value)), flush=True)
+    return
+  sizes = [int(s) for s in _RSS_SIZES.value]
+  if max(sizes) > _IMAGES.value:
+    raise app.UsageError(f"--rss_sizes {sizes} exceed --images={_IMAGES.value}.")
+  image_files(_IMAGES.value)
+  result = {"cpus": os.cpu_count(), "images": _IMAGES.value, "classes": _CLASSES.value,
+            "image_size": _IMAGE_SIZE.value, "data_dir": os.path.abspath(_DATA_DIR.value),
+            "rss_method": "psutil: peak of the summed RSS of the run and its descendants, "
+                          "sampled every 50 ms",
+            "throughput": [throughput(int(w)) for w in _WORKERS.value],
+            "peak_rss": [_child_run(n) for n in sizes]}
+  runs = result["peak_rss"]
+  peaks = [r["peak_rss_mb"] for r in runs]
+  result["peak_rss_spread"] = max(peaks) / min(peaks) - 1
+  result["step_time"] = [{"images": r["images"], "fed_ms": r["step_fed_ms"],
+                          "cached_ms": r["step_cached_ms"],
+                          "ratio": r["step_fed_ms"] / r["step_cached_ms"]} for r in runs]
+
+  print(f"\nthroughput: decode + random resized crop 224 + flip, batch "
+        f"{_P.value * _K.value}, {_THREADS.value} threads/process, {os.cpu_count()} CPUs")
+  print(f"{'workers':>8} {'images/s':>10}")
+  for r in result["throughput"]:
+    print(f"{r['workers']:>8} {r['images_per_s']:>10.1f}")
+  print(f"\ntraining runs: cnn {_TRAIN_SIZE.value}x{_TRAIN_SIZE.value}, "
+        f"{_TRAIN_WORKERS.value} workers")
+  print(f"{'images':>8} {'peak RSS MB':>12} {'fed ms':>8} {'cached ms':>10} {'ratio':>6}")
+  for r, s in zip(runs, result["step_time"]):
+    print(f"{r['images']:>8} {r['peak_rss_mb']:>12.0f} {s['fed_ms']:>8.1f} "
+          f"{s['cached_ms']:>10.1f} {s['ratio']:>6.2f}")
+  print(f"peak RSS spread across sizes: {100 * result['peak_rss_spread']:.1f} %")
+  with open(_OUT.value, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
