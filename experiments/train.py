@@ -29,7 +29,10 @@ from metric_learning import _validation
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning import training
+from metric_learning.data import files as files_lib
+from metric_learning.data import pipeline
 from metric_learning.data import registry as data_registry
+from metric_learning.data import transforms
 from metric_learning.data import sampler as sampler_lib
 from metric_learning.losses import registry as loss_registry
 from metric_learning.training import checkpoint
@@ -54,10 +57,12 @@ SCALARS = {
     "progress_bar": (bool, lambda v: True, "True or False"),
     "raw_baseline": (bool, lambda v: True, "True or False"),
     "health_patience": (int, lambda v: v >= 1, ">= 1"),
+    "workers": (int, lambda v: v >= 0, ">= 0 (0 = decode image files in the main process)"),
 }
 SECTIONS = ("data", "model", "loss", "sampler", "optimizer", "schedule", "augment", "evals")
 # Fields that may change when a run resumes: they change no figure of the run.
-RESUMABLE_CHANGES = ("progress_bar", "plots", "keep_checkpoints", "checkpoint_every")
+RESUMABLE_CHANGES = ("progress_bar", "plots", "keep_checkpoints", "checkpoint_every",
+                     "workers")
 
 
 class ConfigError(ValueError):
@@ -122,11 +127,7 @@ def validate(config) -> None:
   p, k = config.sampler.get("p"), config.sampler.get("k")
   if not isinstance(p, int) or p < 1 or not isinstance(k, int) or k < 2:
     raise ConfigError(f"config.sampler needs p >= 1 and k >= 2; got p={p!r}, k={k!r}.")
-  for key in config.augment:
-    if key not in ("max_shift", "flip"):
-      raise ConfigError(f"config.augment.{key} is not a field; augment takes max_shift, flip.")
-  if config.augment.get("max_shift", 0) < 0:
-    raise ConfigError(f"config.augment.max_shift must be >= 0; got {config.augment.max_shift}.")
+  validate_augment(config.data.name, config.augment)
   for name, spec in dict(config.evals).items():
     spec = dict(spec)
     if "type" not in spec:
@@ -139,6 +140,35 @@ def validate(config) -> None:
   if config.parallel != "none" and (p * k) % jax.device_count():
     raise ConfigError(f"config.sampler: the batch of p*k = {p * k} rows must divide over the "
                       f"{jax.device_count()} devices of parallel={config.parallel!r}.")
+
+
+def validate_augment(data_name: str, augment) -> None:
+  """``config.augment``: a :class:`~metric_learning.data.transforms.Transform` for
+  image files (:data:`~metric_learning.data.registry.STREAMED`), else the
+  in-memory augmentation (``max_shift``, ``flip``)."""
+  if data_name in data_registry.STREAMED:
+    fields = [f.name for f in dataclasses.fields(transforms.Transform)]
+    for key in augment:
+      if key not in fields:
+        raise ConfigError(f"config.augment.{key} is not a field of the image transform of "
+                          f"data {data_name!r}; its fields are {fields}.")
+    try:
+      transforms.Transform(**_tuples(dict(augment)))
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.augment: {e}") from None
+    return
+  for key in augment:
+    if key not in ("max_shift", "flip"):
+      raise ConfigError(f"config.augment.{key} is not a field; the in-memory data "
+                        f"{data_name!r} takes max_shift and flip (image-file datasets "
+                        f"{sorted(data_registry.STREAMED)} take a full image transform).")
+  if augment.get("max_shift", 0) < 0:
+    raise ConfigError(f"config.augment.max_shift must be >= 0; got {augment.max_shift}.")
+
+
+def _tuples(d: dict) -> dict:
+  """Lists (from JSON or the command line) as tuples."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def to_json(config) -> dict:
@@ -275,14 +305,23 @@ def make_evaluators(config) -> dict[str, evaluators.Evaluator]:
   return out
 
 
-def run_evaluators(evals, embed, datasets, batch_size: int) -> tuple[dict, dict]:
+def embed_split(embed, dataset, batch_size: int, transform=None, workers: int = 0):
+  """``[n, dim]`` embeddings of a split: arrays in padded batches, image files
+  decoded per batch with the evaluation views of ``transform`` (averaged)."""
+  if isinstance(dataset, files_lib.ImageFiles):
+    return pipeline.embed_files(embed, dataset, transform, batch_size, workers=workers)
+  return evaluators.embed_dataset(embed, dataset.inputs, batch_size)
+
+
+def run_evaluators(evals, embed, datasets, batch_size: int, transform=None,
+                   workers: int = 0) -> tuple[dict, dict]:
   """Every evaluator on the splits it needs, each split embedded once (padded batches)."""
   needed = sorted({s for ev in evals.values() for s in ev.splits})
   missing = [s for s in needed if s not in datasets]
   if missing:
     raise ConfigError(f"config.evals need splits {missing}, which this dataset does not "
                       f"have; its splits are {sorted(datasets)}.")
-  emb = {s: evaluators.embed_dataset(embed, datasets[s].inputs, batch_size) for s in needed}
+  emb = {s: embed_split(embed, datasets[s], batch_size, transform, workers) for s in needed}
   results = {}
   for name, ev in evals.items():
     results.update({f"{name}/{k}": v for k, v in ev.run(emb, datasets).items()})
@@ -341,15 +380,21 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
 
   # ------------------------------------------------------------- data ---- #
   datasets = data_registry.create(config.data.name, **_settings(config.data))
+  if "train" not in datasets:
+    raise ConfigError(f"config.data: {config.data.name!r} has no train split; its splits "
+                      f"are {sorted(datasets)}.")
   train = datasets["train"]
   sampler = sampler_lib.PKSampler(train.labels, p=config.sampler.p, k=config.sampler.k,
                                   seed=config.seed)
   evals = make_evaluators(config)
+  # Image files are decoded and augmented per batch; arrays stay in memory.
+  streamed = isinstance(train, files_lib.ImageFiles)
+  transform = transforms.Transform(**_tuples(dict(config.augment))) if streamed else None
+  input_shape = transform.input_shape if streamed else train.inputs.shape[1:]
 
   # ------------------------------------------------- model, optimizer ---- #
   model_settings = _settings(config.model)
-  model = models.create(config.model.name, train.inputs.shape[1:], seed=config.seed,
-                        **model_settings)
+  model = models.create(config.model.name, input_shape, seed=config.seed, **model_settings)
   loss_settings = _settings(config.loss)
   per_class = loss_registry.proxies_per_class(config.loss.name, loss_settings)
   proxies = None
@@ -376,7 +421,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
                                  num_steps=config.num_steps, **_settings(config.schedule))
   tx = optim.make_optimizer(config.optimizer.name, schedule, **opt)
   graphdef, state = training.init_state(model, tx, config.seed)
-  runner = parallel.make_runner(config.parallel, graphdef, tx, make_loss, sampler.batch_size)
+  runner = parallel.make_runner(config.parallel, graphdef, tx, make_loss, sampler.batch_size,
+                                local_rows=streamed)
   embed_fn = training.make_embed_fn(graphdef)
   train_embed_fn = training.make_embed_fn(graphdef, train=True)   # what the loss sees
   margin = loss_registry.arguments(config.loss.name).get("margin", 0.2)
@@ -399,8 +445,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   elapsed_before = float(progress.get(str(first_step), 0.0))
   start = time.time()
   if is_main:
-    training.save_model_spec(workdir, config.model.name, train.inputs.shape[1:],
-                             model_settings, proxies=proxies)
+    training.save_model_spec(workdir, config.model.name, input_shape, model_settings,
+                             proxies=proxies)
     with open(os.path.join(workdir, "labels.json"), "w") as f:
       json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
   state = runner.put_state(state)
@@ -427,16 +473,22 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
 
   def evaluate(step, host):
     results, emb = run_evaluators(evals, lambda x: embed_fn(host, x), datasets,
-                                  config.eval_batch_size)
+                                  config.eval_batch_size, transform, config.workers)
     log.write(step, {f"eval/{k}": v for k, v in results.items()
                      if isinstance(v, (int, float))})
     return results, emb
 
   # ------------------------------------------------------- train loop ---- #
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  batches = sampler_lib.prefetch(
-      (train_batch(train, sampler, s, config.seed, config.augment)
-       for s in range(first_step, config.num_steps)))
+  if streamed:   # this process's rows of each global batch, decoded by workers
+    batches = pipeline.train_batches(
+        train, sampler, transform, seed=config.seed, start_step=first_step,
+        num_steps=config.num_steps, workers=config.workers,
+        process_index=jax.process_index(), process_count=jax.process_count())
+  else:
+    batches = sampler_lib.prefetch(
+        (train_batch(train, sampler, s, config.seed, config.augment)
+         for s in range(first_step, config.num_steps)))
   bar = tqdm(total=config.num_steps, initial=first_step, desc="train", unit="step",
              disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   step = first_step
@@ -486,21 +538,28 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   final, emb = evaluate(int(state.step), state)
   summary = dict(final)
   if config.raw_baseline:
-    raw, _ = run_evaluators(evals, lambda x: x.reshape(len(x), -1), datasets,
-                            config.eval_batch_size)
+    raw, _ = run_evaluators(evals, _raw_pixels, datasets, config.eval_batch_size,
+                            transform, config.workers)
     summary.update({f"raw/{k}": v for k, v in raw.items()})
   summary.update({"steps": int(state.step), "skipped_updates": int(state.skipped),
                   "wall_time_s": round(elapsed_before + time.time() - start, 2),
                   "resumed_from_step": first_step, "health_warnings": warnings})
   if is_main:
-    write_outputs(workdir, summary, emb, datasets, log, config)
+    write_outputs(workdir, summary, emb, datasets, log, config, transform)
   log.close()
   if manager is not None:
     manager.close()
   return summary
 
 
-def write_outputs(workdir, summary, emb, datasets, log, config) -> None:
+def _raw_pixels(x):
+  """The raw-input baseline's "embedding": the flattened pixels in [0, 1]."""
+  x = np.asarray(x)
+  flat = x.reshape(len(x), -1).astype(np.float32)
+  return flat / 255.0 if x.dtype == np.uint8 else flat
+
+
+def write_outputs(workdir, summary, emb, datasets, log, config, transform=None) -> None:
   """Plots, the enrollment index, summary.json (atomically) and the summary table."""
   sets = {k: (emb[k], datasets[k].labels) for k in ("seen", "unseen", "query", "gallery")
           if k in emb}
@@ -516,7 +575,8 @@ def write_outputs(workdir, summary, emb, datasets, log, config) -> None:
       plots.save(fig, paths["curves"])
     name = list(sets)[-1]
     d = datasets[name]
-    if d.inputs.ndim == 4 and len(d) > 1:
+    streamed = isinstance(d, files_lib.ImageFiles)
+    if (streamed or d.inputs.ndim == 4) and len(d) > 1:
       index = ml.index.EmbeddingIndex.create(emb[name], d.labels)
       picks = np.random.default_rng(0).choice(len(d), size=min(6, len(d)), replace=False)
       k = min(6, len(d))
@@ -524,8 +584,16 @@ def write_outputs(workdir, summary, emb, datasets, log, config) -> None:
       keep = nn != picks[:, None]              # drop the query itself
       nn = np.stack([row[m][:k - 1] for row, m in zip(nn, keep)])
       dist = np.stack([row[m][:k - 1] for row, m in zip(dist, keep)])
+      same = d.labels[nn] == d.labels[picks][:, None]
+      if streamed:   # decode only the shown images (the first evaluation view)
+        shown = np.unique(np.concatenate([picks, nn.ravel()]))
+        images = np.stack([transform.eval_views(transforms.decode(d.paths[i]))[0]
+                           for i in shown])
+        queries, nn = images[np.searchsorted(shown, picks)], np.searchsorted(shown, nn)
+      else:
+        images, queries = d.inputs, d.inputs[picks]
       plots.save(plots.retrieval_grid(
-          d.inputs[picks], d.inputs, nn, d.labels[nn] == d.labels[picks][:, None], dist,
+          queries, images, nn, same, dist,
           title=f"{name} set: each query, then its {k - 1} nearest in the {name} set "
                 "(itself excluded)"), paths["retrieval_grid"])
   # Enrollment without retraining: the gallery index of every evaluated class.

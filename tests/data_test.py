@@ -46,39 +46,6 @@ def test_npz_loader_and_its_errors(tmp_path):
     data.load_npz(path)
 
 
-def test_image_folder_layout(tmp_path):
-  for cls, value in (("b_cardinal", 200), ("a_albatross", 10)):
-    for i in range(3):
-      _png(str(tmp_path / "cub" / cls / f"{i}.jpg"), value)
-  (tmp_path / "cub" / "a_albatross" / "notes.txt").write_text("not an image")
-  d = data.image_folder(str(tmp_path / "cub"), image_size=4)
-  assert d.inputs.shape == (6, 4, 4, 3)
-  assert d.labels.tolist() == [0, 0, 0, 1, 1, 1]           # sorted class folders
-  assert d.class_names == ("a_albatross", "b_cardinal")
-  assert d.inputs[0].max() < 0.1 and d.inputs[-1].min() > 0.7
-  os.makedirs(tmp_path / "empty" / "cls")
-  with pytest.raises(ValueError, match="no images found"):
-    data.image_folder(str(tmp_path / "empty"))
-
-
-def test_image_folder_skips_hidden_folders_and_files(tmp_path):
-  root = tmp_path / "cub"
-  for cls, value in (("a_albatross", 10), ("b_cardinal", 200)):
-    for i in range(2):
-      _png(str(root / cls / f"{i}.jpg"), value)
-  # Jupyter, macOS zip and Finder leftovers, sorting before the real classes.
-  _png(str(root / ".ipynb_checkpoints" / "0-checkpoint.jpg"), 90)
-  _png(str(root / "__MACOSX" / "a_albatross" / "._0.jpg"), 90)
-  _png(str(root / "a_albatross" / ".hidden.jpg"), 90)
-  (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-  (root / "a_albatross" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-  d = data.image_folder(str(root), image_size=4)
-  assert d.labels.tolist() == [0, 0, 1, 1]
-  assert d.class_names == ("a_albatross", "b_cardinal")
-  assert d.label_names() == {0: "a_albatross", 1: "b_cardinal"}
-  assert d.inputs[:2].max() < 0.1 and d.inputs[2:].min() > 0.7   # no hidden image read
-
-
 def test_class_names_survive_subset_and_split_and_round_trip(tmp_path):
   digits = data.digits()
   assert digits.class_names == tuple("0123456789")
@@ -106,26 +73,6 @@ def test_class_names_survive_subset_and_split_and_round_trip(tmp_path):
     data.load_label_names(str(tmp_path / "keys.json"))
   with pytest.raises(TypeError, match="mapping"):
     data.save_label_names(path, ["a", "b"])
-
-
-def test_market1501_layout_parses_ids_and_cameras(tmp_path):
-  root = tmp_path / "Market-1501"
-  names = {"bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg",
-                                  "0007_c3s3_077419_03.jpg"],
-           "bounding_box_test": ["-1_c1s1_000401_03.jpg", "0000_c1s1_000151_01.jpg",
-                                 "0002_c4s1_000401_03.jpg"],
-           "query": ["0002_c5s1_000401_03.jpg"]}
-  for folder, files in names.items():
-    for f in files:
-      _png(str(root / folder / f), 100)
-  train = data.market1501(str(root), "train", image_size=8)
-  assert train.labels.tolist() == [2, 2, 7] and train.cameras.tolist() == [1, 2, 3]
-  gallery = data.market1501(str(root), "gallery", image_size=8)
-  assert sorted(gallery.labels.tolist()) == [-1, 0, 2]
-  with pytest.raises(FileNotFoundError, match="bounding_box_train"):
-    data.market1501(str(tmp_path / "nothing"), "train")
-  with pytest.raises(ValueError, match="split"):
-    data.market1501(str(root), "val")
 
 
 def test_pk_sampler_is_deterministic_and_balanced():

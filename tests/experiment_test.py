@@ -249,6 +249,7 @@ def test_unknown_top_level_and_sampler_fields_fail(tmp_path):
 def test_missing_dataset_path_says_what_layout_was_expected(tmp_path):
   cfg = test_config.get_config()
   cfg.data = {"name": "image_folder", "path": str(tmp_path / "nope")}
+  cfg.augment = {"size": (8, 8)}
   with pytest.raises(FileNotFoundError, match="one sub-folder per class"):
     train.train_and_evaluate(cfg, str(tmp_path / "w"))
 
@@ -260,7 +261,15 @@ def test_default_config_is_the_documented_experiment():
   train.validate(cfg)
 
 
-CONFIGS = ["default", "test", "hermans_market1501", "cub200", "mnist_npz"]
+RECIPES = ["trinet_market1501", "mlrc_cub200", "mlrc_cars196", "mlrc_sop", "inshop",
+           "lfw_verification"]
+CONFIGS = ["default", "test", "mnist_npz", *RECIPES]
+
+
+def test_every_config_file_is_listed():
+  folder = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
+  files = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py"}
+  assert files == set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -271,7 +280,7 @@ def test_every_shipped_config_validates_and_its_evaluators_exist(name):
     assert spec["type"] in evaluators.EVALUATORS
 
 
-@pytest.mark.parametrize("name", ["hermans_market1501", "cub200", "mnist_npz"])
+@pytest.mark.parametrize("name", [*RECIPES, "mnist_npz"])
 def test_dataset_configs_fail_clearly_without_data(name, tmp_path):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   cfg.data.path = str(tmp_path / "missing")

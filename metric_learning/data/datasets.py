@@ -1,8 +1,9 @@
-"""Datasets behind one small interface: arrays in memory.
+"""Datasets in memory: small arrays (digits, ``.npz``, MNIST-format files).
 
 Every loader returns a :class:`Dataset` of float32 images ``[n, h, w, c]`` in
-[0, 1] (or features ``[n, d]``) and integer labels; re-ID data also carries
-camera ids. Nothing is ever downloaded.
+[0, 1] (or features ``[n, d]``) and integer labels. Image-file benchmarks are
+indices of files instead (:class:`metric_learning.data.files.ImageFiles`, read
+by :mod:`metric_learning.data.protocols`). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from typing import Mapping
 
 import numpy as np
@@ -111,11 +111,6 @@ def load_label_names(path: str) -> dict[int, str]:
                      f"{sorted(raw)[:5]}.") from e
 
 
-def _hidden(name: str) -> bool:
-  """Names that are never data: ``.ipynb_checkpoints``, ``.DS_Store``, ``__MACOSX``."""
-  return name.startswith((".", "__"))
-
-
 def digits() -> Dataset:
   """scikit-learn's bundled digits: 1797 images 8×8×1 in [0, 1], labels 0–9."""
   from sklearn import datasets  # pylint: disable=import-outside-toplevel
@@ -180,68 +175,3 @@ def load_npz(path: str, *, inputs_key: str = "inputs", labels_key: str = "labels
     inputs = inputs[..., None]
   return Dataset(inputs.astype(np.float32), labels.astype(np.int32),
                  name=os.path.basename(path))
-
-
-def _load_image(path: str, size: int) -> np.ndarray:
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  with Image.open(path) as im:
-    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-    return np.asarray(im, np.float32) / 255.0
-
-
-def image_folder(root: str, *, image_size: int = 64) -> Dataset:
-  """One sub-folder per class (CUB-200, Cars196, SOP after extraction).
-
-  Classes are numbered in sorted sub-folder order and named after their folder
-  (``class_names``); images are resized to ``image_size`` × ``image_size`` RGB.
-  Hidden entries (names starting with ``.`` or ``__``: ``.ipynb_checkpoints/``,
-  ``__MACOSX/``, ``.DS_Store``) are neither classes nor images.
-  """
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f"image folder not found: {root!r}; expected ROOT/CLASS_NAME/"
-                            "IMAGE.jpg with one sub-folder per class.")
-  classes = sorted(d for d in os.listdir(root)
-                   if not _hidden(d) and os.path.isdir(os.path.join(root, d)))
-  images, labels = [], []
-  for label, name in enumerate(classes):
-    for file in sorted(os.listdir(os.path.join(root, name))):
-      if not _hidden(file) and file.lower().endswith(IMAGE_SUFFIXES):
-        images.append(_load_image(os.path.join(root, name, file), image_size))
-        labels.append(label)
-  if not images:
-    raise ValueError(f"no images found under {root!r}; expected ROOT/CLASS_NAME/IMAGE.jpg "
-                     f"({', '.join(IMAGE_SUFFIXES)}).")
-  return Dataset(np.stack(images), np.asarray(labels, np.int32),
-                 name=os.path.basename(os.path.normpath(root)), class_names=tuple(classes))
-
-
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-
-
-def market1501(root: str, split: str, *, image_size: int = 64) -> Dataset:
-  """Market-1501 layout: ``ROOT/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_*.jpg``.
-
-  The person id (``-1`` = junk, ``0`` = distractor) and camera id are parsed
-  from each file name.
-  """
-  folders = {"train": "bounding_box_train", "gallery": "bounding_box_test",
-             "query": "query"}
-  if split not in folders:
-    raise ValueError(f"split must be one of {sorted(folders)}; got {split!r}.")
-  folder = os.path.join(root, folders[split])
-  if not os.path.isdir(folder):
-    raise FileNotFoundError(f"Market-1501 folder not found: {folder!r}; expected "
-                            f"{root!r} to hold bounding_box_train/, bounding_box_test/ and "
-                            "query/ with files named like 0002_c1s1_000451_03.jpg.")
-  images, ids, cams = [], [], []
-  for file in sorted(os.listdir(folder)):
-    m = _MARKET_NAME.match(file)
-    if m is None or _hidden(file) or not file.lower().endswith(IMAGE_SUFFIXES):
-      continue
-    images.append(_load_image(os.path.join(folder, file), image_size))
-    ids.append(int(m.group(1)))
-    cams.append(int(m.group(2)))
-  if not images:
-    raise ValueError(f"no Market-1501 images found in {folder!r}.")
-  return Dataset(np.stack(images), np.asarray(ids, np.int32), np.asarray(cams, np.int32),
-                 name=f"market1501/{split}")

@@ -1,10 +1,15 @@
 """Datasets by name: one table of functions returning named splits.
 
 Each entry takes only its own keyword arguments and returns
-``{split_name: Dataset}``: ``train`` plus the evaluation splits — ``seen``
+``{split_name: split}``: ``train`` plus the evaluation splits — ``seen``
 (held-out samples of the training classes) and ``unseen`` (classes never
-trained on) for class-disjoint protocols, ``query`` and ``gallery`` for
-re-identification.
+trained on) for the small class-disjoint sets, ``test`` for the published
+class-disjoint benchmarks (CUB-200-2011, Cars196, Stanford Online Products),
+``query`` and ``gallery`` for retrieval and re-identification, and ``test``
+with fixed pairs for LFW. Small datasets are arrays in memory
+(:class:`~metric_learning.data.Dataset`); image datasets (:data:`STREAMED`) are
+indices of files (:class:`~metric_learning.data.files.ImageFiles`) decoded per
+batch.
 
 Example:
   >>> from metric_learning.data import registry
@@ -15,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 from typing import Callable
@@ -24,6 +30,8 @@ import numpy as np
 
 from metric_learning import _validation
 from metric_learning.data import datasets
+from metric_learning.data import files
+from metric_learning.data import protocols
 
 
 def _split(full: datasets.Dataset, seen_classes, test_fraction: float, split_seed: int):
@@ -50,27 +58,101 @@ def npz(*, path: str = "", seen_classes: Sequence[int] | None = None,
   return _split(full, seen_classes, test_fraction, split_seed)
 
 
-def image_folder(*, path: str = "", image_size: int = 64,
-                 seen_classes: Sequence[int] | None = None, test_fraction: float = 0.2,
-                 split_seed: int = 0) -> dict[str, datasets.Dataset]:
-  """One sub-folder per class, split like :func:`digits` (labels number the
-  sorted class folders)."""
-  full = datasets.image_folder(path, image_size=image_size)
+def _root(dataset: str, path: str) -> str:
+  if not isinstance(path, str) or not path:
+    raise ValueError(f"data {dataset!r} needs path=, the folder the dataset was extracted "
+                     f"to (--config.data.path=...); got {path!r}.")
+  return path
+
+
+def image_folder(*, path: str = "", seen_classes: Sequence[int] | None = None,
+                 test_fraction: float = 0.2, split_seed: int = 0
+                 ) -> dict[str, files.ImageFiles]:
+  """One sub-folder per class (image files, decoded per batch), split like
+  :func:`digits` (labels number the sorted class folders)."""
+  full = protocols.image_folder(_root("image_folder", path))["all"]
   return _split(full, seen_classes, test_fraction, split_seed)
 
 
-def market1501(*, path: str = "", image_size: int = 64) -> dict[str, datasets.Dataset]:
-  """Market-1501's train / query / gallery folders (re-ID protocol)."""
-  return {split: datasets.market1501(path, split, image_size=image_size)
-          for split in ("train", "query", "gallery")}
+def cub200(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """CUB-200-2011: classes 1–100 ``train``, 101–200 ``test`` (:func:`protocols.cub200`)."""
+  return protocols.cub200(_root("cub200", path))
 
 
-DATASETS: dict[str, Callable[..., dict[str, datasets.Dataset]]] = {
+def cars196(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """Cars196: classes 1–98 ``train``, 99–196 ``test`` (:func:`protocols.cars196`)."""
+  return protocols.cars196(_root("cars196", path))
+
+
+def sop(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """Stanford Online Products: ``Ebay_train.txt`` / ``Ebay_test.txt`` (:func:`protocols.sop`)."""
+  return protocols.sop(_root("sop", path))
+
+
+def inshop(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """In-shop Clothes: ``train`` / ``query`` / ``gallery`` (:func:`protocols.inshop`)."""
+  return protocols.inshop(_root("inshop", path))
+
+
+def market1501(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """Market-1501: ``train`` / ``query`` / ``gallery`` with cameras (:func:`protocols.market1501`)."""
+  return protocols.market1501(_root("market1501", path))
+
+
+def dukemtmc(*, path: str = "") -> dict[str, files.ImageFiles]:
+  """DukeMTMC-reID: ``train`` / ``query`` / ``gallery`` (:func:`protocols.dukemtmc`)."""
+  return protocols.dukemtmc(_root("dukemtmc", path))
+
+
+def msmt17(*, path: str = "", use_val: bool = True) -> dict[str, files.ImageFiles]:
+  """MSMT17: ``train`` (+ ``list_val.txt`` when ``use_val``) / ``query`` / ``gallery``
+  (:func:`protocols.msmt17`)."""
+  return protocols.msmt17(_root("msmt17", path), use_val=use_val)
+
+
+def lfw(*, path: str = "", train_path: str = "") -> dict[str, files.ImageFiles]:
+  """LFW's ``pairs.txt`` as split ``test`` (10 folds, :func:`protocols.lfw`), trained
+  on an identity folder at ``train_path`` (one sub-folder per person, e.g.
+  CASIA-WebFace) as split ``train``; the two must not share identities."""
+  splits = protocols.lfw(_root("lfw", path))
+  if not isinstance(train_path, str) or not train_path:
+    raise ValueError("data 'lfw' needs train_path=, a folder with one sub-folder of face "
+                     "images per training identity (LFW itself is only evaluated on); got "
+                     f"{train_path!r}.")
+  splits["train"] = dataclasses.replace(protocols.image_folder(train_path)["all"],
+                                        name="train")
+  return splits
+
+
+def idx(*, path: str = "", seen_classes: Sequence[int] | None = None,
+        prefix_train: str = "train", prefix_test: str = "t10k"
+        ) -> dict[str, datasets.Dataset]:
+  """MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), in memory: ``train`` /
+  ``seen`` / ``unseen`` by class (:func:`protocols.idx`)."""
+  return protocols.idx(_root("idx", path), seen_classes=seen_classes,
+                       prefix_train=prefix_train, prefix_test=prefix_test)
+
+
+DATASETS: dict[str, Callable[..., dict]] = {
     "digits": digits,
     "npz": npz,
+    "idx": idx,
     "image_folder": image_folder,
+    "cub200": cub200,
+    "cars196": cars196,
+    "sop": sop,
+    "inshop": inshop,
     "market1501": market1501,
+    "dukemtmc": dukemtmc,
+    "msmt17": msmt17,
+    "lfw": lfw,
 }
+
+# Datasets of image files, decoded and augmented per batch by
+# :mod:`metric_learning.data.pipeline` (``config.augment`` holds a
+# :class:`metric_learning.data.transforms.Transform`); the others are arrays in memory.
+STREAMED = frozenset({"image_folder", "cub200", "cars196", "sop", "inshop", "market1501",
+                      "dukemtmc", "msmt17", "lfw"})
 
 
 def _check_name(name: str) -> None:

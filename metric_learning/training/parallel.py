@@ -52,7 +52,7 @@ def _check_divisible(batch_size: int, devices: int, mode: str) -> None:
 
 
 def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Callable],
-                batch_size: int) -> Runner:
+                batch_size: int, *, local_rows: bool = False) -> Runner:
   """A runner for ``mode``.
 
   Args:
@@ -62,6 +62,11 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
     make_loss: ``make_loss(axis_name) -> loss(embeddings, labels, where)``; called
       with the pmap axis name under ``"pmap"`` (global-batch mining), else ``None``.
     batch_size: the global batch size (it must divide over the devices).
+    local_rows: the batches given to ``step`` already hold only this process's
+      rows (``batch_size / process_count`` of them, e.g. from
+      :func:`metric_learning.data.pipeline.train_batches`, which decodes only
+      this process's share); by default ``step`` gets the whole global batch and
+      takes this process's rows itself.
 
   Returns:
     A :class:`Runner`.
@@ -81,13 +86,13 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
     pstep = jax.pmap(state_lib.make_train_step(graphdef, tx, loss_fn, axis_name=AXIS),
                      axis_name=AXIS, donate_argnums=0)
 
-    def local_rows(batch):
-      start = jax.process_index() * per_process
+    def own_rows(batch):
+      start = 0 if local_rows else jax.process_index() * per_process
       return {k: v[start:start + per_process].reshape((local, -1) + v.shape[1:])
               for k, v in batch.items()}
 
     def step(state, batch):
-      state, metrics = pstep(state, local_rows(batch))
+      state, metrics = pstep(state, own_rows(batch))
       return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     put = lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a, (local,) + a.shape), s)
@@ -110,7 +115,7 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
   def put_batch(batch):
     if jax.process_count() == 1:
       return jax.device_put(batch, sharded)
-    start = jax.process_index() * per_process
+    start = 0 if local_rows else jax.process_index() * per_process
     rows = {k: v[start:start + per_process] for k, v in batch.items()}
     return multihost_utils.host_local_array_to_global_array(rows, mesh, P(AXIS))
 
