@@ -7,7 +7,11 @@ uint8; optional integer ``labels`` ``[n]`` and class ``names``) or an image
 folder: ``ROOT/CLASS_NAME/IMAGE.png`` (labelled by class folder) or
 ``ROOT/IMAGE.png`` (unlabelled). Images are resized to the model's ``H`` × ``W``
 and converted to its channels (grayscale for a 1-channel model, RGB for 3);
-hidden entries (``.ipynb_checkpoints/``, ``.DS_Store``) are skipped.
+hidden entries (``.ipynb_checkpoints/``, ``.DS_Store``) are skipped. A run
+trained on image files (a streamed dataset such as ``cub200``) reads images the
+way its evaluation did: its ``config.augment`` transform's evaluation views
+(resize, centre crop, test-time flips / crops), the embeddings of an image's
+views averaged.
 
 ``OUT.npz`` holds ``embeddings`` ``[n, dim]``, ``labels`` ``[n]`` (when known),
 ``names`` (a JSON object ``{"label": "class name"}``) and ``rows`` (each row's
@@ -32,6 +36,8 @@ from absl import flags
 from absl import logging
 
 from metric_learning.data import datasets
+from metric_learning.data import protocols
+from metric_learning.data import registry as data_registry
 from metric_learning.training import embedder as embedder_lib
 
 IMAGE_MODES = {1: "L", 3: "RGB"}
@@ -69,9 +75,40 @@ def load_embedder(workdir: str) -> Callable[[np.ndarray], np.ndarray]:
     raise ToolError(f"--workdir: no such directory {workdir!r}; give the --workdir of a "
                     "finished training run (python -m experiments.main --workdir=...).")
   try:
-    return embedder_lib.load_embedder(workdir)
+    embed = embedder_lib.load_embedder(workdir)
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise ToolError(f"--workdir: {e}") from e
+  transform = workdir_transform(workdir)
+  if transform is None:
+    return embed
+
+  def embed_views(inputs: np.ndarray) -> np.ndarray:
+    """Rows ``[n, views, h, w, 3]`` (an image's evaluation views): their mean embedding."""
+    if inputs.ndim != len(embed.input_shape) + 2:
+      return embed(inputs)
+    n, views = inputs.shape[:2]
+    out = embed(inputs.reshape((n * views,) + inputs.shape[2:]))
+    return out.reshape(n, views, -1).mean(axis=1)
+
+  for attr in ("input_shape", "step"):
+    setattr(embed_views, attr, getattr(embed, attr))
+  embed_views.transform = transform
+  return embed_views
+
+
+def workdir_transform(workdir: str):
+  """The evaluation transform of a run trained on image files, else None."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    config = json.load(f)
+  if config.get("data", {}).get("name") not in data_registry.STREAMED:
+    return None
+  from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
+  augment = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in config.get("augment", {}).items()}
+  return transforms.Transform(**augment)
 
 
 def workdir_names(workdir: str) -> dict[int, str]:
@@ -86,7 +123,7 @@ def workdir_names(workdir: str) -> dict[int, str]:
 
 
 def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--inputs",
-                known_names: dict[int, str] | None = None) -> Inputs:
+                known_names: dict[int, str] | None = None, transform=None) -> Inputs:
   """An ``.npz`` or an image folder as rows of the model's ``input_shape``.
 
   Args:
@@ -96,6 +133,9 @@ def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--input
     known_names: ``{label: name}`` used for an npz's labels when it has no
       ``names`` array (the run's ``labels.json``); other labels are named by
       their number.
+    transform: for a run trained on image files, its
+      :class:`~metric_learning.data.transforms.Transform`: an image folder's
+      rows are then each image's evaluation views, uint8 ``[n, views, h, w, 3]``.
 
   Returns:
     The rows with their labels and class names when known.
@@ -105,7 +145,7 @@ def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--input
       ``input_shape``.
   """
   if os.path.isdir(path):
-    return _read_folder(path, tuple(input_shape), flag)
+    return _read_folder(path, tuple(input_shape), flag, transform)
   if os.path.isfile(path):
     return _read_npz(path, tuple(input_shape), flag, known_names or {})
   raise ToolError(f"{flag}: no such file or folder {path!r}; give an .npz (arrays inputs, "
@@ -173,18 +213,18 @@ def _npz_names(names: np.ndarray, path: str, flag: str) -> dict[int, str]:
 
 def _image_files(folder: str) -> list[str]:
   return sorted(f for f in os.listdir(folder)
-                if not datasets._hidden(f)  # pylint: disable=protected-access
+                if not protocols._hidden(f)  # pylint: disable=protected-access
                 and f.lower().endswith(datasets.IMAGE_SUFFIXES)
                 and os.path.isfile(os.path.join(folder, f)))
 
 
-def _read_folder(root, input_shape, flag) -> Inputs:
+def _read_folder(root, input_shape, flag, transform=None) -> Inputs:
   if len(input_shape) != 3 or input_shape[-1] not in IMAGE_MODES:
     raise ToolError(f"{flag}: {root!r} is an image folder, but the model takes "
                     f"{_shape(input_shape)}, not images [n, height, width, 1 or 3]; give "
                     "an .npz of inputs instead.")
   classes = sorted(d for d in os.listdir(root)
-                   if not datasets._hidden(d)  # pylint: disable=protected-access
+                   if not protocols._hidden(d)  # pylint: disable=protected-access
                    and os.path.isdir(os.path.join(root, d)))
   loose = _image_files(root)
   if classes and loose:
@@ -200,8 +240,16 @@ def _read_folder(root, input_shape, flag) -> Inputs:
     raise ToolError(f"{flag}: no images under {root!r}; expected ROOT/CLASS_NAME/IMAGE.png "
                     f"or ROOT/IMAGE.png ({', '.join(datasets.IMAGE_SUFFIXES)}).")
   height, width, channels = input_shape
-  images = np.stack([_load_image(os.path.join(root, f), height, width, channels, flag)
-                     for f, _ in files])
+  if transform is not None:   # the run's evaluation views, as in its evaluation
+    from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
+    try:
+      images = np.stack([transform.eval_views(transforms.decode(os.path.join(root, f)))
+                         for f, _ in files])
+    except OSError as e:
+      raise ToolError(f"{flag}: {e}") from e
+  else:
+    images = np.stack([_load_image(os.path.join(root, f), height, width, channels, flag)
+                       for f, _ in files])
   rows = [f for f, _ in files]
   if not classes:
     return Inputs(images, None, {}, rows)
@@ -250,7 +298,8 @@ def run(workdir: str, inputs: str, output: str) -> dict:
   if os.path.isdir(output):
     raise ToolError(f"--output: {output!r} is a folder; give the .npz file to write.")
   embed = load_embedder(workdir)
-  data = read_inputs(inputs, embed.input_shape, known_names=workdir_names(workdir))
+  data = read_inputs(inputs, embed.input_shape, known_names=workdir_names(workdir),
+                     transform=getattr(embed, "transform", None))
   emb = embed(data.inputs)
   arrays = {"embeddings": emb, "names": np.asarray(json.dumps(
       {str(k): v for k, v in sorted(data.names.items())})), "rows": np.asarray(data.rows)}

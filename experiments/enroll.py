@@ -88,7 +88,8 @@ def run(workdir: str, gallery: str, index: str, *, append: bool = False,
   existing = load_index(index, hint="; leave out --append to create it") if append else None
   embed = embed_lib.load_embedder(workdir)
   data = embed_lib.read_inputs(gallery, embed.input_shape, flag="--gallery",
-                               known_names=embed_lib.workdir_names(workdir))
+                               known_names=embed_lib.workdir_names(workdir),
+                               transform=getattr(embed, "transform", None))
   if data.labels is None:
     raise embed_lib.ToolError(f"--gallery: {gallery!r} has no labels, and enrollment needs "
                               "classes: give ROOT/CLASS_NAME/IMAGE.png or an .npz with labels.")

@@ -46,7 +46,8 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
                               f"got {k}.")
   embed = embed_lib.load_embedder(workdir)
   data = embed_lib.read_inputs(inputs, embed.input_shape,
-                               known_names=embed_lib.workdir_names(workdir))
+                               known_names=embed_lib.workdir_names(workdir),
+                               transform=getattr(embed, "transform", None))
   emb = embed(data.inputs)
   if gallery.embeddings.shape[1] != emb.shape[1]:
     raise embed_lib.ToolError(f"--index: {index!r} holds embeddings of dim "

@@ -264,3 +264,28 @@ def test_command_lines_print_predictions_and_fail_in_one_line(workdir, folders, 
     assert all(w in proc.stderr for w in words), proc.stderr
     assert proc.stdout == ""
   assert not os.path.exists(tmp_path / "o.npz")
+
+
+def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path):
+  """A streamed run's tools read images as its evaluation did: the transform's
+  views (here resize, centre crop and a flip), their embeddings averaged."""
+  import protocol_fixtures
+  from metric_learning.data import pipeline
+  from metric_learning.data import protocols
+  root = protocol_fixtures.make_image_folder(str(tmp_path / "imgs"), classes=4, per_class=4)
+  cfg = test_config.get_config()
+  cfg.data = dict(name="image_folder", path=str(root), seen_classes=(0, 1))
+  cfg.model = dict(name="cnn", widths=(4,), embedding_dim=4)
+  cfg.augment = dict(size=(12, 10), eval_resize=(16, 14), flip=True, tta="flip")
+  cfg.sampler.p, cfg.sampler.k = 2, 2
+  cfg.evals = {"unseen": dict(type="retrieval", split="unseen")}
+  cfg.num_steps, cfg.plots, cfg.raw_baseline = 2, False, False
+  run = str(tmp_path / "run")
+  train.train_and_evaluate(cfg, run)
+  got = embed_tool.run(run, str(root), str(tmp_path / "out.npz"))
+  files = protocols.image_folder(str(root))["all"]
+  transform = embed_tool.workdir_transform(run)
+  assert transform.num_views == 2 and transform.input_shape == (12, 10, 3)
+  want = pipeline.embed_files(load_embedder(run), files, transform, 5)
+  np.testing.assert_allclose(got["embeddings"], want, rtol=1e-5, atol=1e-6)
+  assert got["labels"].tolist() == files.labels.tolist()
