@@ -33,6 +33,16 @@ def _fixture(name, seed=0):
   return model, inputs, f["features"], os.path.join(FIXTURES, f"{name}.safetensors")
 
 
+@nnx.jit
+def _embed(model, x):
+  return model(x)
+
+
+@nnx.jit
+def _features(model, x):
+  return model.features(x)
+
+
 def _backbone(model):
   return {k: np.asarray(v[...]) for k, (_, v) in models.pretrained.backbone_variables(
       nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))).items()}
@@ -43,7 +53,7 @@ def test_features_equal_the_source_libraries_on_the_golden_fixtures(name):
   model, inputs, expected, path = _fixture(name)
   models.load_pretrained(model, path)
   model.eval()
-  got = jax.jit(lambda v: model.features(v))(inputs)
+  got = _features(model, inputs)
   assert got.dtype == jnp.float32 and got.shape == expected.shape
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
@@ -128,10 +138,10 @@ def test_freeze_batch_norm_uses_and_keeps_the_running_statistics():
   before = _backbone(frozen)
   head_mean = np.asarray(frozen.head.norm.mean[...])
   frozen.eval()
-  evaluated = np.asarray(frozen.features(x))
+  evaluated = np.asarray(_features(frozen, x))
   frozen.train()
-  trained = np.asarray(frozen.features(x))
-  frozen(x)
+  trained = np.asarray(_features(frozen, x))
+  _embed(frozen, x)
   np.testing.assert_array_equal(trained, evaluated)
   after = _backbone(frozen)
   for k in before:
@@ -141,7 +151,7 @@ def test_freeze_batch_norm_uses_and_keeps_the_running_statistics():
   free = _tiny_resnet()
   free.train()
   stats = np.asarray(free.bn1.mean[...])
-  free(x)
+  _embed(free, x)
   assert not np.allclose(free.bn1.mean[...], stats)
 
 
@@ -158,8 +168,8 @@ def test_bfloat16_computes_in_bfloat16_and_returns_float32(build):
     m.eval()
   params = nnx.state(half, nnx.Param)
   assert {v.dtype for v in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-  out, expected = half(x), ref(x)
-  assert out.dtype == jnp.float32 and half.features(x).dtype == jnp.float32
+  out, expected = _embed(half, x), _embed(ref, x)
+  assert out.dtype == jnp.float32 and _features(half, x).dtype == jnp.float32
   np.testing.assert_allclose(out, expected, atol=0.1 * float(jnp.abs(expected).max()))
   jaxpr = str(jax.make_jaxpr(lambda v: half.features(v))(x))
   assert "bf16[2," in jaxpr, "no bfloat16 activations"
@@ -175,9 +185,9 @@ def test_uint8_inputs_are_scaled_then_imagenet_normalised():
     m.eval()
   mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
   normalised = ((images / 255.0 - mean) / std).astype(np.float32)
-  np.testing.assert_allclose(by_model(images), by_hand(normalised), atol=1e-5)
-  np.testing.assert_allclose(by_model(images), by_model(images.astype(np.float32) / 255),
-                             atol=1e-5)
+  np.testing.assert_allclose(_embed(by_model, images), _embed(by_hand, normalised), atol=1e-5)
+  np.testing.assert_allclose(_embed(by_model, images),
+                             _embed(by_model, images.astype(np.float32) / 255), atol=1e-5)
   mlp = models.create("mlp", (4, 4, 1), hidden=(8,), embedding_dim=2)   # input_norm=None
   grey = images[:, :4, :4, :1]
   np.testing.assert_allclose(mlp(grey), mlp(grey / np.float32(255)), atol=1e-6)
