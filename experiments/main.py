@@ -4,7 +4,7 @@ Any config field can be overridden: ``--config.loss.margin=0.1``. Overriding a
 part's name (``--config.loss.name=multi_similarity_loss``) switches to that part
 with its own defaults: the config file's other settings of that section were
 meant for the file's part and are dropped (``--config.loss.FIELD=...`` on the
-command line still applies). A config error stops before training with one line
+command line still applies, also for a field the file does not set). A config error stops before training with one line
 naming the field; SIGINT / SIGTERM save a checkpoint and stop with one line.
 
 For several processes (hosts), give each the same ``--coordinator_address`` and
@@ -13,6 +13,7 @@ ML_NUM_PROCESSES, ML_PROCESS_ID); on TPU pods and SLURM, ``--distributed``
 alone lets ``jax.distributed.initialize`` discover them.
 """
 
+import ast
 import os
 import sys
 
@@ -22,8 +23,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/default.py", "Experiment configuration file.")
+DEFAULT_CONFIG = "experiments/configs/default.py"
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
+                                          "Experiment configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/default",
                                "Checkpoints, logs, plots and summary.json go here.")
 _FRESH = flags.DEFINE_bool("fresh", False,
@@ -39,6 +41,43 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes",
                                       "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
                                    "This process's index.")
+
+# Sections whose fields are the arguments of a part chosen by name: the command
+# line may set a field the config file leaves out (the part's own default).
+PART_SECTIONS = ("data", "model", "loss", "sampler", "optimizer", "schedule", "augment")
+_NEW_FIELDS: dict[str, object] = {}
+
+
+def _literal(text: str):
+  """A command-line value as Python: numbers, tuples, booleans, None; else the string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def take_new_fields(argv: list[str]) -> list[str]:
+  """Removes ``--config.SECTION.FIELD=VALUE`` for fields the config file lacks from
+  ``argv`` (ml_collections only overrides existing fields) and keeps them in
+  ``_NEW_FIELDS``; :func:`main` adds them to the config, and validation checks them
+  against the part's own arguments."""
+  config_file = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")),
+                     DEFAULT_CONFIG)
+  if not os.path.isfile(config_file):
+    return argv
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  file_config = train.load_config_file(config_file)
+  kept = []
+  for arg in argv:
+    key, _, value = arg.partition("=")
+    parts = key[len("--config."):].split(".") if key.startswith("--config.") else []
+    if (len(parts) == 2 and parts[0] in PART_SECTIONS and parts[0] in file_config
+        and parts[1] not in file_config[parts[0]]):
+      _NEW_FIELDS[".".join(parts)] = _literal(value)
+    else:
+      kept.append(arg)
+  return kept
+
 
 def initialize_distributed() -> None:
   if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
@@ -61,9 +100,14 @@ def main(argv):
   initialize_distributed()
   from experiments import train  # pylint: disable=import-outside-toplevel
   flag = flags.FLAGS["config"]
+  config = _CONFIG.value
+  with config.unlocked():
+    for path, value in _NEW_FIELDS.items():
+      section, field = path.split(".")
+      config[section][field] = value
   config = train.resolve_part_overrides(
-      _CONFIG.value, train.load_config_file(config_flags.get_config_filename(flag)),
-      config_flags.get_override_values(flag))
+      config, train.load_config_file(config_flags.get_config_filename(flag)),
+      {**config_flags.get_override_values(flag), **_NEW_FIELDS})
   logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
   try:
@@ -87,8 +131,11 @@ def parse_flags(argv):
     if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
       _fail(f"--config: no such config file {arg.split('=', 1)[1]!r} (relative paths start "
             "at the current directory; run from the repository root).")
+  kept = take_new_fields(argv)
+  if argv is sys.argv:   # ml_collections reads the overrides from sys.argv itself
+    sys.argv[:] = kept
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(kept)
   except flags.Error as e:
     print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -258,16 +258,26 @@ def resolve_part_overrides(config, file_config, overrides: dict):
       continue
     if file_config[section].get("name") == config[section].name:
       continue
-    given = {k: config[section][k] for k in config[section]
-             if k == "name" or f"{section}.{k}" in overrides}
-    dropped = sorted(set(config[section]) - set(given))
-    if dropped:
-      logging.warning("--config.%s.name=%s: using its defaults, not the config file's %s.",
-                      section, config[section].name,
-                      ", ".join(f"{section}.{k}" for k in dropped))
-    with config.unlocked():
-      config[section] = given
+    _keep_given(config, section, overrides, f"--config.{section}.name={config[section].name}",
+                keep_name=True)
+  # The augmentation of arrays (shifts) and of image files (a Transform) differ:
+  # a data set of the other kind does not take the file's augment section.
+  streamed = lambda name: name in data_registry.STREAMED
+  if streamed(file_config.data.get("name")) != streamed(config.data.get("name")):
+    _keep_given(config, "augment", overrides, f"--config.data.name={config.data.name}",
+                keep_name=False)
   return config
+
+
+def _keep_given(config, section, overrides, why, *, keep_name):
+  given = {k: config[section][k] for k in config[section]
+           if (keep_name and k == "name") or f"{section}.{k}" in overrides}
+  dropped = sorted(set(config[section]) - set(given))
+  if dropped:
+    logging.warning("%s: using its defaults, not the config file's %s.", why,
+                    ", ".join(f"{section}.{k}" for k in dropped))
+  with config.unlocked():
+    config[section] = given
 
 
 # ---------------------------------------------------------------- data ----- #

@@ -157,3 +157,18 @@ def test_sigkill_then_restart_ends_like_an_uninterrupted_run(uninterrupted, tmp_
   assert was_running, "the run finished before it could be killed"
   subprocess.run(_cmd(killed), cwd=ROOT, env=ENV, check=True, capture_output=True)
   _same_figures(killed, uninterrupted)
+
+
+def test_a_part_setting_the_config_file_leaves_out_can_be_set_on_the_command_line(tmp_path):
+  """``--config.loss.name=X --config.loss.FIELD=V`` works for X's own fields too
+  (ml_collections alone only overrides fields the file sets)."""
+  workdir = tmp_path / "w"
+  cmd = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
+         f"--workdir={workdir}", "--config.loss.name=contrastive_loss",
+         "--config.loss.pos_margin=0.1", "--config.loss.squared=True",
+         "--config.num_steps=2", "--config.raw_baseline=False"]
+  out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(workdir / "config.json") as f:
+    assert json.load(f)["loss"] == {"name": "contrastive_loss", "pos_margin": 0.1,
+                                    "squared": True}
