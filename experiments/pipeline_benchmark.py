@@ -4,7 +4,10 @@ On a folder of synthetic 256×256 JPEGs (``--images`` of them in ``--classes``
 classes, generated once into ``--data_dir`` and reused) it measures
 
 * **throughput** — decode + augment images/s of a ResNet-style training
-  transform (random resized crop to 224, flip) for each ``--workers`` count;
+  transform (random resized crop to 224, flip) and of the same transform to the
+  training CNN's ``--train_size``, for each ``--workers`` count, with reduced-size
+  JPEG decoding (``Transform.draft``) off and on, interleaved ``--repeats`` times
+  (medians reported);
 * **peak memory** — a short training run of the small CNN fed by the pipeline
   on the first N images for each N in ``--rss_sizes``, each in a fresh
   subprocess; the peak is the largest sum of the resident set sizes of the run's
@@ -13,12 +16,19 @@ classes, generated once into ``--data_dir`` and reused) it measures
   too). Memory should not depend on N: only the index of paths grows with it;
 * **step time** — in the same runs, the median step time of the CNN fed by the
   pipeline against the same step on one cached batch, measured in interleaved
-  blocks (ratio near 1: the pipeline keeps up).
+  blocks ordered fed, cached, cached, fed, ... (linear drift in the machine's
+  load cancels); the first ``--skip`` steps of each block are not counted, so
+  the pipeline's prefetch buffers, filled while cached steps run, neither serve
+  counted fed steps for free nor slow counted cached steps (ratio near 1: the
+  pipeline keeps up). One run per size and ``--drafts`` setting, interleaved.
+
+Every measurement records ``/proc/loadavg`` (other processes share the CPUs).
 
 Prints a table and writes JSON to ``--out``.
 
-  python -m experiments.pipeline_benchmark --images=20000 --steps=60
-  python -m experiments.pipeline_benchmark --images=64 --rss_sizes=32,64 --steps=3  # smoke
+  python -m experiments.pipeline_benchmark --images=20000 --steps=100
+  python -m experiments.pipeline_benchmark --images=64 --rss_sizes=32,64 --steps=2 \
+      --block=1 --skip=0 --repeats=1  # smoke
 """
 
 from __future__ import annotations
@@ -48,9 +58,14 @@ _THROUGHPUT_STEPS = flags.DEFINE_integer("throughput_steps", 20,
                                          "Batches timed per throughput point.")
 _RSS_SIZES = flags.DEFINE_list("rss_sizes", ["5000", "20000"],
                                "Dataset sizes of the training runs (each <= --images).")
-_STEPS = flags.DEFINE_integer("steps", 60, "Timed training steps per run (half fed, "
+_STEPS = flags.DEFINE_integer("steps", 100, "Timed training steps per run (half fed, "
                               "half cached, interleaved in blocks).")
-_BLOCK = flags.DEFINE_integer("block", 5, "Steps per interleaved timing block.")
+_BLOCK = flags.DEFINE_integer("block", 25, "Steps per interleaved timing block.")
+_SKIP = flags.DEFINE_integer("skip", 8, "Steps at the start of each block not counted "
+                             "(about the batches the pipeline buffers ahead).")
+_DRAFTS = flags.DEFINE_list("drafts", ["off", "on"], "Transform.draft settings to compare.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Interleaved repeats of each throughput point.")
+_DRAFT = flags.DEFINE_bool("draft", True, "Internal: Transform.draft of a training run.")
 _TRAIN_WORKERS = flags.DEFINE_integer("train_workers", 2, "grain workers of training runs.")
 _TRAIN_SIZE = flags.DEFINE_integer("train_size", 64, "Input side of the training CNN.")
 _OUT = flags.DEFINE_string("out", "/tmp/pipeline_benchmark.json", "JSON output path.")
@@ -94,15 +109,33 @@ def image_files(n: int):
   return ImageFiles(np.array(paths), np.arange(n) % classes, name=f"synthetic{n}")
 
 
-def throughput(workers: int) -> dict:
-  """Images/s of decode + random resized crop 224 + flip, after 2 warm-up batches per worker."""
+def _loadavg() -> list[float]:
+  """The 1, 5 and 15 minute load averages (others' processes included)."""
+  try:
+    with open("/proc/loadavg") as f:
+      return [float(v) for v in f.read().split()[:3]]
+  except OSError:
+    return list(os.getloadavg())
+
+
+def _draft_flag(value: str) -> bool:
+  if value not in ("off", "on"):
+    raise app.UsageError(f"--drafts takes off and on; got {value!r}.")
+  return value == "on"
+
+
+def throughput(workers: int, side: int = 224, draft: bool = False) -> dict:
+  """Images/s of decode + random resized crop to side × side + flip, after 2 warm-up
+  batches per worker."""
   from metric_learning.data import pipeline  # pylint: disable=import-outside-toplevel
   from metric_learning.data.sampler import PKSampler  # pylint: disable=import-outside-toplevel
   from metric_learning.data.transforms import Transform  # pylint: disable=import-outside-toplevel
   files = image_files(_IMAGES.value)
   sampler = PKSampler(files.labels, p=_P.value, k=_K.value, seed=0)
-  transform = Transform(size=(224, 224), random_resized_crop=(0.08, 1.0), flip=True)
+  transform = Transform(size=(side, side), random_resized_crop=(0.08, 1.0), flip=True,
+                        draft=draft)
   steps = _THROUGHPUT_STEPS.value
+  load = _loadavg()
   warmup = 2 * max(workers, 1)               # every worker started and producing
   batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
                                    num_steps=warmup + steps, workers=workers,
@@ -113,9 +146,9 @@ def throughput(workers: int) -> dict:
   for _ in batches:
     pass
   seconds = time.perf_counter() - start
-  return {"workers": workers, "threads": _THREADS.value, "batch": sampler.batch_size,
-          "batches": steps, "seconds": seconds,
-          "images_per_s": steps * sampler.batch_size / seconds}
+  return {"workers": workers, "size": side, "draft": draft, "threads": _THREADS.value,
+          "batch": sampler.batch_size, "batches": steps, "seconds": seconds,
+          "images_per_s": steps * sampler.batch_size / seconds, "loadavg": [load, _loadavg()]}
 
 
 class _PeakRSS:
@@ -167,7 +200,8 @@ def training_run(n: int) -> dict:
   files = image_files(n)
   sampler = PKSampler(files.labels, p=_P.value, k=_K.value, seed=0)
   side = _TRAIN_SIZE.value
-  transform = Transform(size=(side, side), random_resized_crop=(0.08, 1.0), flip=True)
+  transform = Transform(size=(side, side), random_resized_crop=(0.08, 1.0), flip=True,
+                        draft=_DRAFT.value)
   model = models.create("cnn", transform.input_shape)
   tx = optim.make_optimizer("adam", 1e-3)
   graphdef, state = state_lib.init_state(model, tx, seed=0)
@@ -180,9 +214,11 @@ def training_run(n: int) -> dict:
     batch = dict(batch, inputs=batch["inputs"].astype(jnp.float32) / 255.0)
     return train_step(state, batch)
 
-  block, steps = _BLOCK.value, _STEPS.value
+  block, steps, skip = _BLOCK.value, _STEPS.value, _SKIP.value
+  skip = min(skip, block - 1)
   rounds = max(1, steps // (2 * block))
   total_fed = 1 + rounds * block
+  load = _loadavg()
   batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
                                    num_steps=total_fed, workers=_TRAIN_WORKERS.value,
                                    threads=_THREADS.value)
@@ -190,19 +226,22 @@ def training_run(n: int) -> dict:
   state, metrics = step(state, cached)       # compile
   jax.block_until_ready(metrics)
   fed_times, cached_times = [], []
-  for _ in range(rounds):
-    for source, times in ((batches, fed_times), (None, cached_times)):
-      for _ in range(block):
+  for r in range(rounds):
+    order = ((batches, fed_times), (None, cached_times))
+    for source, times in order if r % 2 == 0 else order[::-1]:   # fed, cached, cached, fed
+      for i in range(block):
         start = time.perf_counter()
         batch = cached if source is None else next(source)
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+        if i >= skip:
+          times.append(time.perf_counter() - start)
   batches.close()
   loss = float(metrics["loss"])
   peak = max(monitor.stop(), monitor.sample())
   return {
-      "images": n, "steps_fed": len(fed_times), "steps_cached": len(cached_times),
+      "images": n, "draft": _DRAFT.value, "loadavg": [load, _loadavg()],
+      "steps_fed": len(fed_times), "steps_cached": len(cached_times),
       "batch": sampler.batch_size, "input": list(transform.input_shape),
       "workers": _TRAIN_WORKERS.value, "final_loss": loss if np.isfinite(loss) else None,
       "peak_rss_mb": peak / 2**20,
@@ -213,12 +252,13 @@ def training_run(n: int) -> dict:
   }
 
 
-def _child_run(n: int) -> dict:
+def _child_run(n: int, draft: bool) -> dict:
   """``training_run(n)`` in a fresh interpreter, so its peak memory is its own."""
-  argv = [sys.executable, "-m", "experiments.pipeline_benchmark", f"--child={n}"]
+  argv = [sys.executable, "-m", "experiments.pipeline_benchmark", f"--child={n}",
+          f"--draft={draft}"]
   argv += [f"--{name}={flags.FLAGS[name].serialize().split('=', 1)[1]}"
            for name in ("data_dir", "classes", "image_size", "threads", "p", "k", "steps",
-                        "block", "train_workers", "train_size")]
+                        "block", "skip", "train_workers", "train_size")]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run(argv, check=True, cwd=root, capture_output=True, text=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,32 +272,49 @@ def main(argv):
   sizes = [int(s) for s in _RSS_SIZES.value]
   if max(sizes) > _IMAGES.value:
     raise app.UsageError(f"--rss_sizes {sizes} exceed --images={_IMAGES.value}.")
+  drafts = [_draft_flag(d) for d in _DRAFTS.value]
   image_files(_IMAGES.value)
+  sides = sorted({224, _TRAIN_SIZE.value}, reverse=True)
+  points = [throughput(int(w), side, d) for _ in range(_REPEATS.value)
+            for w in _WORKERS.value for side in sides for d in drafts]
+  summary = []
+  for w in _WORKERS.value:
+    for side in sides:
+      for d in drafts:
+        same = [p for p in points if (p["workers"], p["size"], p["draft"]) == (int(w), side, d)]
+        summary.append({"workers": int(w), "size": side, "draft": d,
+                        "images_per_s": statistics.median(p["images_per_s"] for p in same),
+                        "loadavg_1min": [p["loadavg"][0][0] for p in same]})
   result = {"cpus": os.cpu_count(), "images": _IMAGES.value, "classes": _CLASSES.value,
             "image_size": _IMAGE_SIZE.value, "data_dir": os.path.abspath(_DATA_DIR.value),
             "rss_method": "psutil: peak of the summed RSS of the run and its descendants, "
                           "sampled every 50 ms",
-            "throughput": [throughput(int(w)) for w in _WORKERS.value],
-            "peak_rss": [_child_run(n) for n in sizes]}
+            "throughput_runs": points, "throughput": summary,
+            "peak_rss": [_child_run(n, d) for n in sizes for d in drafts]}
   runs = result["peak_rss"]
   peaks = [r["peak_rss_mb"] for r in runs]
   result["peak_rss_spread"] = max(peaks) / min(peaks) - 1
-  result["step_time"] = [{"images": r["images"], "fed_ms": r["step_fed_ms"],
+  result["step_time"] = [{"images": r["images"], "draft": r["draft"], "fed_ms": r["step_fed_ms"],
                           "cached_ms": r["step_cached_ms"],
-                          "ratio": r["step_fed_ms"] / r["step_cached_ms"]} for r in runs]
+                          "ratio": r["step_fed_ms"] / r["step_cached_ms"],
+                          "loadavg": r["loadavg"]} for r in runs]
 
-  print(f"\nthroughput: decode + random resized crop 224 + flip, batch "
-        f"{_P.value * _K.value}, {_THREADS.value} threads/process, {os.cpu_count()} CPUs")
-  print(f"{'workers':>8} {'images/s':>10}")
-  for r in result["throughput"]:
-    print(f"{r['workers']:>8} {r['images_per_s']:>10.1f}")
+  print(f"\nthroughput: decode + random resized crop + flip, batch {_P.value * _K.value}, "
+        f"{_THREADS.value} threads/process, {os.cpu_count()} CPUs, median of "
+        f"{_REPEATS.value} interleaved runs")
+  print(f"{'workers':>8} {'size':>5} {'draft':>6} {'images/s':>10}  1-min load")
+  for r in summary:
+    print(f"{r['workers']:>8} {r['size']:>5} {str(r['draft']):>6} {r['images_per_s']:>10.1f}  "
+          + " ".join(f"{v:.2f}" for v in r["loadavg_1min"]))
   print(f"\ntraining runs: cnn {_TRAIN_SIZE.value}x{_TRAIN_SIZE.value}, "
         f"{_TRAIN_WORKERS.value} workers")
-  print(f"{'images':>8} {'peak RSS MB':>12} {'fed ms':>8} {'cached ms':>10} {'ratio':>6}")
+  print(f"{'images':>8} {'draft':>6} {'peak RSS MB':>12} {'fed ms':>8} {'cached ms':>10} "
+        f"{'ratio':>6}  load (start, end)")
   for r, s in zip(runs, result["step_time"]):
-    print(f"{r['images']:>8} {r['peak_rss_mb']:>12.0f} {s['fed_ms']:>8.1f} "
-          f"{s['cached_ms']:>10.1f} {s['ratio']:>6.2f}")
-  print(f"peak RSS spread across sizes: {100 * result['peak_rss_spread']:.1f} %")
+    print(f"{r['images']:>8} {str(r['draft']):>6} {r['peak_rss_mb']:>12.0f} {s['fed_ms']:>8.1f} "
+          f"{s['cached_ms']:>10.1f} {s['ratio']:>6.2f}  {s['loadavg'][0][0]:.2f} "
+          f"{s['loadavg'][1][0]:.2f}")
+  print(f"peak RSS spread across runs: {100 * result['peak_rss_spread']:.1f} %")
   with open(_OUT.value, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {_OUT.value}")

@@ -1,5 +1,6 @@
 """Tests of metric_learning.data.pipeline on a small folder of real JPEGs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,7 +54,10 @@ def assert_batches_equal(a, b):
 
 def test_train_batches_reference(files):
   """Every batch equals the brute-force reference: sampler indices, decode, train(rng)."""
-  batches = train(files, start_step=2, num_steps=5)
+  exact = dataclasses.replace(TRAIN, draft=False)
+  batches = list(pipeline.train_batches(files, sampler_of(files), exact, seed=7, start_step=2,
+                                        num_steps=5))
+  drafted = train(files, start_step=2, num_steps=5)
   sampler = sampler_of(files)
   assert len(batches) == 3
   for step, batch in zip(range(2, 5), batches):
@@ -65,6 +69,12 @@ def test_train_batches_reference(files):
     expected = np.stack([TRAIN.train(decode(files.paths[i]), np.random.default_rng([7, step, r]))
                          for r, i in enumerate(index)])
     np.testing.assert_array_equal(batch["inputs"], expected, strict=True)
+  # With draft (the default) each row is train_file of its path and rng.
+  for step, batch in zip(range(2, 5), drafted):
+    expected = np.stack([TRAIN.train_file(files.paths[i], np.random.default_rng([7, step, r]))
+                         for r, i in enumerate(sampler.batch(step))])
+    np.testing.assert_array_equal(batch["inputs"], expected, strict=True)
+  assert any(a["inputs"].tobytes() != b["inputs"].tobytes() for a, b in zip(batches, drafted))
 
 
 def test_deterministic_and_resumable(files):
@@ -164,10 +174,13 @@ def test_benchmark_smoke(tmp_path):
   cmd = [sys.executable, "-m", "experiments.pipeline_benchmark", "--images=48",
          "--rss_sizes=24,48", "--classes=6", "--steps=3", "--throughput_steps=2",
          "--p=3", "--k=2", "--workers=0", "--train_workers=0", "--block=1",
+         "--skip=0", "--repeats=1",
          f"--data_dir={tmp_path / 'data'}", f"--out={out}"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   subprocess.run(cmd, check=True, cwd=root, timeout=600)
   result = json.loads(out.read_text())
   assert set(result) >= {"throughput", "peak_rss", "step_time"}
   assert all(r["images_per_s"] > 0 for r in result["throughput"])
-  assert len(result["peak_rss"]) == 2
+  assert len(result["peak_rss"]) == 4                            # 2 sizes, draft off and on
+  assert {(r["images"], r["draft"]) for r in result["step_time"]} == {
+      (24, False), (24, True), (48, False), (48, True)}

@@ -6,8 +6,10 @@ with ``workers > 0``, worker processes), a bounded number of batches ahead.
 
 Determinism is by construction, not by iterator state: the training batch at
 step ``s`` is a pure function of ``(seed, s)`` — :class:`PKSampler` gives its
-indices, and row ``i`` of the global batch is augmented with
-``np.random.default_rng([seed, s, i])``. Hence a run resumed at step ``s``
+indices, and row ``i`` of the global batch is read and augmented by
+:meth:`Transform.train_file` with ``np.random.default_rng([seed, s, i])`` (which
+decodes a JPEG at a reduced scale when the crop needs fewer pixels, see
+``Transform.draft``). Hence a run resumed at step ``s``
 sees exactly the batches of an uninterrupted run, and the result does not
 depend on ``workers``, ``threads`` or how the batch is split over processes.
 
@@ -101,7 +103,7 @@ class _TrainBatch:
     inputs = np.empty((len(local), *self.transform.input_shape), np.uint8)
     for j, (row, i) in enumerate(zip(self.rows, local)):
       rng = np.random.default_rng([self.seed, step, row])   # the GLOBAL row
-      inputs[j] = self.transform.train(decode(self.paths[i]), rng)
+      inputs[j] = self.transform.train_file(self.paths[i], rng)
     return {"inputs": inputs, "labels": self.labels[local],
             "where": np.ones(len(local), bool)}
 
@@ -113,15 +115,16 @@ def train_batches(files: ImageFiles, sampler: PKSampler, transform: Transform, *
   """Training batches of steps ``start_step, ..., num_steps - 1``, in order.
 
   The batch at step ``s`` is a function of ``(seed, s)`` only: the indices are
-  ``sampler.batch(s)`` and row ``i`` of the global batch is augmented by
-  ``transform.train(image, np.random.default_rng([seed, s, i]))``. Each process
+  ``sampler.batch(s)`` and row ``i`` of the global batch is
+  ``transform.train_file(path, np.random.default_rng([seed, s, i]))`` (with
+  ``transform.draft=False``: ``transform.train(decode(path), rng)``). Each process
   decodes only its own rows ``[process_index * B / process_count, (process_index
   + 1) * B / process_count)`` — the rows the parallel runners feed it.
 
   Args:
     files: the training split (paths and labels).
     sampler: gives the ``B`` indices of each step's global batch.
-    transform: the training augmentation (:meth:`Transform.train`).
+    transform: the training augmentation (:meth:`Transform.train_file`).
     seed: the augmentation seed.
     start_step: the first step (resume from a checkpoint at this step).
     num_steps: one past the last step.
