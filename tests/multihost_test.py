@@ -64,3 +64,38 @@ def test_two_processes_match_one_process_with_eight_devices(mode, tmp_path):
   with open(os.path.join(multi, "summary.json")) as f:
     assert json.load(f)["steps"] == 6
   assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["3", "6"]
+
+
+@pytest.mark.slow
+def test_two_processes_stream_image_files_like_one_process(tmp_path):
+  """Each process decodes only its half of every global batch (the pipeline's
+  process share) and the run equals one process on the whole batch."""
+  import protocol_fixtures
+  root = protocol_fixtures.make_image_folder(str(tmp_path / "imgs"), classes=11,
+                                             per_class=20)
+  data = [f"--config.data.name=image_folder", f"--config.data.path={root}",
+          "--config.data.seen_classes=(0,1,2,3,4)", "--config.augment.size=(12,12)",
+          "--config.augment.flip=True", "--config.raw_baseline=False"]
+  single = str(tmp_path / "single")
+  out = subprocess.run(_cmd(single, "mesh", *data), cwd=ROOT, env=_env(8),
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  multi = str(tmp_path / "multi")
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(multi, "mesh", *data, f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2", f"--process_id={i}"), cwd=ROOT, env=_env(4),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    results = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 0, err[-3000:]
+  a, b = _losses(single), _losses(multi)
+  assert [s for s, _ in a] == [s for s, _ in b] == [2, 4, 6]
+  for (_, x), (_, y) in zip(a, b):
+    assert x == pytest.approx(y, rel=1e-5)
+  with open(os.path.join(multi, "config.json")) as f:
+    assert json.load(f)["augment"] == {"size": [12, 12], "flip": True}
