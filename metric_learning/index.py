@@ -8,6 +8,15 @@ Example:
   >>> index.predict(np.array([[0.1, 4.0], [0.9, 0.1]])).tolist()
   [42, 11]
 
+The default ``backend="jax"`` is exact and the reference. ``backend="faiss"``
+(``pip install faiss-cpu``) searches with faiss (Johnson, Douze, Jégou. Billion-
+scale similarity search with GPUs. 2017): ``faiss_index="flat"`` is exact too
+and returns the same neighbours and distances; ``"ivf"`` (inverted lists,
+``nlist`` cells, ``nprobe`` searched) and ``"hnsw"`` (Malkov, Yashunin.
+Efficient and robust approximate nearest neighbor search using Hierarchical
+Navigable Small World graphs. 2018; ``M`` links, ``ef_search``) are
+*approximate*: an explicit trade of some true neighbours for speed.
+
 Class names travel with the labels:
 
   >>> index = index.add(np.array([[5.0, 5.0]]), [7], names={7: "ada"})
@@ -20,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 
 import jax
@@ -30,24 +40,69 @@ from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
 
+BACKENDS = ("jax", "faiss")
+FAISS_INDEXES = ("flat", "ivf", "hnsw")
+_FAISS_PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"),
+                 "hnsw": ("M", "ef_search", "ef_construction")}
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbeddingIndex:
   """Gallery embeddings ``[n, dim]`` (float32), their integer labels ``[n]`` and
-  optional class names (``{label: name}``)."""
+  optional class names (``{label: name}``), searched with ``backend``."""
   embeddings: np.ndarray
   labels: np.ndarray
   metric: str = "euclidean"
   names: dict | None = None
+  backend: str = "jax"
+  faiss_index: str = "flat"
+  faiss_params: dict | None = None
+  _faiss: list = dataclasses.field(default_factory=list, repr=False, compare=False)
 
   @classmethod
   def create(cls, embeddings, labels, *, metric: str = "euclidean",
-             names: dict | None = None) -> "EmbeddingIndex":
+             names: dict | None = None, backend: str = "jax", faiss_index: str = "flat",
+             **faiss_params) -> "EmbeddingIndex":
+    """Builds an index.
+
+    Args:
+      embeddings: ``[n, dim]`` gallery embeddings.
+      labels: ``[n]`` integer labels.
+      metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``
+        (ranked as -x·y).
+      names: optional ``{label: name}``.
+      backend: ``"jax"`` (exact, the default) or ``"faiss"``.
+      faiss_index: with faiss: ``"flat"`` (exact: ``IndexFlatL2``, or
+        ``IndexFlatIP`` on L2-normalised vectors for cosine and on raw ones for
+        dot), ``"ivf"`` or ``"hnsw"`` (approximate).
+      **faiss_params: ``"ivf"``: ``nlist`` (default ~4·sqrt(n), at most n/39)
+        and ``nprobe`` (default 16); ``"hnsw"``: ``M`` (32), ``ef_search``
+        (64, raised to k) and ``ef_construction`` (40).
+
+    Returns:
+      The index; a faiss index is built on the first search.
+    """
     _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
+    _validation.choice(backend, "backend", BACKENDS)
+    _validation.choice(faiss_index, "faiss_index", FAISS_INDEXES)
+    unknown = sorted(set(faiss_params) - set(_FAISS_PARAMS[faiss_index]))
+    if unknown or (faiss_params and backend != "faiss"):
+      raise ValueError(f"unknown parameters {unknown or sorted(faiss_params)} for backend "
+                       f"{backend!r}, faiss_index {faiss_index!r}; known: "
+                       f"{list(_FAISS_PARAMS[faiss_index]) if backend == 'faiss' else []}.")
+    if backend == "faiss":
+      _import_faiss()
     x = np.asarray(_validation.float_matrix(np.asarray(embeddings, np.float32),
                                             "embeddings"))
     y = np.asarray(_validation.int_vector(np.asarray(labels), x.shape[0], "labels"))
     names = None if names is None else {int(k): str(v) for k, v in names.items()}
-    return cls(x, y, metric, names)
+    return cls(x, y, metric, names, backend, faiss_index,
+               {k: int(v) for k, v in faiss_params.items()} or None)
+
+  @property
+  def exact(self) -> bool:
+    """False for the approximate faiss indexes (``"ivf"``, ``"hnsw"``)."""
+    return self.backend == "jax" or self.faiss_index == "flat"
 
   def name_of(self, label: int) -> str:
     """The class name of ``label`` (the label itself when no name is known)."""
@@ -56,37 +111,80 @@ class EmbeddingIndex:
   def __len__(self) -> int:
     return self.embeddings.shape[0]
 
+  def _options(self) -> dict:
+    return dict(metric=self.metric, backend=self.backend, faiss_index=self.faiss_index,
+                **(self.faiss_params or {}))
+
   def add(self, embeddings, labels, *, names: dict | None = None) -> "EmbeddingIndex":
     """A new index with these rows appended (e.g. a new identity's samples);
-    ``names`` adds or updates class names."""
-    new = EmbeddingIndex.create(embeddings, labels, metric=self.metric, names=names)
+    ``names`` adds or updates class names. A built faiss index is copied and
+    extended (an IVF index keeps the cells trained on the earlier rows)."""
+    new = EmbeddingIndex.create(embeddings, labels, names=names, **self._options())
     _validation.same_dim(self.embeddings, new.embeddings, "index embeddings", "embeddings")
     merged = None if self.names is None and new.names is None else {
         **(self.names or {}), **(new.names or {})}
-    return EmbeddingIndex(np.concatenate([self.embeddings, new.embeddings]),
-                          np.concatenate([self.labels, new.labels.astype(self.labels.dtype)]),
-                          self.metric, merged)
+    out = dataclasses.replace(
+        self, embeddings=np.concatenate([self.embeddings, new.embeddings]),
+        labels=np.concatenate([self.labels, new.labels.astype(self.labels.dtype)]),
+        names=merged, _faiss=[])
+    if self._faiss:
+      faiss = _import_faiss()
+      index = faiss.clone_index(self._faiss[0])
+      index.add(_faiss_vectors(new.embeddings, self.metric))
+      out._faiss.append(index)
+    return out
 
-  def search(self, queries, *, k: int = 1, chunk_size: int = 1024):
-    """The ``k`` nearest gallery rows of each query: (indices, distances), ``[q, k]``."""
+  def search(self, queries, *, k: int = 1, chunk_size: int = 1024,
+             gallery_block: int = 65536):
+    """The ``k`` nearest gallery rows of each query: (indices, distances), ``[q, k]``.
+
+    Ties are broken by gallery index on the jax backend. Distances are in
+    ``metric`` (euclidean: not squared; dot: -x·y). The jax backend scans the
+    gallery in blocks of ``gallery_block`` rows, so memory is
+    O(chunk_size · gallery_block); an approximate faiss index may return fewer
+    than ``k`` hits for a query, padded with index -1 and distance inf.
+    """
     q = np.asarray(_validation.float_matrix(np.asarray(queries, np.float32), "queries"))
     _validation.same_dim(q, self.embeddings, "queries", "index embeddings")
     if not 1 <= k <= len(self):
       raise ValueError(f"k must be in [1, {len(self)}]; got {k}.")
+    if self.backend == "faiss":
+      return self._faiss_search(q, k)
+    g = jnp.asarray(self.embeddings)
     out_i, out_d = [], []
     for start in range(0, len(q), chunk_size):
-      i, d = _top_k(jnp.asarray(q[start:start + chunk_size]), jnp.asarray(self.embeddings),
-                    k, self.metric)
-      out_i.append(np.asarray(i))
-      out_d.append(np.asarray(d))
-    return np.concatenate(out_i), np.concatenate(out_d)
+      i, d = _top_k(jnp.asarray(q[start:start + chunk_size]), g, k, self.metric,
+                    min(gallery_block, len(self)))
+      out_i.append(i)
+      out_d.append(d)
+    return (np.concatenate([np.asarray(i) for i in out_i]),
+            np.concatenate([np.asarray(d) for d in out_d]))
+
+  def _faiss_search(self, q: np.ndarray, k: int):
+    if not self._faiss:
+      self._faiss.append(_build_faiss(self.embeddings, self.metric, self.faiss_index,
+                                      self.faiss_params or {}))
+    index = self._faiss[0]
+    if self.faiss_index == "hnsw":
+      index.hnsw.efSearch = max((self.faiss_params or {}).get("ef_search", 64), k)
+    scores, idx = index.search(_faiss_vectors(q, self.metric), k)
+    missing = idx < 0
+    if self.metric == "euclidean":
+      d = np.sqrt(np.maximum(scores, 0.0))
+    elif self.metric == "sqeuclidean":
+      d = np.maximum(scores, 0.0)
+    elif self.metric == "cosine":
+      d = np.clip(1.0 - scores, 0.0, 2.0)
+    else:
+      d = -scores
+    return idx.astype(np.int32), np.where(missing, np.inf, d).astype(np.float32)
 
   def predict(self, queries, *, k: int = 1) -> np.ndarray:
     """Labels by majority vote of the ``k`` nearest (ties: the nearest among them)."""
     idx, _ = self.search(queries, k=k)
-    votes = self.labels[idx]
     out = []
-    for row in votes:
+    for row_idx in idx:
+      row = self.labels[row_idx[row_idx >= 0]]      # approximate faiss: -1 = no hit
       values, counts = np.unique(row, return_counts=True)
       best = values[counts == counts.max()]
       out.append(next(v for v in row if v in best))
@@ -97,23 +195,96 @@ class EmbeddingIndex:
     return [self.name_of(label) for label in self.predict(queries, k=k)]
 
   def save(self, path: str) -> None:
-    """Writes an ``.npz`` atomically (temporary file, then rename)."""
+    """Writes an ``.npz`` atomically (temporary file, then rename); a faiss
+    index is rebuilt from the embeddings on load."""
     tmp = f"{path}.tmp.npz"
     names = json.dumps({str(k): v for k, v in (self.names or {}).items()})
+    options = json.dumps({"backend": self.backend, "faiss_index": self.faiss_index,
+                          **(self.faiss_params or {})})
     np.savez(tmp, embeddings=self.embeddings, labels=self.labels,
-             metric=np.asarray(self.metric), names=np.asarray(names))
+             metric=np.asarray(self.metric), names=np.asarray(names),
+             options=np.asarray(options))
     os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> "EmbeddingIndex":
     with np.load(path, allow_pickle=False) as f:
       names = json.loads(str(f["names"])) if "names" in f.files else {}
+      options = json.loads(str(f["options"])) if "options" in f.files else {}
       return cls.create(f["embeddings"], f["labels"], metric=str(f["metric"]),
-                        names=names or None)
+                        names=names or None, **options)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric"))
-def _top_k(q, g, k, metric):
-  d = distances_lib._pairwise(q, g, metric)  # pylint: disable=protected-access
-  neg, idx = jax.lax.top_k(-d, k)
-  return idx, -neg
+def _import_faiss():
+  try:
+    import faiss  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu (or pip install "
+                      "\"metric-learning-jax[faiss]\").") from e
+  return faiss
+
+
+def _faiss_vectors(x: np.ndarray, metric: str) -> np.ndarray:
+  """float32, C-contiguous; L2-normalised for cosine (as the jax path does)."""
+  x = np.ascontiguousarray(x, np.float32)
+  if metric == "cosine":
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.ascontiguousarray(np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), 0.0),
+                             np.float32)
+  return x
+
+
+def _build_faiss(x: np.ndarray, metric: str, kind: str, params: dict):
+  faiss = _import_faiss()
+  dim = x.shape[1]
+  inner = metric in ("cosine", "dot")
+  faiss_metric = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
+  if kind == "flat":
+    index = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
+  elif kind == "ivf":
+    nlist = params.get("nlist", max(1, min(int(4 * math.sqrt(len(x))), len(x) // 39)))
+    quantizer = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
+    index.train(_faiss_vectors(x, metric))
+    index.nprobe = min(params.get("nprobe", 16), nlist)
+  else:
+    index = faiss.IndexHNSWFlat(dim, params.get("M", 32), faiss_metric)
+    index.hnsw.efConstruction = params.get("ef_construction", 40)
+  index.add(_faiss_vectors(x, metric))
+  return index
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block"))
+def _top_k(q, g, k, metric, block):
+  """Exact k nearest of ``g`` for each row of ``q``, scanning ``g`` in blocks.
+
+  Each block's own top k is merged with the running top k; the running
+  candidates come first in the merge, and ``top_k`` prefers the earlier of
+  equal values, so ties go to the lower gallery index.
+  """
+  n = g.shape[0]
+  if block >= n:
+    d = distances_lib._pairwise(q, g, metric)  # pylint: disable=protected-access
+    neg, idx = jax.lax.top_k(-d, k)
+    return idx, -neg
+  blocks = -(-n // block)
+  g = jnp.pad(g, ((0, blocks * block - n), (0, 0))).reshape(blocks, block, -1)
+  kb = min(k, block)
+
+  def step(carry, xs):
+    best_d, best_i = carry
+    rows, start = xs
+    index = start + jnp.arange(block, dtype=jnp.int32)
+    d = distances_lib._pairwise(q, rows, metric)  # pylint: disable=protected-access
+    d = jnp.where(index[None, :] < n, d, jnp.inf)
+    neg, pos = jax.lax.top_k(-d, kb)
+    cand_d = jnp.concatenate([best_d, -neg], axis=1)
+    cand_i = jnp.concatenate([best_i, index[pos]], axis=1)
+    neg, pos = jax.lax.top_k(-cand_d, k)
+    return (-neg, jnp.take_along_axis(cand_i, pos, axis=1)), None
+
+  init = (jnp.full((q.shape[0], k), jnp.inf, q.dtype),
+          jnp.full((q.shape[0], k), -1, jnp.int32))
+  starts = jnp.arange(blocks, dtype=jnp.int32) * block
+  (best_d, best_i), _ = jax.lax.scan(step, init, (g, starts))
+  return best_i, best_d

@@ -1,5 +1,10 @@
 """Retrieval / re-ID / verification metrics against brute-force loops and scikit-learn."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import reference as ref
@@ -7,11 +12,22 @@ import reference as ref
 import metric_learning as ml
 
 
-def _brute_retrieval(q, qy, g, gy, same_set, ks):
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(params=["count", "sort"])
+def ranking(request, monkeypatch):
+  """Runs a test through both paths: counting ranks, and sorting every row."""
+  if request.param == "sort":
+    monkeypatch.setattr(ml.metrics, "_MAX_COUNTED_SLOTS", -1)
+  return request.param
+
+
+def _brute_retrieval(q, qy, g, gy, same_set, ks, metric="euclidean"):
   out = {k: [] for k in ["precision_at_1", "r_precision", "map_at_r",
                          "mean_average_precision", "mrr"] + [f"recall_at_{k}" for k in ks]}
   for i in range(len(q)):
-    d = [(ref.distance(q[i], g[j], "euclidean"), j) for j in range(len(g))
+    d = [(ref.distance(q[i], g[j], metric), j) for j in range(len(g))
          if not (same_set and j == i)]
     d.sort()
     rel = [gy[j] == qy[i] for _, j in d]
@@ -31,7 +47,7 @@ def _brute_retrieval(q, qy, g, gy, same_set, ks):
 
 @pytest.mark.parametrize("same_set", [True, False])
 @pytest.mark.parametrize("chunk_size", [3, 256])
-def test_retrieval_metrics_match_brute_force(same_set, chunk_size):
+def test_retrieval_metrics_match_brute_force(same_set, chunk_size, ranking):
   rng = np.random.default_rng(0)
   q = rng.standard_normal((23, 4)).astype(np.float32)
   qy = rng.integers(0, 5, 23)
@@ -57,7 +73,76 @@ def test_mean_average_precision_matches_sklearn():
   assert got["mean_average_precision"] == pytest.approx(np.mean(aps), abs=1e-5)
 
 
-def test_reid_protocol_ignores_same_camera_matches_and_junk():
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "dot"])   # exact in float32
+@pytest.mark.parametrize("same_set", [True, False])
+def test_retrieval_with_exact_ties_and_uneven_classes_matches_brute_force(
+    metric, same_set, ranking):
+  # Small integer points: distances are exact, so many exact ties (duplicates
+  # at distance 0 included) must be broken by gallery index, as a stable sort
+  # does. Class sizes 1..9 put queries in several slot buckets.
+  rng = np.random.default_rng(7)
+  sizes = [1, 2, 2, 3, 5, 9, 1, 4]
+  qy = np.repeat(np.arange(len(sizes)), sizes)
+  q = rng.integers(-2, 3, (len(qy), 3)).astype(np.float32)
+  g = q if same_set else rng.integers(-2, 3, (31, 3)).astype(np.float32)
+  gy = qy if same_set else rng.integers(0, 9, 31)
+  kwargs = {} if same_set else dict(gallery_embeddings=g, gallery_labels=gy)
+  ks = (1, 3, 10)
+  got = ml.metrics.retrieval_metrics(q, qy, metric=metric, ks=ks, chunk_size=4, **kwargs)
+  want = _brute_retrieval(q, qy, g, gy, same_set, ks, metric)
+  for k, v in want.items():
+    assert got[k] == pytest.approx(v, abs=1e-6), k
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_counting_and_sorting_paths_agree(metric, monkeypatch):
+  rng = np.random.default_rng(8)
+  y = rng.integers(0, 40, 300)
+  x = (rng.standard_normal((40, 8))[y] + rng.standard_normal((300, 8))).astype(np.float32)
+  x[1::7] = x[::7][:len(x[1::7])]                    # duplicates: ties at distance 0
+  counted = ml.metrics.retrieval_metrics(x, y, metric=metric, ks=(1, 10, 100), chunk_size=64)
+  monkeypatch.setattr(ml.metrics, "_MAX_COUNTED_SLOTS", -1)
+  assert ml.metrics.retrieval_metrics(x, y, metric=metric, ks=(1, 10, 100),
+                                      chunk_size=64) == pytest.approx(counted, abs=1e-6)
+
+
+def test_retrieval_matches_pytorch_metric_learning_accuracy_calculator():
+  pytest.importorskip("faiss")
+  torch = pytest.importorskip("torch")
+  accuracy_calculator = pytest.importorskip(
+      "pytorch_metric_learning.utils.accuracy_calculator")
+  rng = np.random.default_rng(9)
+  y = np.repeat(np.arange(60), rng.integers(2, 13, 60))
+  x = rng.standard_normal((60, 16))[y] + 0.8 * rng.standard_normal((len(y), 16))
+  x = x.astype(np.float32)                           # continuous: no distance ties
+  keys = {"map_at_r": "mean_average_precision_at_r", "r_precision": "r_precision",
+          "precision_at_1": "precision_at_1"}
+  calc = accuracy_calculator.AccuracyCalculator(
+      include=tuple(keys.values()), k="max_bin_count", device=torch.device("cpu"))
+  theirs = calc.get_accuracy(x, y)                   # reference = query, self excluded
+  ours = ml.metrics.retrieval_metrics(x, y)
+  for k, v in keys.items():
+    assert ours[k] == pytest.approx(theirs[v], abs=1e-6), k
+
+
+def test_eval_benchmark_smoke(tmp_path):
+  out = tmp_path / "eval.json"
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.eval_benchmark", "--n=300", "--classes=56",
+       "--dim=8", "--reid_queries=30", "--reid_gallery=200", "--reid_ids=12",
+       "--repeats=1", "--chunk_size=64", f"--out={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())["results"]
+  methods = {(r["case"], r["method"]) for r in rows}
+  assert {("retrieval", "ours"), ("reid", "ours"), ("reid", "ours_sort")} <= methods
+  for r in rows:
+    assert r["median_s"] > 0 and r["peak_rss_mb"] > 0
+    assert r["max_abs_diff_vs_ours"] < 1e-6, r      # pml and the sort path agree
+
+
+def test_reid_protocol_ignores_same_camera_matches_and_junk(ranking):
   rng = np.random.default_rng(2)
   q, g = rng.standard_normal((6, 3)), rng.standard_normal((20, 3))
   qid, qcam = rng.integers(1, 4, 6), rng.integers(0, 3, 6)
