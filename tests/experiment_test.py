@@ -358,3 +358,19 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
   index = EmbeddingIndex.load(os.path.join(workdir, "index.npz"))
   seen = data_registry.create("digits")["seen"]
   np.testing.assert_allclose(embed(seen.inputs), index.embeddings[:len(seen)], atol=1e-5)
+
+
+def test_bfloat16_encoder_trains_with_float32_losses(tmp_path):
+  """config.model.dtype=bfloat16 computes the encoder in bf16; the embeddings the
+  loss sees, and so the loss, are float32."""
+  cfg = _light(test_config.get_config())
+  cfg.model = dict(name="cnn", widths=(8, 16), embedding_dim=8, dtype="bfloat16")
+  summary = train.train_and_evaluate(cfg, str(tmp_path / "bf16"))
+  assert summary["skipped_updates"] == 0 and 0 <= summary["seen/map_at_r"] <= 1
+  model = models.create("cnn", (8, 8, 1), widths=(8, 16), embedding_dim=8, dtype="bfloat16")
+  x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+  assert model(x).dtype == np.float32
+  import jax
+  model.eval()
+  text = str(jax.make_jaxpr(lambda v: model.features(v))(x))
+  assert "bf16[4,8,8,8]" in text           # the convolutions run in bfloat16
