@@ -1,0 +1,147 @@
+r"""k-NN search at enrollment scale: EmbeddingIndex backends, time and peak memory.
+
+A clustered float32 gallery (default 1,000,000 × 128) and held-out queries
+(default 10,000), k = 10, L2 metric. Backends: ``jax`` (exact, the reference),
+``faiss-flat`` (exact), ``faiss-ivf`` and ``faiss-hnsw`` (approximate; their
+recall@k against the exact neighbours is reported). ``build_s`` is the index
+construction (faiss training / graph building; 0 for jax and flat is the copy),
+``search_s`` the median of ``--repeats`` searches after a warm-up one. Peak
+memory: each backend runs once more in a fresh subprocess that reports its own
+peak resident memory (``VmHWM``) and its resident memory before the index
+(``base_rss_mb``: interpreter, libraries, data).
+
+  python -m experiments.search_benchmark --out=/tmp/search.json
+  python -m experiments.search_benchmark --gallery=3000 --queries=50 --dim=16 --repeats=1
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_GALLERY = flags.DEFINE_integer("gallery", 1_000_000, "Gallery size.")
+_QUERIES = flags.DEFINE_integer("queries", 10_000, "Number of queries.")
+_DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension.")
+_K = flags.DEFINE_integer("k", 10, "Neighbours per query.")
+_METRIC = flags.DEFINE_string("metric", "euclidean", "Distance.")
+_BACKENDS = flags.DEFINE_list("backends", ["jax", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
+                              "Backends to run.")
+_NLIST = flags.DEFINE_integer("nlist", 0, "IVF cells (0: the library default).")
+_NPROBE = flags.DEFINE_integer("nprobe", 16, "IVF cells searched.")
+_M = flags.DEFINE_integer("M", 32, "HNSW links per node.")
+_EF = flags.DEFINE_integer("ef_search", 64, "HNSW search breadth.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed searches (median).")
+_MEMORY = flags.DEFINE_bool("memory", True, "Peak memory per backend (subprocesses).")
+_OUT = flags.DEFINE_string("out", "search_benchmark.json", "JSON output path.")
+_SINGLE = flags.DEFINE_string("single", "", "Internal: a backend for a memory run.")
+
+
+def data(gallery: int, queries: int, dim: int, seed: int = 0):
+  """Gallery and queries around shared cluster centres (~100 points a cluster)."""
+  rng = np.random.default_rng(seed)
+  centres = rng.standard_normal((max(gallery // 100, 1), dim)).astype(np.float32)
+  x = np.empty((gallery, dim), np.float32)
+  for start in range(0, gallery, 100_000):          # bounded temporaries
+    n = min(100_000, gallery - start)
+    x[start:start + n] = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal(
+        (n, dim), np.float32)
+  q = centres[rng.integers(0, len(centres), queries)] + 0.5 * rng.standard_normal(
+      (queries, dim), np.float32)
+  return x, (np.arange(gallery) // 100).astype(np.int32), q.astype(np.float32)
+
+
+def _create(backend: str, x, y):
+  from metric_learning import index as index_lib  # pylint: disable=import-outside-toplevel
+  if backend == "jax":
+    return index_lib.EmbeddingIndex.create(x, y, metric=_METRIC.value)
+  kind = backend.split("-")[1]
+  params = {"ivf": {"nprobe": _NPROBE.value, **({"nlist": _NLIST.value} if _NLIST.value
+                                                 else {})},
+            "hnsw": {"M": _M.value, "ef_search": _EF.value}}.get(kind, {})
+  index = index_lib.EmbeddingIndex.create(x, y, metric=_METRIC.value, backend="faiss",
+                                          faiss_index=kind, **params)
+  index.search(x[:1], k=1)            # builds (trains, links) the faiss index
+  return index
+
+
+def _status(field: str) -> float:
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def _single(backend: str) -> None:
+  from metric_learning import index as index_lib  # pylint: disable=import-outside-toplevel,unused-import
+  if backend != "jax":
+    index_lib._import_faiss()  # pylint: disable=protected-access
+  x, y, q = data(_GALLERY.value, _QUERIES.value, _DIM.value)
+  base = _status("VmRSS")
+  _create(backend, x, y).search(q, k=_K.value)
+  print(json.dumps({"peak_rss_mb": _status("VmHWM"), "base_rss_mb": base}))
+
+
+def _memory(backend: str) -> dict:
+  args = [f"--{name}={flag.value}" for name, flag in (
+      ("gallery", _GALLERY), ("queries", _QUERIES), ("dim", _DIM), ("k", _K),
+      ("metric", _METRIC), ("nlist", _NLIST), ("nprobe", _NPROBE), ("M", _M),
+      ("ef_search", _EF))]
+  proc = subprocess.run([sys.executable, "-m", "experiments.search_benchmark",
+                         f"--single={backend}", *args],
+                        capture_output=True, text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f"{backend} memory run failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _SINGLE.value:
+    _single(_SINGLE.value)
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.devices()                                     # start JAX outside the timings
+  x, y, q = data(_GALLERY.value, _QUERIES.value, _DIM.value)
+  rows, truth = [], None
+  for backend in _BACKENDS.value:
+    start = time.perf_counter()
+    index = _create(backend, x, y)
+    build = time.perf_counter() - start
+    index.search(q, k=_K.value)                     # warm-up (jit compilation)
+    times = []
+    for _ in range(_REPEATS.value):
+      start = time.perf_counter()
+      idx, _ = index.search(q, k=_K.value)
+      times.append(time.perf_counter() - start)
+    if index.exact and truth is None:
+      truth = idx
+    row = {"backend": backend, "exact": index.exact, "build_s": build,
+           "search_s": statistics.median(times), "times_s": times}
+    if truth is not None:
+      row["recall_at_k"] = float(np.mean([len(set(a) & set(b)) / _K.value
+                                          for a, b in zip(idx, truth)]))
+    if _MEMORY.value:
+      row.update(_memory(backend))
+    rows.append(row)
+    del index
+  print(f"gallery {_GALLERY.value} x {_DIM.value}, {_QUERIES.value} queries, k={_K.value}")
+  print(f"{'backend':11} {'exact':>5} {'build s':>8} {'search s':>9} {'recall':>7} "
+        f"{'peak MB':>8} {'base MB':>8}")
+  for r in rows:
+    print(f"{r['backend']:11} {str(r['exact']):>5} {r['build_s']:8.2f} {r['search_s']:9.2f} "
+          f"{r.get('recall_at_k', float('nan')):7.3f} {r.get('peak_rss_mb', float('nan')):8.0f} "
+          f"{r.get('base_rss_mb', float('nan')):8.0f}")
+  with open(_OUT.value, "w") as f:
+    json.dump({"flags": {k: v for k, v in flags.FLAGS.flag_values_dict().items()
+                         if k in ("gallery", "queries", "dim", "k", "metric", "nlist",
+                                  "nprobe", "M", "ef_search", "repeats")},
+               "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
