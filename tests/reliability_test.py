@@ -172,3 +172,32 @@ def test_a_part_setting_the_config_file_leaves_out_can_be_set_on_the_command_lin
   with open(workdir / "config.json") as f:
     assert json.load(f)["loss"] == {"name": "contrastive_loss", "pos_margin": 0.1,
                                     "squared": True}
+
+
+def test_a_streamed_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path):
+  """Image files are decoded and augmented per batch as a function of (seed, step):
+  a run resumed from step 3 sees exactly the batches 3..5 of an uninterrupted run."""
+  import protocol_fixtures
+  root = protocol_fixtures.make_image_folder(str(tmp_path / "imgs"), classes=6, per_class=6)
+  cfg = test_config.get_config()
+  cfg.data = dict(name="image_folder", path=str(root), seen_classes=(0, 1, 2))
+  cfg.model = dict(name="cnn", widths=(4,), embedding_dim=4)
+  cfg.augment = dict(size=(10, 10), resize=(14, 14), flip=True, erasing=0.5,
+                     color_jitter=0.3)
+  cfg.sampler.p, cfg.sampler.k = 3, 2
+  cfg.evals = {"seen": dict(type="retrieval", split="seen")}
+  cfg.log_every, cfg.plots, cfg.raw_baseline = 1, False, False
+  whole = train.train_and_evaluate(cfg, str(tmp_path / "whole"))
+  resumed_dir = str(tmp_path / "resumed")
+  train.train_and_evaluate(cfg, resumed_dir)
+  for dirpath, _, files in os.walk(os.path.join(resumed_dir, "checkpoints", "6")):
+    for f in files:                      # lose the last checkpoint: resume from step 3
+      with open(os.path.join(dirpath, f), "wb") as fh:
+        fh.write(b"corrupt")
+  resumed = train.train_and_evaluate(cfg, resumed_dir)
+  assert resumed["resumed_from_step"] == 3
+  for key in ("seen/map_at_r", "seen/precision_at_1", "steps"):
+    assert resumed[key] == whole[key], key
+  losses = lambda d: [json.loads(line).get("train/loss")
+                      for line in open(os.path.join(d, "metrics.jsonl"))]
+  assert losses(resumed_dir) == losses(str(tmp_path / "whole"))
