@@ -22,10 +22,20 @@ def test_every_public_model_class_is_registered():
 
 
 def test_every_public_dataset_loader_is_registered():
+  import importlib
+  import inspect
+  import pkgutil
+
   from metric_learning.data import protocols
-  public = {n for n, f in vars(protocols).items()
-            if callable(f) and not n.startswith("_") and getattr(f, "__module__", "") ==
-            protocols.__name__ and n[0].islower()} - {"read_idx"}
+  # Every public function defined in a protocols module is exported by the package...
+  defined = set()
+  for info in pkgutil.iter_modules(protocols.__path__):
+    module = importlib.import_module(f"{protocols.__name__}.{info.name}")
+    defined |= {n for n, f in vars(module).items() if inspect.isfunction(f)
+                and f.__module__ == module.__name__ and not n.startswith("_")}
+  assert defined == set(protocols.__all__)
+  # ... and every exported protocol (all but the IDX reader) is a registered loader.
+  public = set(protocols.__all__) - {"read_idx"}
   loaders = {"digits", "npz"} | public
   assert loaders == set(data_registry.DATASETS)
   assert data_registry.STREAMED == set(data_registry.DATASETS) - {"digits", "npz", "idx"}

@@ -30,10 +30,10 @@ import grain
 import numpy as np
 from absl import flags
 
+from metric_learning.data.decode import decode
 from metric_learning.data.files import ImageFiles
 from metric_learning.data.sampler import PKSampler
 from metric_learning.data.transforms import Transform
-from metric_learning.data.transforms import decode
 
 
 def _check_counts(workers: int, threads: int, buffer_size: int) -> None:

@@ -1,4 +1,4 @@
-"""Per-image decoding and augmentation in NumPy / Pillow, uint8 in and out.
+"""Per-image augmentation in NumPy / Pillow, uint8 in and out.
 
 Images stay ``uint8 [h, w, 3]`` until they reach the device (a quarter of the
 bytes of float32 through the pipeline and the host-to-device copy);
@@ -10,7 +10,10 @@ image's augmentation is a function of that generator's seed alone
 :class:`Transform` is the configuration surface: one frozen dataclass whose
 fields are the ``augment`` settings of an experiment, with
 :meth:`Transform.train` for training and :meth:`Transform.eval_views` for
-(test-time augmented) evaluation.
+(test-time augmented) evaluation. Files are read by
+:func:`metric_learning.data.decode.decode` (re-exported here as
+:func:`decode`), which :meth:`Transform.train_file` drives at a reduced JPEG
+scale when its crop allows.
 """
 
 from __future__ import annotations
@@ -22,92 +25,14 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from metric_learning.data.decode import _open
+from metric_learning.data.decode import _read_rgb
+from metric_learning.data.decode import decode as decode  # re-exported: transforms.decode
+
 TTA_MODES = ("none", "flip", "five_crop_flip")
 _VIEWS = {"none": 1, "flip": 2, "five_crop_flip": 10}
 # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
 _GRAY = np.array([0.2989, 0.587, 0.114], np.float32)
-
-
-def decode(path: str, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
-  """Reads an image file as RGB, optionally at a reduced JPEG scale.
-
-  Grayscale, palette, CMYK and alpha images are converted to RGB (alpha is
-  dropped).
-
-  With ``min_size``, a JPEG of ``H × W`` pixels is decoded at the scale ``1 / s``,
-  ``s`` the largest of 8, 4, 2, 1 with ``H / s >= min_h`` and ``W / s >= min_w``
-  (Pillow's ``Image.draft``: libjpeg computes the reduced image in its inverse
-  DCT, ``s²`` times fewer pixels to decode, colour-convert and later resize). The
-  result is ``ceil(H / s) × ceil(W / s)``, so both sides are at least
-  ``min_size`` (at least the full image where that is smaller): a downsampled
-  image like one resized from a full decode, but not bit-identical to it. Other
-  formats (PNG, ...) are always read at full size.
-
-  Args:
-    path: an image file Pillow can read (JPEG, PNG, ...).
-    min_size: ``None`` (full size) or ``(h, w)``: the fewest pixels the caller
-      needs, as the height and width of the whole image.
-
-  Returns:
-    ``uint8 [h, w, 3]``.
-
-  Raises:
-    FileNotFoundError: the file does not exist (the message names the path).
-    OSError: the file is not a readable image (the message names the path).
-
-  Example:
-    >>> import os, tempfile
-    >>> from PIL import Image
-    >>> path = os.path.join(tempfile.mkdtemp(), "gray.png")
-    >>> Image.new("L", (5, 3), 7).save(path)
-    >>> image = decode(path)
-    >>> image.shape, image.dtype, int(image.max())
-    ((3, 5, 3), dtype('uint8'), 7)
-    >>> jpeg = path[:-3] + "jpg"
-    >>> Image.new("RGB", (200, 120), (90, 40, 10)).save(jpeg)
-    >>> decode(jpeg, min_size=(30, 45)).shape   # s = 4: 120 / 4 >= 30, 200 / 4 >= 45
-    (30, 50, 3)
-  """
-  path = str(path)
-  with _open(path) as im:
-    return _read_rgb(im, path, min_size)[0]
-
-
-def _open(path: str) -> Image.Image:
-  """Opens ``path`` lazily (the header only), errors naming the path."""
-  try:
-    return Image.open(path)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"image file not found: {path!r}") from e
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise OSError(f"cannot decode image {path!r}: {e}") from e
-
-
-def _read_rgb(im: Image.Image, path: str,
-              min_size: tuple[int, int] | None) -> tuple[np.ndarray, int]:
-  """Decodes the opened ``im`` as RGB → ``(uint8 [h, w, 3], s)``: decoded at scale 1 / s.
-
-  ``s > 1`` only for a JPEG with both sides at least twice ``min_size``; see
-  :func:`decode`.
-  """
-  scale = 1
-  try:
-    if (min_size is not None and im.height >= 2 * min_size[0]
-        and im.width >= 2 * min_size[1]):
-      width = im.width
-      # draft picks the largest s in {8, 4, 2, 1} with s <= W // min_w and
-      # s <= H // min_h, i.e. W / s >= min_w and H / s >= min_h; it returns the
-      # original image's box in the reduced one, (0, 0, W / s, H / s).
-      drafted = im.draft(im.mode, (min_size[1], min_size[0]))
-      if drafted is not None:
-        scale = round(width / drafted[1][2])
-    if im.mode != "RGB":
-      # Palette images with transparency warn unless expanded through RGBA.
-      im = im.convert("RGBA") if im.mode == "P" and "transparency" in im.info else im
-      im = im.convert("RGB")
-    return np.asarray(im, np.uint8), scale
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise OSError(f"cannot decode image {path!r}: {e}") from e
 
 
 def _size_field(name: str, value, *, allow_int: bool):
