@@ -4,8 +4,9 @@ Any config field can be overridden: ``--config.loss.margin=0.1``. Overriding a
 part's name (``--config.loss.name=multi_similarity_loss``) switches to that part
 with its own defaults: the config file's other settings of that section were
 meant for the file's part and are dropped (``--config.loss.FIELD=...`` on the
-command line still applies, also for a field the file does not set). A config error stops before training with one line
-naming the field; SIGINT / SIGTERM save a checkpoint and stop with one line.
+command line still applies, also for a field the file does not set). A config
+error stops before training with one line naming the field; SIGINT / SIGTERM
+save a checkpoint and stop with one line.
 
 For several processes (hosts), give each the same ``--coordinator_address`` and
 ``--num_processes`` and its own ``--process_id`` (or set ML_COORDINATOR_ADDRESS,
@@ -24,23 +25,6 @@ from absl import logging
 from ml_collections import config_flags
 
 DEFAULT_CONFIG = "experiments/configs/default.py"
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
-                                          "Experiment configuration file.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/default",
-                               "Checkpoints, logs, plots and summary.json go here.")
-_FRESH = flags.DEFINE_bool("fresh", False,
-                           "Move an existing workdir aside (WORKDIR.old-TIMESTAMP) and start "
-                           "anew, instead of resuming it.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize (auto-detected cluster).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address",
-                                   os.environ.get("ML_COORDINATOR_ADDRESS", ""),
-                                   "host:port of process 0, for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes",
-                                      int(os.environ.get("ML_NUM_PROCESSES", "1")),
-                                      "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
-                                   "This process's index.")
 
 # Sections whose fields are the arguments of a part chosen by name: the command
 # line may set a field the config file leaves out (the part's own default).
@@ -79,6 +63,29 @@ def take_new_fields(argv: list[str]) -> list[str]:
   return kept
 
 
+if __name__ == "__main__":
+  # ml_collections reads the overrides from sys.argv as soon as the config flag is
+  # defined (for the default config file), so new fields leave sys.argv first.
+  sys.argv[:] = take_new_fields(sys.argv)
+
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
+                                          "Experiment configuration file.")
+_WORKDIR = flags.DEFINE_string("workdir", "workdir/default",
+                               "Checkpoints, logs, plots and summary.json go here.")
+_FRESH = flags.DEFINE_bool("fresh", False,
+                           "Move an existing workdir aside (WORKDIR.old-TIMESTAMP) and start "
+                           "anew, instead of resuming it.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize (auto-detected cluster).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address",
+                                   os.environ.get("ML_COORDINATOR_ADDRESS", ""),
+                                   "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes",
+                                      int(os.environ.get("ML_NUM_PROCESSES", "1")),
+                                      "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("ML_PROCESS_ID", "0")),
+                                   "This process's index.")
+
 def initialize_distributed() -> None:
   if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
     if jax.config.jax_platforms in (None, "", "cpu"):
@@ -114,6 +121,9 @@ def main(argv):
     train.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value)
   except train.ConfigError as e:
     _fail(str(e))
+  except FileNotFoundError as e:   # a dataset or weights file that is not there
+    print(f"FATAL not found: {e}", file=sys.stderr)
+    sys.exit(2)
   except train.Interrupted as e:
     print(f"Interrupted: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)
@@ -132,8 +142,6 @@ def parse_flags(argv):
       _fail(f"--config: no such config file {arg.split('=', 1)[1]!r} (relative paths start "
             "at the current directory; run from the repository root).")
   kept = take_new_fields(argv)
-  if argv is sys.argv:   # ml_collections reads the overrides from sys.argv itself
-    sys.argv[:] = kept
   try:
     return flags.FLAGS(kept)
   except flags.Error as e:

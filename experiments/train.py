@@ -32,8 +32,8 @@ from metric_learning import training
 from metric_learning.data import files as files_lib
 from metric_learning.data import pipeline
 from metric_learning.data import registry as data_registry
-from metric_learning.data import transforms
 from metric_learning.data import sampler as sampler_lib
+from metric_learning.data import transforms
 from metric_learning.losses import registry as loss_registry
 from metric_learning.training import checkpoint
 from metric_learning.training import logger as logger_lib
@@ -385,17 +385,24 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   # ------------------------------------------------------------ setup ---- #
   validate(config)
   is_main = jax.process_index() == 0
-  if is_main:
-    claim_workdir(config, workdir, fresh=fresh)
 
   # ------------------------------------------------------------- data ---- #
-  datasets = data_registry.create(config.data.name, **_settings(config.data))
+  # Read before the workdir is claimed: a wrong path writes nothing.
+  try:
+    datasets = data_registry.create(config.data.name, **_settings(config.data))
+  except FileNotFoundError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"config.data ({config.data.name!r}): {e}") from None
   if "train" not in datasets:
     raise ConfigError(f"config.data: {config.data.name!r} has no train split; its splits "
                       f"are {sorted(datasets)}.")
   train = datasets["train"]
-  sampler = sampler_lib.PKSampler(train.labels, p=config.sampler.p, k=config.sampler.k,
-                                  seed=config.seed)
+  try:
+    sampler = sampler_lib.PKSampler(train.labels, p=config.sampler.p, k=config.sampler.k,
+                                    seed=config.seed)
+  except ValueError as e:
+    raise ConfigError(f"config.sampler: {e}") from None
   evals = make_evaluators(config)
   # Image files are decoded and augmented per batch; arrays stay in memory.
   streamed = isinstance(train, files_lib.ImageFiles)
@@ -404,7 +411,13 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
 
   # ------------------------------------------------- model, optimizer ---- #
   model_settings = _settings(config.model)
-  model = models.create(config.model.name, input_shape, seed=config.seed, **model_settings)
+  try:
+    model = models.create(config.model.name, input_shape, seed=config.seed,
+                          **model_settings)
+  except FileNotFoundError:
+    raise
+  except ValueError as e:     # weights that do not fit, inputs the model cannot take
+    raise ConfigError(f"config.model ({config.model.name!r}): {e}") from None
   loss_settings = _settings(config.loss)
   per_class = loss_registry.proxies_per_class(config.loss.name, loss_settings)
   proxies = None
@@ -439,6 +452,9 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   margin = loss_settings.get("margin", margin)
 
   # ---------------------------------------------------------- restore ---- #
+  # Claimed only now: a wrong data path, sampler or weights file writes nothing.
+  if is_main:
+    claim_workdir(config, workdir, fresh=fresh)
   manager = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints) \
       if is_main else None
   first_step = 0

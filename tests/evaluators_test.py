@@ -359,7 +359,8 @@ def test_verification_of_separated_classes_is_perfect():
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_verification_with_protocol_pairs_scores_exactly_those_pairs(metric):
   """pairs='protocol' uses the split's fixed pairs and folds (LFW's pairs.txt)."""
-  from metric_learning.data.files import ImageFiles, VerificationPairs
+  from metric_learning.data.files import ImageFiles
+  from metric_learning.data.files import VerificationPairs
   rng = np.random.default_rng(0)
   x = rng.standard_normal((9, 3)).astype(np.float32)
   y = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4], np.int32)

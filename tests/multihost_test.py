@@ -73,7 +73,7 @@ def test_two_processes_stream_image_files_like_one_process(tmp_path):
   import protocol_fixtures
   root = protocol_fixtures.make_image_folder(str(tmp_path / "imgs"), classes=11,
                                              per_class=20)
-  data = [f"--config.data.name=image_folder", f"--config.data.path={root}",
+  data = ["--config.data.name=image_folder", f"--config.data.path={root}",
           "--config.data.seen_classes=(0,1,2,3,4)", "--config.augment.size=(12,12)",
           "--config.augment.flip=True", "--config.raw_baseline=False"]
   single = str(tmp_path / "single")

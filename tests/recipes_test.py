@@ -14,9 +14,9 @@ trains.
 import importlib
 import os
 
+import protocol_fixtures as fixtures
 import pytest
 
-import protocol_fixtures as fixtures
 from experiments import train
 
 

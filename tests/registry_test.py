@@ -8,7 +8,6 @@ import optax
 import pytest
 
 import metric_learning as ml
-from metric_learning import data
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning.data import registry as data_registry

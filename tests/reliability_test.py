@@ -201,3 +201,22 @@ def test_a_streamed_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path)
   losses = lambda d: [json.loads(line).get("train/loss")
                       for line in open(os.path.join(d, "metrics.jsonl"))]
   assert losses(resumed_dir) == losses(str(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=experiments/configs/mlrc_cub200.py"],
+     "FATAL config error: config.data ('cub200'): data 'cub200' needs path="),
+    (["--config=experiments/configs/mlrc_cub200.py", "--config.data.path=/nonexistent"],
+     "FATAL not found: '/nonexistent/images.txt' not found; expected ROOT/images.txt"),
+    (["--config.model.name=resnet18", "--config.model.weights=/nonexistent.safetensors"],
+     "FATAL not found:"),
+    (["--config.sampler.p=7"], "FATAL config error: config.sampler: p=7 classes per batch"),
+])
+def test_missing_data_or_weights_end_in_one_line_and_write_nothing(args, message, tmp_path):
+  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path / 'w'}", *args]
+  out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  fatal = [line for line in out.stderr.splitlines() if line.startswith("FATAL")]
+  assert len(fatal) == 1 and fatal[0].startswith(message), out.stderr
+  assert not (tmp_path / "w").exists()

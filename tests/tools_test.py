@@ -270,6 +270,7 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   """A streamed run's tools read images as its evaluation did: the transform's
   views (here resize, centre crop and a flip), their embeddings averaged."""
   import protocol_fixtures
+
   from metric_learning.data import pipeline
   from metric_learning.data import protocols
   root = protocol_fixtures.make_image_folder(str(tmp_path / "imgs"), classes=4, per_class=4)

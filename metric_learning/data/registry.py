@@ -95,7 +95,8 @@ def inshop(*, path: str = "") -> dict[str, files.ImageFiles]:
 
 
 def market1501(*, path: str = "") -> dict[str, files.ImageFiles]:
-  """Market-1501: ``train`` / ``query`` / ``gallery`` with cameras (:func:`protocols.market1501`)."""
+  """Market-1501: ``train`` / ``query`` / ``gallery`` with cameras
+  (:func:`protocols.market1501`)."""
   return protocols.market1501(_root("market1501", path))
 
 
