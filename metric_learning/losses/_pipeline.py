@@ -31,6 +31,15 @@ from metric_learning import reductions
 # Finite stand-in for log(0) so that no -inf enters an arithmetic expression.
 NEG_LOG = -1e30
 
+# The automatic path of every in-batch loss (``block_size=None``): one dense
+# [anchors, candidates] matrix up to AUTO_DENSE_ROWS anchor rows, blocks of
+# AUTO_BLOCK_ROWS rows above. Decided from static shapes, at trace time.
+# Measured on 2 CPU cores (experiments/loss_benchmark.py): from ~512 rows on a
+# [256, candidates] block stays in cache and is as fast as or faster than the
+# dense matrix, and memory is O(block · candidates) instead of O(anchors · candidates).
+AUTO_DENSE_ROWS = 512
+AUTO_BLOCK_ROWS = 256
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +205,58 @@ def prepare(embeddings, labels, where=None, ref_embeddings=None, ref_labels=None
                candidate_labels=cand_labels, candidate_where=cand_where,
                self_index=self_index, out_dtype=out_dtype,
                axis_name=axis_name, num_refs=num_refs, empty=empty)
+
+
+def block_rows(block_size, rows: int) -> int | None:
+  """Rows per block for ``rows`` anchors: None means one dense block.
+
+  ``block_size=None`` is automatic (dense up to :data:`AUTO_DENSE_ROWS` rows,
+  blocks of :data:`AUTO_BLOCK_ROWS` above); an int is used as given, and an int
+  ``>= rows`` (e.g. the batch size) forces the dense path.
+  """
+  block_size = _validation.block_size(block_size)
+  if block_size is None:
+    block_size = None if rows <= AUTO_DENSE_ROWS else AUTO_BLOCK_ROWS
+  return None if block_size is None or block_size >= rows else block_size
+
+
+def map_row_blocks(fn, rows, block_size: int | None):
+  """``fn(*rows)`` evaluated on blocks of ``block_size`` rows, outputs concatenated.
+
+  ``fn`` maps ``[block, ...]`` arrays to a pytree of ``[block, ...]`` arrays and
+  must treat rows independently. Each block runs under ``jax.checkpoint`` in a
+  ``lax.map``: the backward pass recomputes one block at a time, so neither pass
+  holds more than one block's temporaries. ``None`` calls ``fn`` once on every row.
+  """
+  if block_size is None:
+    return fn(*rows)
+  size = rows[0].shape[0]
+  blocks = -(-size // block_size)
+  pad = blocks * block_size - size
+  # Blocks of a row-sharded (Explicit mesh) batch cannot be reshaped in place:
+  # every device then streams over all rows.
+  rows = [_sharding.replicate(r) for r in rows]
+  rows = [jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)) for r in rows]
+  rows = [r.reshape((blocks, block_size) + r.shape[1:]) for r in rows]
+  out = jax.lax.map(jax.checkpoint(lambda r: fn(*r)), rows)
+  return jax.tree.map(lambda v: v.reshape((blocks * block_size,) + v.shape[2:])[:size], out)
+
+
+def per_anchor(batch: Batch, block_size, fn):
+  """``fn(anchors [b, D], masks PairMasks [b, C])`` over blocks of anchor rows.
+
+  The shared streaming path of the losses whose terms are per anchor row:
+  ``fn`` returns a pytree of ``[b, ...]`` arrays (typically :class:`Terms`),
+  computed from the block's rows against every candidate. Padding rows added
+  to fill the last block are not real (``where`` False) and are dropped.
+  """
+  def run(anchors, labels, where, self_index):
+    masks = masks_lib.pair_masks(labels, where, batch.candidate_labels,
+                                 batch.candidate_where, self_index)
+    return fn(anchors, masks)
+
+  rows = (batch.anchors, batch.labels, batch.where, batch.self_index)
+  return map_row_blocks(run, rows, block_rows(block_size, batch.anchors.shape[0]))
 
 
 def check_options(*, metric=None, reduction=None, similarity: bool = False,

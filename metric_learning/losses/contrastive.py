@@ -43,10 +43,10 @@ def _scalar(value, name: str, dtype, *, positive: bool = False) -> jax.Array:
   return array.astype(dtype)
 
 
-def _similarities(batch: _pipeline.Batch) -> jax.Array:
-  """``[A, C]`` cosine similarities of anchors and candidates."""
-  return jnp.matmul(distances_lib.l2_normalize(batch.anchors),
-                    distances_lib.l2_normalize(batch.candidates).T, precision=_HIGHEST)
+def _similarities(anchors: jax.Array, normalized_candidates: jax.Array) -> jax.Array:
+  """``[A, C]`` cosine similarities of anchors and (L2-normalised) candidates."""
+  return jnp.matmul(distances_lib.l2_normalize(anchors), normalized_candidates.T,
+                    precision=_HIGHEST)
 
 
 def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
@@ -54,7 +54,8 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
                 ref_embeddings: jax.Array | None = None,
                 ref_labels: jax.Array | None = None,
                 ref_where: jax.Array | None = None,
-                axis_name: str | None = None) -> jax.Array:
+                axis_name: str | None = None,
+                block_size: int | None = None) -> jax.Array:
   r"""NT-Xent / InfoNCE (Chen et al. 2020) with labels: one term per positive pair.
 
   With :math:`z_{ij} = s_{ij} / \tau` (cosine similarity over temperature), each
@@ -89,6 +90,10 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
       never anchors; no gradient flows into them.
     axis_name: inside ``pmap`` / ``shard_map``, the mapped axis over which the
       candidates (and the reduction) are global.
+    block_size: anchor rows per block. None (the default) is automatic: dense
+      ``[batch, candidates]`` logits up to 512 rows, blocks of 256 rows above,
+      each recomputed in the backward pass (O(256 · candidates) memory). An
+      int ``>= batch`` forces the dense logits. Same values and gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -113,13 +118,16 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
   _pipeline.check_options(reduction=reduction)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  z = _similarities(batch) / _scalar(temperature, "temperature", batch.anchors.dtype,
-                                     positive=True)
-  masks = batch.masks()
-  lse, found = _pipeline.log_sum_exp(z, masks.negative)
-  pairs = masks.positive & found[:, None]
-  t = _pipeline.terms(jax.nn.softplus(lse[:, None] - z), pairs, axis=-1)
-  return batch.finish(t, reduction)
+  temperature = _scalar(temperature, "temperature", batch.anchors.dtype, positive=True)
+  candidates = distances_lib.l2_normalize(batch.candidates)
+
+  def rows(anchors, masks):
+    z = _similarities(anchors, candidates) / temperature
+    lse, found = _pipeline.log_sum_exp(z, masks.negative)
+    pairs = masks.positive & found[:, None]
+    return _pipeline.terms(jax.nn.softplus(lse[:, None] - z), pairs, axis=-1)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
 def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
@@ -127,7 +135,8 @@ def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
                 ref_embeddings: jax.Array | None = None,
                 ref_labels: jax.Array | None = None,
                 ref_where: jax.Array | None = None,
-                axis_name: str | None = None) -> jax.Array:
+                axis_name: str | None = None,
+                block_size: int | None = None) -> jax.Array:
   r"""Supervised contrastive loss (Khosla et al. 2020), the :math:`L^{sup}_{out}` form.
 
   With :math:`z_{ij} = s_{ij} / \tau` and :math:`A(i) = P(i) \cup N(i)` (every
@@ -159,6 +168,10 @@ def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
       :math:`A(i)` but never anchors; no gradient flows into them.
     axis_name: inside ``pmap`` / ``shard_map``, the mapped axis over which the
       candidates (and the reduction) are global.
+    block_size: anchor rows per block. None (the default) is automatic: dense
+      ``[batch, candidates]`` logits up to 512 rows, blocks of 256 rows above,
+      each recomputed in the backward pass (O(256 · candidates) memory). An
+      int ``>= batch`` forces the dense logits. Same values and gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -179,15 +192,18 @@ def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
   _pipeline.check_options(reduction=reduction)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  z = _similarities(batch) / _scalar(temperature, "temperature", batch.anchors.dtype,
-                                     positive=True)
-  masks = batch.masks()
-  lse, _ = _pipeline.log_sum_exp(z, masks.positive | masks.negative)
-  n_pos = jnp.sum(masks.positive, axis=-1)
-  mean_pos = reductions.safe_divide(jnp.sum(jnp.where(masks.positive, z, 0), axis=-1),
-                                    n_pos.astype(z.dtype))
-  t = _pipeline.terms(lse - mean_pos, masks.valid_anchor)
-  return batch.finish(t, reduction)
+  temperature = _scalar(temperature, "temperature", batch.anchors.dtype, positive=True)
+  candidates = distances_lib.l2_normalize(batch.candidates)
+
+  def rows(anchors, masks):
+    z = _similarities(anchors, candidates) / temperature
+    lse, _ = _pipeline.log_sum_exp(z, masks.positive | masks.negative)
+    n_pos = jnp.sum(masks.positive, axis=-1)
+    mean_pos = reductions.safe_divide(jnp.sum(jnp.where(masks.positive, z, 0), axis=-1),
+                                      n_pos.astype(z.dtype))
+    return _pipeline.terms(lse - mean_pos, masks.valid_anchor)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
 def _sigmoid_block(anchors, labels, where, self_index, candidates, candidate_labels,

@@ -3,7 +3,8 @@ r"""Pair- and similarity-based relatives of the triplet loss.
 Contrastive (Hadsell et al. 2006), lifted structure (Oh Song et al. 2016),
 multi-similarity (Wang et al. 2019), margin (Wu et al. 2017) and N-pair
 (Sohn 2016). Notation as in :mod:`metric_learning.masks`; every loss here is
-O(batch²) in time and memory.
+O(batch²) in time; contrastive and multi-similarity stream over blocks of
+anchor rows (``block_size``), the others hold ``[batch, batch]`` matrices.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                      ref_where: jax.Array | None = None,
                      axis_name: str | None = None, pos_margin=0.0,
                      squared: bool = True,
-                     reduce_separately: bool = False) -> jax.Array:
+                     reduce_separately: bool = False,
+                     block_size: int | None = None) -> jax.Array:
   r"""Contrastive loss (Hadsell, Chopra, LeCun 2006) over all pairs in the batch.
 
   .. math::
@@ -64,6 +66,11 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
     pos_margin: positive margin :math:`m^+ \ge 0` (PML's ``pos_margin``).
     squared: the paper's :math:`\tfrac12 [\cdot]_+^2` (True) or the plain hinge.
     reduce_separately: reduce positive and negative pairs separately and add.
+    block_size: anchor rows per block. None (the default) is automatic: one
+      dense ``[batch, candidates]`` matrix up to 512 rows, blocks of 256 rows
+      above, each recomputed in the backward pass (O(256 · candidates)
+      memory). An int ``>= batch`` forces the dense matrix. Same values and
+      gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -86,10 +93,15 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                           pos_margin=pos_margin)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  d, masks = batch.distances(metric), batch.masks()
   shape = (lambda h: 0.5 * h * h) if squared else (lambda h: h)
-  pos = _pipeline.terms(shape(jax.nn.relu(d - pos_margin)), masks.positive, axis=-1)
-  neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
+
+  def rows(anchors, masks):
+    d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+    pos = _pipeline.terms(shape(jax.nn.relu(d - pos_margin)), masks.positive, axis=-1)
+    neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
+    return pos, neg
+
+  pos, neg = _pipeline.per_anchor(batch, block_size, rows)
   if reduce_separately:
     return batch.finish(pos, reduction) + batch.finish(neg, reduction)
   return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
@@ -166,7 +178,8 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
                           ref_embeddings: jax.Array | None = None,
                           ref_labels: jax.Array | None = None,
                           ref_where: jax.Array | None = None,
-                     axis_name: str | None = None) -> jax.Array:
+                          axis_name: str | None = None,
+                          block_size: int | None = None) -> jax.Array:
   r"""Multi-similarity loss with its pair mining (Wang et al. 2019).
 
   On cosine similarities :math:`S_{ij}`, anchor :math:`i` keeps the positives
@@ -192,6 +205,9 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank, as in the XBM paper).
+    axis_name: device axis for global-batch pairs.
+    block_size: anchor rows per block, as in :func:`contrastive_loss` (None:
+      automatic, dense up to 512 rows, blocks of 256 above).
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -214,18 +230,21 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
   _validation.positive(beta, "beta")
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  s, masks = 1.0 - batch.distances("cosine"), batch.masks()
-  s_const = jax.lax.stop_gradient(s)
-  _, min_pos, _ = mining.masked_argmin(s_const, masks.positive)
-  _, max_neg, _ = mining.masked_argmax(s_const, masks.negative)
-  keep_pos = masks.positive & (s_const - epsilon < max_neg[:, None])
-  keep_neg = masks.negative & (s_const + epsilon > min_pos[:, None])
-  pos = _pipeline.log1p_sum_exp(-alpha * (s - base), keep_pos) / alpha
-  neg = _pipeline.log1p_sum_exp(beta * (s - base), keep_neg) / beta
-  used = jnp.any(keep_pos, -1) & jnp.any(keep_neg, -1)
-  t = _pipeline.terms(pos + neg, used)
-  t = reductions.Terms(t.values, masks.valid_anchor.astype(t.values.dtype), t.nonzero)
-  return batch.finish(t, reduction)
+
+  def rows(anchors, masks):
+    s = 1.0 - distances_lib._pairwise(anchors, batch.candidates, "cosine")  # pylint: disable=protected-access
+    s_const = jax.lax.stop_gradient(s)
+    _, min_pos, _ = mining.masked_argmin(s_const, masks.positive)
+    _, max_neg, _ = mining.masked_argmax(s_const, masks.negative)
+    keep_pos = masks.positive & (s_const - epsilon < max_neg[:, None])
+    keep_neg = masks.negative & (s_const + epsilon > min_pos[:, None])
+    pos = _pipeline.log1p_sum_exp(-alpha * (s - base), keep_pos) / alpha
+    neg = _pipeline.log1p_sum_exp(beta * (s - base), keep_neg) / beta
+    used = jnp.any(keep_pos, -1) & jnp.any(keep_neg, -1)
+    t = _pipeline.terms(pos + neg, used)
+    return reductions.Terms(t.values, masks.valid_anchor.astype(t.values.dtype), t.nonzero)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
 MARGIN_WEIGHTINGS = ("pairs", "triplets")
