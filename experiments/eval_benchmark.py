@@ -38,14 +38,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 from absl import app
 from absl import flags
-import numpy as np
 
 _N = flags.DEFINE_integer("n", 60502, "Retrieval: number of embeddings.")
 _CLASSES = flags.DEFINE_integer("classes", 11316, "Retrieval: number of classes.")
 _DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension.")
-_NOISE = flags.DEFINE_float("noise", 0.6, "Within-class spread (unit-norm centres).")
+_NOISE = flags.DEFINE_float("noise", 1.6, "Within-class spread (unit-norm centres).")
 _REID_Q = flags.DEFINE_integer("reid_queries", 3368, "Re-ID: queries.")
 _REID_G = flags.DEFINE_integer("reid_gallery", 19732, "Re-ID: gallery size.")
 _REID_IDS = flags.DEFINE_integer("reid_ids", 750, "Re-ID: query identities.")
@@ -143,8 +143,8 @@ def _runner(case: str, method: str):
 def _methods(case: str) -> list[str]:
   if case == "retrieval":
     try:
-      import pytorch_metric_learning  # pylint: disable=import-outside-toplevel,unused-import
       import faiss  # pylint: disable=import-outside-toplevel,unused-import
+      import pytorch_metric_learning  # pylint: disable=import-outside-toplevel,unused-import
       return ["ours", "pml"]
     except ImportError:
       return ["ours"]

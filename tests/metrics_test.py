@@ -11,7 +11,6 @@ import reference as ref
 
 import metric_learning as ml
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -99,7 +98,8 @@ def test_counting_and_sorting_paths_agree(metric, monkeypatch):
   rng = np.random.default_rng(8)
   y = rng.integers(0, 40, 300)
   x = (rng.standard_normal((40, 8))[y] + rng.standard_normal((300, 8))).astype(np.float32)
-  x[1::7] = x[::7][:len(x[1::7])]                    # duplicates: ties at distance 0
+  x[1::7] = x[::7][:len(x[1::7])]   # duplicates across labels: ties broken by index
+  monkeypatch.setattr(ml.metrics, "_GALLERY_TILE", 64)     # 5 tiles, the last one padded
   counted = ml.metrics.retrieval_metrics(x, y, metric=metric, ks=(1, 10, 100), chunk_size=64)
   monkeypatch.setattr(ml.metrics, "_MAX_COUNTED_SLOTS", -1)
   assert ml.metrics.retrieval_metrics(x, y, metric=metric, ks=(1, 10, 100),
