@@ -266,8 +266,9 @@ def sigmoid_loss(embeddings: jax.Array, labels: jax.Array, *, temperature, bias,
     bias: scalar array (or float), the logit bias :math:`b`.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
-    block_size: None (dense ``[anchors, candidates]`` logits) or a positive int,
-      the number of candidate columns per block.
+    block_size: candidate columns per block. None (the default) is automatic:
+      dense ``[anchors, candidates]`` logits up to 512 candidates, blocks of 256
+      columns above. An int ``>= candidates`` forces the dense logits.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), ``[refs, dim]``, ``[refs]``, ``[refs]``: pairs with every anchor
       but never anchors themselves; no gradient flows into them.
@@ -293,7 +294,7 @@ def sigmoid_loss(embeddings: jax.Array, labels: jax.Array, *, temperature, bias,
     Pre-Training. ICCV 2023. https://arxiv.org/abs/2303.15343
   """
   _pipeline.check_options(reduction=reduction)
-  block_size = _validation.block_size(block_size)
+  _validation.block_size(block_size)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
   dtype = batch.anchors.dtype
@@ -303,7 +304,8 @@ def sigmoid_loss(embeddings: jax.Array, labels: jax.Array, *, temperature, bias,
   candidates = distances_lib.l2_normalize(batch.candidates)
   fixed = (anchors, batch.labels, batch.where, batch.self_index)
   num = candidates.shape[0]
-  if block_size is None or block_size >= num:
+  block_size = _pipeline.block_rows(block_size, num)   # here: candidate columns
+  if block_size is None:
     values, nonzero = _sigmoid_block(*fixed, candidates, batch.candidate_labels,
                                      batch.candidate_where, 0, t, b)
   else:

@@ -280,17 +280,73 @@ def batch_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   return batch.finish(terms, reduction)
 
 
-def _cube_loss(batch: _pipeline.Batch, metric: str, row_terms, reduction: str):
-  """Shared path of the losses over (anchor, positive, negative) cubes."""
-  masks = batch.masks()
-  values, counts, nonzero = mining.map_anchors(
-      row_terms, batch.distances(metric), masks.positive, masks.negative)
-  return batch.finish(reductions.Terms(values, counts, nonzero), reduction)
+def _cube_rows(batch: _pipeline.Batch, metric: str, row_terms):
+  """Block function of the losses over (anchor, positive, negative) cubes.
+
+  Each anchor builds ``[candidates, candidates]`` temporaries: O(batch³) time.
+  Used only where the terms do not decompose (soft margins).
+  """
+  def rows(anchors, masks):
+    d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+    return reductions.Terms(*mining.map_anchors(row_terms, d, masks.positive, masks.negative))
+  return rows
 
 
 def _sum_terms(values, mask):
   t = _pipeline.terms(values, mask)
   return jnp.sum(t.values), jnp.sum(t.counts), jnp.sum(t.nonzero)
+
+
+class _SortedNegatives:
+  """Each row's negative distances in increasing order, for O(C log C) triplet sums.
+
+  ``count_below(t)`` = #{k in N(i): D_ik < t} (or <= t) and ``sum_first(n)`` =
+  the sum of the n smallest (D_ik - base), with base the smallest negative
+  distance of the row (a constant shift that keeps the prefix sums small, so
+  that ``n (t - base) - sum_first(n)`` does not cancel catastrophically).
+  Gradients flow through the sorted values to the selected distances only.
+  """
+
+  def __init__(self, d, neg):
+    keys = jnp.where(neg, jax.lax.stop_gradient(d), jnp.inf)
+    order = jnp.argsort(keys, axis=-1)
+    self.keys = jnp.take_along_axis(keys, order, -1)
+    self.values = jnp.take_along_axis(d, order, -1)
+    self.count = jnp.sum(neg, -1)
+    self.base = jax.lax.stop_gradient(self.values[:, :1])
+    real = jnp.arange(d.shape[-1])[None, :] < self.count[:, None]
+    self.prefix = jnp.cumsum(jnp.where(real, self.values - self.base, 0), axis=-1)
+
+  def count_below(self, t, side="left"):
+    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side))(self.keys, t)
+
+  def sum_first(self, n):
+    s = jnp.take_along_axis(self.prefix, jnp.maximum(n - 1, 0), -1)
+    return jnp.where(n > 0, s, 0)
+
+  def value_at(self, n):
+    return jnp.take_along_axis(self.values, jnp.clip(n, 0, self.values.shape[-1] - 1), -1)
+
+
+def _window_terms(sorted_neg, d, pos, margin, lower: bool):
+  r"""Per anchor, the hinge sum over k with [lower: D_ij <] D_ik < D_ij + m, j in P(i).
+
+  :math:`\sum_k (m + D_{ij} - D_{ik}) = n (m + D_{ij} - b) - \sum_k (D_{ik} - b)`
+  over the n negatives in the window: O(C log C) per anchor, not O(C²).
+  """
+  fixed = jax.lax.stop_gradient(d)
+  hi = sorted_neg.count_below(fixed + margin, "left")
+  lo = sorted_neg.count_below(fixed, "right") if lower else jnp.zeros_like(hi)
+  n = jnp.where(pos, jnp.maximum(hi - lo, 0), 0)
+  inside = sorted_neg.sum_first(hi) - sorted_neg.sum_first(lo)
+  values = jnp.where(n > 0, n * (margin + d - sorted_neg.base) - inside, 0)
+  if not lower:
+    counts = jnp.sum(pos, -1) * sorted_neg.count
+  else:
+    counts = jnp.sum(n, -1)
+  dtype = d.dtype
+  return reductions.Terms(jnp.sum(values, -1), counts.astype(dtype),
+                          jnp.sum(n, -1).astype(dtype))
 
 
 def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
@@ -300,7 +356,8 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
                            ref_embeddings: jax.Array | None = None,
                            ref_labels: jax.Array | None = None,
                            ref_where: jax.Array | None = None,
-                           axis_name: str | None = None) -> jax.Array:
+                           axis_name: str | None = None,
+                           block_size: int | None = None) -> jax.Array:
   r"""Batch-all triplet loss (Hermans et al. 2017): every valid triplet.
 
   .. math::
@@ -308,8 +365,14 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
 
   ``"mean"`` averages over all valid triplets (Hermans' BA), the default
   ``"mean_nonzero"`` over the triplets with :math:`\ell > 0` (BA≠0);
-  ``"none"`` gives each anchor's sum over its triplets. Streams over anchors:
-  O(chunk · batch²) memory, never the full cube.
+  ``"none"`` gives each anchor's sum over its triplets.
+
+  The hinge never builds the triplet cube: with each anchor's negative
+  distances sorted, :math:`\sum_{k} [m + D_{ij} - D_{ik}]_+` is
+  :math:`n_{ij}(m + D_{ij}) - \sum_{D_{ik} < m + D_{ij}} D_{ik}` (a count and a
+  prefix sum), so the loss costs O(batch² log batch) time and, streamed over
+  blocks of anchor rows, O(block · batch) memory. ``soft=True`` does not
+  decompose: it sums the cube anchor by anchor, O(batch³) time.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -322,6 +385,9 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     reduction: ``"mean_nonzero"``, ``"mean"``, ``"sum"`` or ``"none"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates, as in
       :func:`batch_hard_triplet_loss`.
+    axis_name: device axis for global-batch mining.
+    block_size: anchor rows per block, as in :func:`batch_hard_triplet_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above).
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -343,11 +409,17 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
 
-  def row(d, pos, neg):
-    gap, mask = mining.triplet_cube(d, pos, neg)
-    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
-
-  return _cube_loss(batch, metric, row, reduction)
+  if soft:
+    def row(d, pos, neg):
+      gap, mask = mining.triplet_cube(d, pos, neg)
+      return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
+    rows = _cube_rows(batch, metric, row)
+  else:
+    def rows(anchors, masks):
+      d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+      return _window_terms(_SortedNegatives(d, masks.negative), d, masks.positive,
+                           margin, lower=False)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
 def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
@@ -357,7 +429,8 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
                            ref_embeddings: jax.Array | None = None,
                            ref_labels: jax.Array | None = None,
                            ref_where: jax.Array | None = None,
-                           axis_name: str | None = None) -> jax.Array:
+                           axis_name: str | None = None,
+                           block_size: int | None = None) -> jax.Array:
   r"""Semi-hard triplet loss under the FaceNet or the TensorFlow Addons definition.
 
   * ``"facenet"`` (Schroff et al. 2015): every triplet with
@@ -368,6 +441,12 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     :math:`\ell_{ij} = [m + D_{ij} - D_{ik^*}]_+`, ``"mean"`` over positive pairs
     (zeros included) — TFA's ``triplet_semihard_loss``, but 0 instead of its NaN
     when there is no pair.
+
+  Both are computed from each anchor's sorted negative distances (a binary
+  search per positive pair and, for "facenet", prefix sums over the window):
+  O(batch² log batch) time and, streamed over blocks of anchor rows,
+  O(block · batch) memory. Only "facenet" with ``soft=True`` (softplus does not
+  decompose) sums the triplet cube anchor by anchor, O(batch³) time.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -381,6 +460,9 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates, as in
       :func:`batch_hard_triplet_loss`.
+    axis_name: device axis for global-batch mining.
+    block_size: anchor rows per block, as in :func:`batch_hard_triplet_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above).
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -404,18 +486,26 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
 
-  def facenet_row(d, pos, neg):
-    gap, mask = mining.facenet_cube(jax.lax.stop_gradient(d), pos, neg, margin)
-    gap, _ = mining.triplet_cube(d, pos, neg)
-    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
-
-  def tfa_row(d, pos, neg):
-    index, valid = mining.tfa_negatives(jax.lax.stop_gradient(d), pos, neg)
-    gap = d - jnp.take(d, jnp.maximum(index, 0))
-    return _sum_terms(_pipeline.triplet_term(gap, margin, soft), valid)
-
-  return _cube_loss(batch, metric, facenet_row if definition == "facenet"
-                    else tfa_row, reduction)
+  if definition == "facenet" and soft:
+    def facenet_row(d, pos, neg):
+      gap, mask = mining.facenet_cube(jax.lax.stop_gradient(d), pos, neg, margin)
+      gap, _ = mining.triplet_cube(d, pos, neg)
+      return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
+    rows = _cube_rows(batch, metric, facenet_row)
+  else:
+    def rows(anchors, masks):
+      d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+      negs = _SortedNegatives(d, masks.negative)
+      if definition == "facenet":
+        return _window_terms(negs, d, masks.positive, margin, lower=True)
+      # TFA: the first negative farther than D_ij, else the farthest one.
+      after = negs.count_below(jax.lax.stop_gradient(d), "right")
+      k = jnp.where(after < negs.count[:, None], after, negs.count[:, None] - 1)
+      valid = masks.positive & (negs.count > 0)[:, None]
+      t = _pipeline.terms(_pipeline.triplet_term(d - negs.value_at(k), margin, soft),
+                          valid, axis=-1)
+      return t
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
 def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,

@@ -1,0 +1,304 @@
+r"""Every in-batch loss against its pytorch-metric-learning counterpart.
+
+For each loss and batch size B (float32, dim D, labels in groups of 4) it times
+``value_and_grad`` of our default call and the PML loss (+ miner) with the
+arguments the parity tests use, interleaved (median of ``--repeats`` runs after
+a warm-up), and measures each one's peak resident memory in a fresh
+subprocess. PML points that need more than ``--pml_max_gb`` (estimated from
+the tensors it builds) or more than ``--pml_max_s`` seconds are skipped and
+shown as "—" with the reason. Prints one table, writes JSON (``--out``) and one
+PNG per family into ``--plot_dir`` (``loss_benchmark_<family>.png``).
+
+  python -m experiments.loss_benchmark --batch_sizes=256,1024,4096,16384
+  python -m experiments.loss_benchmark --batch_sizes=64 --repeats=1   # smoke
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"],
+                                 "Batch sizes B.")
+_DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension D.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per point (median reported).")
+_LOSSES = flags.DEFINE_list("losses", [], "Losses to run (default: all).")
+_OUT = flags.DEFINE_string("out", "loss_benchmark.json", "JSON output path.")
+_PLOT_DIR = flags.DEFINE_string("plot_dir", "docs", "Where loss_benchmark_<family>.png go "
+                                "('' to skip).")
+_MEMORY = flags.DEFINE_bool("memory", True, "Peak RSS per point (fresh subprocesses).")
+_PML_MAX_GB = flags.DEFINE_float("pml_max_gb", 8.0, "Skip PML points estimated above this.")
+_PML_MAX_S = flags.DEFINE_float("pml_max_s", 60.0, "Skip PML points slower than this.")
+_SLOW_S = flags.DEFINE_float("slow_s", 5.0, "A point whose warm-up took longer than this "
+                             "is timed once.")
+_SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
+
+FAMILIES = {
+    "triplet": ("batch_hard", "batch_all", "semi_hard"),
+    "pair_based": ("contrastive", "multi_similarity"),
+    "contrastive": ("ntxent", "supcon"),
+    "proxy": ("proxy_anchor", "arcface"),
+}
+ALL = tuple(name for names in FAMILIES.values() for name in names)
+
+
+def _pml_bytes(name: str, batch: int) -> float:
+  """What PML materialises: B×B×B masks for all-triplet losses, else B×B matrices."""
+  if name in ("batch_all", "semi_hard"):
+    return 6.0 * batch ** 3          # bool cube + int64 index lists of the triplets
+  if name in ("proxy_anchor", "arcface"):
+    return 40.0 * batch * max(1, batch // 4)
+  return 40.0 * batch * batch
+
+
+def _data(batch: int, dim: int):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, dim)).astype(np.float32)
+  y = (np.arange(batch) // 4).astype(np.int32)
+  return x, y
+
+
+def _ml_runner(name: str, batch: int, dim: int):
+  """Our default call (``block_size`` left automatic), loss + gradient, jitted."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  import metric_learning as ml  # pylint: disable=import-outside-toplevel
+  from metric_learning.losses import contrastive  # pylint: disable=import-outside-toplevel
+
+  x, y = _data(batch, dim)
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  norm = ml.l2_normalize
+  classes = max(1, batch // 4)
+  proxies = jnp.asarray(np.random.default_rng(1).standard_normal((classes, dim)),
+                        jnp.float32)
+  fns = {
+      "batch_hard": lambda e: ml.batch_hard_triplet_loss(e, y, margin=0.2),
+      "batch_all": lambda e: ml.batch_all_triplet_loss(norm(e), y, margin=0.05),
+      "semi_hard": lambda e: ml.semi_hard_triplet_loss(norm(e), y, margin=0.2,
+                                                       reduction="mean_nonzero"),
+      "contrastive": lambda e: ml.contrastive_loss(
+          norm(e), y, margin=1.0, squared=False, reduce_separately=True,
+          reduction="mean_nonzero"),
+      "multi_similarity": lambda e: ml.multi_similarity_loss(e, y),
+      "ntxent": lambda e: contrastive.ntxent_loss(e, y, temperature=0.07),
+      "supcon": lambda e: contrastive.supcon_loss(e, y, temperature=0.1,
+                                                  reduction="mean_nonzero"),
+  }
+  if name in fns:
+    fn = jax.jit(jax.value_and_grad(fns[name]))
+    args = (x,)
+  else:
+    loss = {"proxy_anchor": ml.proxy_anchor_loss, "arcface": ml.arcface_loss}[name]
+    fn = jax.jit(jax.value_and_grad(lambda e, p: loss(e, y, p), argnums=(0, 1)))
+    args = (x, proxies)
+
+  def run():
+    jax.block_until_ready(fn(*args))
+
+  return run
+
+
+def _pml_runner(name: str, batch: int, dim: int):
+  """The PML loss (and miner) of the parity tests, loss + backward."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    from pytorch_metric_learning import losses  # pylint: disable=import-outside-toplevel
+    from pytorch_metric_learning import miners  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  x, y = _data(batch, dim)
+  labels = torch.from_numpy(y).long()
+  miner = None
+  classes = max(1, batch // 4)
+  if name == "batch_hard":
+    miner, loss = miners.BatchHardMiner(), losses.TripletMarginLoss(margin=0.2)
+  elif name == "batch_all":
+    loss = losses.TripletMarginLoss(margin=0.05)
+  elif name == "semi_hard":
+    miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
+    loss = losses.TripletMarginLoss(margin=0.2)
+  elif name == "contrastive":
+    loss = losses.ContrastiveLoss()
+  elif name == "multi_similarity":
+    miner, loss = miners.MultiSimilarityMiner(epsilon=0.1), losses.MultiSimilarityLoss()
+  elif name == "ntxent":
+    loss = losses.NTXentLoss(temperature=0.07)
+  elif name == "supcon":
+    loss = losses.SupConLoss(temperature=0.1)
+  elif name == "proxy_anchor":
+    loss = losses.ProxyAnchorLoss(num_classes=classes, embedding_size=dim)
+  elif name == "arcface":
+    loss = losses.ArcFaceLoss(num_classes=classes, embedding_size=dim)
+  else:
+    raise ValueError(name)
+
+  def run():
+    e = torch.from_numpy(x).requires_grad_(True)
+    value = loss(e, labels, miner(e, labels)) if miner else loss(e, labels)
+    value.backward()
+
+  return run
+
+
+def _runner(impl, name, batch, dim):
+  return (_ml_runner if impl == "ml" else _pml_runner)(name, batch, dim)
+
+
+def _vm_hwm_mb() -> float:
+  """Peak resident set of this process image (VmHWM starts afresh at execve)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return float(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _single(spec: str) -> None:
+  impl, name, batch = spec.split(":")
+  run = _runner(impl, name, int(batch), _DIM.value)
+  run()
+  run()
+  print(json.dumps({"peak_rss_mb": _vm_hwm_mb()}))
+
+
+def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
+  cmd = [sys.executable, "-m", "experiments.loss_benchmark",
+         f"--single={impl}:{name}:{batch}", f"--dim={_DIM.value}"]
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return None, f"> {timeout:.0f} s"
+  if out.returncode != 0:
+    return None, f"exit {out.returncode}"
+  return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"], None
+
+
+def _point(name: str, batch: int) -> dict:
+  row = {"loss": name, "batch": batch, "dim": _DIM.value, "ml_ms": None, "pml_ms": None,
+         "ml_peak_mb": None, "pml_peak_mb": None, "pml_skipped": None}
+  runners = {"ml": _runner("ml", name, batch, _DIM.value)}
+  if _pml_bytes(name, batch) > _PML_MAX_GB.value * 2 ** 30:
+    row["pml_skipped"] = f"needs > {_PML_MAX_GB.value:.0f} GB"
+  else:
+    pml = _runner("pml", name, batch, _DIM.value)
+    if pml is None:
+      row["pml_skipped"] = "not installed"
+    else:
+      runners["pml"] = pml
+  warm = {}
+  for impl, run in runners.items():                # compile / warm up
+    start = time.perf_counter()
+    run()
+    warm[impl] = time.perf_counter() - start
+  if "pml" in warm and warm["pml"] > _PML_MAX_S.value:
+    row["pml_skipped"] = f"> {_PML_MAX_S.value:.0f} s"
+    del runners["pml"]
+  repeats = 1 if max(warm.values()) > _SLOW_S.value else _REPEATS.value
+  times = {impl: [] for impl in runners}
+  for _ in range(repeats):                         # interleaved
+    for impl, run in runners.items():
+      start = time.perf_counter()
+      run()
+      times[impl].append(1e3 * (time.perf_counter() - start))
+  for impl, runs in times.items():
+    row[f"{impl}_ms"] = statistics.median(runs)
+    row[f"{impl}_runs_ms"] = runs
+    if _MEMORY.value:
+      peak, why = _peak_rss_mb(impl, name, batch, timeout=max(120.0, 10 * warm[impl]))
+      row[f"{impl}_peak_mb"] = peak
+      if why and impl == "pml":
+        row["pml_skipped"] = why
+  return row
+
+
+def _fmt(value, spec):
+  return "—" if value is None else format(value, spec)
+
+
+def _table(results) -> str:
+  lines = [f"{'loss':<17} {'B':>6} {'ml ms':>10} {'PML ms':>10} {'PML/ml':>7} "
+           f"{'ml MB':>7} {'PML MB':>7}  note"]
+  for r in results:
+    ratio = r["pml_ms"] / r["ml_ms"] if r["pml_ms"] and r["ml_ms"] else None
+    lines.append(f"{r['loss']:<17} {r['batch']:>6} {_fmt(r['ml_ms'], '10.1f')} "
+                 f"{_fmt(r['pml_ms'], '10.1f')} {_fmt(ratio, '7.1f')} "
+                 f"{_fmt(r['ml_peak_mb'], '7.0f')} {_fmt(r['pml_peak_mb'], '7.0f')}  "
+                 f"{'PML skipped: ' + r['pml_skipped'] if r['pml_skipped'] else ''}")
+  return "\n".join(lines)
+
+
+def _plot(results, family: str, names, path: str) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(6.5, 4.2))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  colours = {}
+  for name in names:
+    for impl, style in (("ml", "-o"), ("pml", "--s")):
+      pts = [(r["batch"], r[f"{impl}_ms"]) for r in results
+             if r["loss"] == name and r[f"{impl}_ms"] is not None]
+      if not pts:
+        continue
+      kw = {"color": colours[name]} if name in colours else {}
+      (line,) = ax.loglog(*zip(*pts), style, label=f"{name} ({'ours' if impl == 'ml' else 'PML'})",
+                          **kw)
+      colours[name] = line.get_color()
+  ax.set_xlabel("batch size B")
+  ax.set_ylabel(f"loss + gradient, median ms (D={_DIM.value})")
+  ax.set_title(f"{family}: metric_learning (solid) vs pytorch-metric-learning (dashed)",
+               fontsize=9)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  del argv
+  if _SINGLE.value:
+    _single(_SINGLE.value)
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  names = tuple(_LOSSES.value) or ALL
+  unknown = sorted(set(names) - set(ALL))
+  if unknown:
+    raise ValueError(f"unknown losses {unknown}; known: {list(ALL)}")
+  load = os.getloadavg()
+  results = []
+  for name in names:
+    for batch in map(int, _BATCH_SIZES.value):
+      results.append(_point(name, batch))
+      print(_table(results[-1:]).splitlines()[-1], flush=True)
+  meta = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "loadavg_start": load, "loadavg_end": os.getloadavg(),
+          "repeats": _REPEATS.value}
+  print(f"\n{meta}\n{_table(results)}")
+  with open(_OUT.value, "w") as f:
+    json.dump({"meta": meta, "results": results}, f, indent=1)
+  if _PLOT_DIR.value:
+    for family, members in FAMILIES.items():
+      if any(r["loss"] in members for r in results):
+        _plot(results, family, members,
+              os.path.join(_PLOT_DIR.value, f"loss_benchmark_{family}.png"))
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,202 @@
+"""The automatic path (block_size=None) equals the dense and the streamed paths.
+
+Every in-batch loss with a streamed path is checked, in values and gradients,
+for every reduction, with padding rows and a memory bank, on both sides of the
+automatic threshold (shrunk here so that the batches stay small), and under
+``pmap`` with ``axis_name``. The sort-based triplet sums (batch-all and
+semi-hard hinges, TFA semi-hard) are checked against the triplet cube.
+"""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metric_learning as ml
+from metric_learning import reductions
+from metric_learning.losses import _pipeline
+from metric_learning.losses import contrastive
+
+REDUCTIONS = reductions.REDUCTIONS
+DENSE_ROWS, BLOCK_ROWS = 16, 8        # the automatic rule, shrunk for the tests
+
+LOSSES = {
+    "batch_hard": functools.partial(ml.batch_hard_triplet_loss, margin=0.5),
+    "batch_hard_soft_cosine": functools.partial(ml.batch_hard_triplet_loss, soft=True,
+                                                metric="cosine"),
+    "batch_all": functools.partial(ml.batch_all_triplet_loss, margin=0.5),
+    "batch_all_soft": functools.partial(ml.batch_all_triplet_loss, soft=True),
+    "semi_hard_facenet": functools.partial(ml.semi_hard_triplet_loss, margin=0.5,
+                                           metric="sqeuclidean"),
+    "semi_hard_facenet_soft": functools.partial(ml.semi_hard_triplet_loss, margin=0.5,
+                                                soft=True),
+    "semi_hard_tfa": functools.partial(ml.semi_hard_triplet_loss, margin=0.5,
+                                       definition="tfa"),
+    "contrastive": ml.contrastive_loss,
+    "contrastive_pml": functools.partial(ml.contrastive_loss, squared=False, pos_margin=0.1,
+                                         reduce_separately=True),
+    "multi_similarity": ml.multi_similarity_loss,
+    "ntxent": functools.partial(contrastive.ntxent_loss, temperature=0.5),
+    "supcon": functools.partial(contrastive.supcon_loss, temperature=0.5),
+    "sigmoid": functools.partial(contrastive.sigmoid_loss, temperature=2.0, bias=-1.0),
+}
+
+
+@pytest.fixture(autouse=True)
+def small_threshold(monkeypatch):
+  monkeypatch.setattr(_pipeline, "AUTO_DENSE_ROWS", DENSE_ROWS)
+  monkeypatch.setattr(_pipeline, "AUTO_BLOCK_ROWS", BLOCK_ROWS)
+
+
+def _batch(size, seed=0, refs=0):
+  rng = np.random.default_rng([seed, size])
+  x = rng.standard_normal((size, 6)).astype(np.float32)
+  y = (rng.integers(0, max(2, size // 3), size)).astype(np.int32)
+  w = np.ones(size, bool)
+  w[[1, size // 2]] = False
+  bank = {}
+  if refs:
+    bank = dict(ref_embeddings=rng.standard_normal((refs, 6)).astype(np.float32),
+                ref_labels=rng.integers(0, max(2, size // 3), refs).astype(np.int32),
+                ref_where=np.arange(refs) != 2)
+  return x, y, w, bank
+
+
+def _values_and_grads(loss, x, y, w, bank, block_size):
+  """{reduction: (value, gradient)} in one compiled function."""
+  def run(e):
+    out = {}
+    for r in REDUCTIONS:
+      f = lambda e, r=r: jnp.sum(loss(e, y, where=w, reduction=r, block_size=block_size,
+                                      **bank))
+      value = loss(e, y, where=w, reduction=r, block_size=block_size, **bank)
+      out[r] = (value, jax.grad(f)(e))
+    return out
+  return jax.jit(run)(x)
+
+
+def _assert_same(a, b, rtol=2e-5, atol=2e-6):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol,
+                               strict=True)
+
+
+def _streams(loss, x, y, w, bank, block_size=None):
+  """Whether the traced loss loops over rematerialised blocks."""
+  jaxpr = str(jax.make_jaxpr(lambda e: loss(e, y, where=w, block_size=block_size,
+                                            **bank))(x))
+  return "checkpoint" in jaxpr or "remat" in jaxpr
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("size", [12, 37])    # below and above DENSE_ROWS
+def test_automatic_dense_and_streamed_paths_agree(name, size):
+  loss = LOSSES[name]
+  x, y, w, bank = _batch(size, refs=5)
+  auto = _values_and_grads(loss, x, y, w, bank, None)
+  dense = _values_and_grads(loss, x, y, w, bank, 10_000)
+  streamed = _values_and_grads(loss, x, y, w, bank, 5)   # 5 does not divide the rows
+  _assert_same(auto, dense)
+  _assert_same(streamed, dense)
+  # The rule: dense up to DENSE_ROWS rows (candidates for sigmoid), blocks above.
+  rows = size + (5 if name == "sigmoid" else 0)
+  assert _streams(loss, x, y, w, bank) == (rows > DENSE_ROWS)
+  assert not _streams(loss, x, y, w, bank, block_size=size + 5)
+  assert _streams(loss, x, y, w, bank, block_size=5)
+
+
+def _cube_reference(x, y, w, *, margin, metric, kind):
+  """Batch-all / semi-hard hinge losses summed over the explicit triplet cube."""
+  d = ml.pairwise_distances(jnp.where(w[:, None], x, 0), metric=metric)
+  same = y[:, None] == y[None, :]
+  real = w[:, None] & w[None, :]
+  pos = same & real & ~jnp.eye(len(y), dtype=bool)
+  neg = ~same & real
+  gap = d[:, :, None] - d[:, None, :]                          # [i, j, k]
+  mask = pos[:, :, None] & neg[:, None, :]
+  if kind == "batch_all":
+    values = jnp.where(mask, jax.nn.relu(margin + gap), 0)
+    return jnp.sum(values) / jnp.sum(values > 0)
+  if kind == "facenet":
+    fixed = jax.lax.stop_gradient(gap)
+    mask = mask & (fixed < 0) & (fixed > -margin)
+    return jnp.sum(jnp.where(mask, margin + gap, 0)) / jnp.sum(mask)
+  # tfa: per (i, j) the closest negative farther than D_ij, else the farthest.
+  fixed = jax.lax.stop_gradient(d)
+  farther = neg[:, None, :] & (fixed[:, None, :] > fixed[:, :, None])
+  near = jnp.argmin(jnp.where(farther, fixed[:, None, :], jnp.inf), -1)
+  far = jnp.argmax(jnp.where(neg, fixed, -jnp.inf), -1)
+  k = jnp.where(jnp.any(farther, -1), near, far[:, None])
+  dn = jnp.take_along_axis(d, k, -1)
+  valid = pos & jnp.any(neg, -1)[:, None]
+  return jnp.sum(jnp.where(valid, jax.nn.relu(margin + d - dn), 0)) / jnp.sum(valid)
+
+
+@pytest.mark.parametrize("kind,loss", [
+    ("batch_all", functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero")),
+    ("facenet", functools.partial(ml.semi_hard_triplet_loss, reduction="mean")),
+    ("tfa", functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean")),
+])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
+  x, y, w, _ = _batch(30, seed=1)
+  x, y, w = jnp.asarray(x) * 3, jnp.asarray(y), jnp.asarray(w)
+  ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0, metric=metric,
+                                                     kind=kind))(x)
+  for block in (None, 4):
+    got = jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0, metric=metric,
+                                            block_size=block))(x)
+    _assert_same(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["batch_hard", "batch_all", "semi_hard_tfa",
+                                  "contrastive", "multi_similarity", "ntxent", "supcon",
+                                  "sigmoid"])
+def test_pmap_automatic_path_equals_one_device(name):
+  loss = LOSSES[name]
+  devices = 8
+  x, y, w, _ = _batch(devices * 5, seed=2)           # 5 local rows, 40 global
+  shard = lambda a: a.reshape((devices, -1) + a.shape[1:])
+
+  def local(e, labels, where):
+    return jax.value_and_grad(lambda e: loss(e, labels, where=where, axis_name="i"))(e)
+
+  # Local rows 5 and global candidates 40: with the threshold at 4 rows, each
+  # device streams its rows (sigmoid: its candidate columns) in blocks of 8.
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(_pipeline, "AUTO_DENSE_ROWS", 4)
+    value, grad = jax.pmap(local, axis_name="i")(shard(x), shard(y), shard(w))
+  ref_value, ref_grad = jax.value_and_grad(
+      lambda e: loss(e, y, where=w, block_size=10_000))(x)
+  np.testing.assert_allclose(np.asarray(value), np.full(devices, ref_value), rtol=2e-5,
+                             atol=2e-6)
+  np.testing.assert_allclose(np.asarray(grad).reshape(x.shape), ref_grad, rtol=2e-5,
+                             atol=2e-6)
+
+
+def test_forcing_dense_with_a_block_as_large_as_the_batch():
+  x, y, w, _ = _batch(37)
+  assert _streams(ml.batch_hard_triplet_loss, x, y, w, {})
+  assert not _streams(ml.batch_hard_triplet_loss, x, y, w, {}, block_size=37)
+
+
+def test_loss_benchmark_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, "-m", "experiments.loss_benchmark", "--batch_sizes=64",
+         "--repeats=1", "--losses=batch_hard,ntxent", f"--out={out}",
+         f"--plot_dir={tmp_path}"]
+  subprocess.run(cmd, check=True, cwd=root, env=env, capture_output=True, text=True,
+                 timeout=600)
+  rows = json.loads(out.read_text())["results"]
+  assert {r["loss"] for r in rows} == {"batch_hard", "ntxent"}
+  assert all(r["ml_ms"] > 0 for r in rows)
+  assert all(r["ml_peak_mb"] > 0 for r in rows)
+  assert list(tmp_path.glob("loss_benchmark_*.png"))
