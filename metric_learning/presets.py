@@ -5,28 +5,28 @@ different places: with or without L2 normalisation, a squared or plain
 distance, a hinge or soft margin, and a mean over anchors or over active
 triplets. A preset pins all of that down:
 
-=======================  ============================================================
-``hermans``              batch-hard, euclidean, no normalisation, soft margin, mean over
-                         valid anchors (Hermans et al. 2017, their default).
-``facenet``              L2-normalised, squared euclidean, margin 0.2, semi-hard
-                         "facenet" triplets, mean over them (Schroff et al. 2015).
-``pml``                  pytorch-metric-learning ``BatchHardMiner`` +
-                         ``TripletMarginLoss()``: L2-normalised euclidean, margin 0.05,
-                         mean over non-zero triplets (``AvgNonZeroReducer``).
-``tfa``                  ``tfa.losses.TripletHardLoss()``: euclidean, margin 1.0, mean
-                         over anchors.
-``tfa_semihard``         ``tfa.losses.TripletSemiHardLoss()``: euclidean, margin 1.0,
-                         semi-hard "tfa", mean over positive pairs.
+=========================  ============================================================
+``hermans``                batch-hard, euclidean, no normalisation, soft margin, mean over
+                           valid anchors (Hermans et al. 2017, their default).
+``facenet``                L2-normalised, squared euclidean, margin 0.2, semi-hard
+                           "facenet" triplets, mean over them (Schroff et al. 2015).
+``pml``                    pytorch-metric-learning ``BatchHardMiner`` +
+                           ``TripletMarginLoss()``: L2-normalised euclidean, margin 0.05,
+                           mean over non-zero triplets (``AvgNonZeroReducer``).
+``tfa``                    ``tfa.losses.TripletHardLoss()``: euclidean, margin 1.0, mean
+                           over anchors.
+``tfa_semihard``           ``tfa.losses.TripletSemiHardLoss()``: euclidean, margin 1.0,
+                           semi-hard "tfa", mean over positive pairs.
 ``sentence_transformers``  ``BatchHardTripletLoss``: euclidean, margin 5, mean over anchors.
-``pml_contrastive``      pytorch-metric-learning ``ContrastiveLoss()``: L2-normalised
-                         euclidean, [D - 0]_+ and [1 - D]_+, positive and negative
-                         pairs each averaged over their non-zero terms, then added.
-``pml_margin``           pytorch-metric-learning ``MarginLoss()``: L2-normalised
-                         euclidean, beta 1.2, margin 0.2, summed over all triplets,
-                         divided by the active pair terms.
-``pml_npair``            pytorch-metric-learning ``NPairsLoss()``: Sohn's N-pair loss
-                         on L2-normalised embeddings (cosine similarities).
-=======================  ============================================================
+``pml_contrastive``        pytorch-metric-learning ``ContrastiveLoss()``: L2-normalised
+                           euclidean, [D - 0]_+ and [1 - D]_+, positive and negative
+                           pairs each averaged over their non-zero terms, then added.
+``pml_margin``             pytorch-metric-learning ``MarginLoss()``: L2-normalised
+                           euclidean, beta 1.2, margin 0.2, summed over all triplets,
+                           divided by the active pair terms.
+``pml_npair``              pytorch-metric-learning ``NPairsLoss()``: Sohn's N-pair loss
+                           on L2-normalised embeddings (cosine similarities).
+=========================  ============================================================
 
 On PK batches (every anchor has a positive and a negative) each preset equals
 its source. Elsewhere, presets follow this library's edge handling (anchors
