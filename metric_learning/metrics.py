@@ -328,10 +328,21 @@ def retrieval_metrics(embeddings, labels, *, gallery_embeddings=None, gallery_la
     gallery_labels: ``[gallery]`` labels of the gallery.
     metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     ks: the K of recall@K (static).
-    chunk_size: queries ranked at once (memory O(chunk_size · gallery)).
+    chunk_size: queries ranked at once (memory O(chunk_size · 2048) floats; see
+      the module docstring).
 
   Returns:
     A dict of Python floats (and ``num_queries``, the queries with ≥ 1 relevant item).
+
+  ``map_at_r``, ``r_precision`` and ``precision_at_1`` equal
+  pytorch-metric-learning's ``AccuracyCalculator`` (``k="max_bin_count"``, or
+  ``None``; queries = reference excludes each query itself) up to these
+  differences of its implementation: it compares labels as float32 (integer
+  labels above 2**24 can merge), and its faiss k-NN orders equal distances
+  arbitrarily, where here ties go to the lower gallery index; a ``k`` below the
+  largest class size makes its MAP@R wrong (it warns). Its mAP and MRR look at
+  its k neighbours only (the whole ranking with ``k=None``); here they always
+  cover the whole ranking.
 
   Example:
     >>> import numpy as np
@@ -377,7 +388,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     gallery_ids, gallery_cameras: ``[gallery]`` integers.
     metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
     ranks: the k of CMC rank-k.
-    chunk_size: queries ranked at once.
+    chunk_size: queries ranked at once (memory O(chunk_size · 2048) floats).
 
   Returns:
     ``{"cmc_rank_1": ..., "mean_average_precision": ..., "num_queries": ...}``.
