@@ -30,6 +30,7 @@ interpreter, library, data) and its resident memory just before the call (``base
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import resource
@@ -142,12 +143,8 @@ def _runner(case: str, method: str):
 
 def _methods(case: str) -> list[str]:
   if case == "retrieval":
-    try:
-      import faiss  # pylint: disable=import-outside-toplevel,unused-import
-      import pytorch_metric_learning  # pylint: disable=import-outside-toplevel,unused-import
-      return ["ours", "pml"]
-    except ImportError:
-      return ["ours"]
+    have = all(importlib.util.find_spec(m) for m in ("faiss", "pytorch_metric_learning"))
+    return ["ours", "pml"] if have else ["ours"]
   return ["ours", "ours_sort"]
 
 

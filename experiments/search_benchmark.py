@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 from absl import app
 from absl import flags
-import numpy as np
 
 _GALLERY = flags.DEFINE_integer("gallery", 1_000_000, "Gallery size.")
 _QUERIES = flags.DEFINE_integer("queries", 10_000, "Number of queries.")

@@ -39,7 +39,6 @@ import numpy as np
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
-
 BACKENDS = ("jax", "faiss")
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
 _FAISS_PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"),
