@@ -7,10 +7,13 @@ maps those to embeddings (``__call__(x) = head(features(x))``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from metric_learning import _validation
 
@@ -81,6 +84,123 @@ class FrozenBatchNorm(nnx.BatchNorm):
   def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
     del use_running_average  # training mode changes nothing
     return super().__call__(x, use_running_average=True, mask=mask)
+
+
+# ------------------------------------------------------------ fast ops ---- #
+# XLA's CPU convolutions are fast for the usual shapes but fall off a cliff on a
+# few that ResNets hit: a 3×3 convolution whose output is smaller than its kernel
+# (ResNet-18's last stage is 2×2 at 64×64 inputs) compiles to a naive loop, about
+# 100× slower than the same work as a matrix product, forward and backward; and
+# 1×1 convolutions' filter gradients run at a fifth of a plain matmul's speed. Those
+# shapes are computed here as patches × kernel (im2col) instead: the same sums,
+# in another order (float32 rounding differences only).
+
+def _im2col_conv(x, kernel, strides, pads, precision, preferred_element_type):
+  """``[B, H, W, C] * [kh, kw, C, O]`` as one matmul over ``[B, Ho, Wo, kh*kw*C]`` patches."""
+  kh, kw, c, o = kernel.shape
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  b, h, w, _ = x.shape
+  ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
+  taps = [lax.slice(x, (0, i, j, 0), (b, i + strides[0] * (ho - 1) + 1,
+                                      j + strides[1] * (wo - 1) + 1, c), (1, *strides, 1))
+          for i in range(kh) for j in range(kw)]
+  patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  return lax.dot_general(patches, kernel.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())),
+                         precision=precision, preferred_element_type=preferred_element_type)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, preferred_element_type=None, **kwargs):
+  """``lax.conv_general_dilated`` (as ``nnx.Conv`` calls it), with the shapes XLA's
+  CPU backend handles badly computed as one matmul over patches (see above)."""
+  plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs.get("out_sharding")
+           and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
+           and dimension_numbers == lax.conv_dimension_numbers(
+               lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+  if plain:
+    kernel = rhs.shape[:2]
+    pads = (lax.padtype_to_pads(lhs.shape[1:3], kernel, window_strides, padding)
+            if isinstance(padding, str) else tuple(tuple(p) for p in padding))
+    out = [(lhs.shape[1 + i] + sum(pads[i]) - kernel[i]) // window_strides[i] + 1
+           for i in range(2)]
+    if kernel == (1, 1) or out[0] < kernel[0] or out[1] < kernel[1]:
+      return _im2col_conv(lhs, rhs, tuple(window_strides), pads, precision,
+                          preferred_element_type)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                  rhs_dilation, dimension_numbers, feature_group_count,
+                                  precision=precision,
+                                  preferred_element_type=preferred_element_type, **kwargs)
+
+
+def avg_pool_2x2(x):
+  """2×2 average pooling, stride 2, of ``[B, H, W, C]`` (``nnx.avg_pool(x, (2, 2),
+  strides=(2, 2), padding="SAME")``).
+
+  Even sizes are pooled as a reshape and a mean: XLA's CPU backend fuses that
+  with its neighbours, where a reduce-window (and its gradient) runs alone and
+  materialises broadcast constants.
+  """
+  b, h, w, c = x.shape
+  if h % 2 or w % 2:
+    return nnx.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  return jnp.mean(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def _max_pool_taps(x, window, stride, pad):
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+  b, h, w, c = x.shape
+  ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
+  taps = [lax.slice(x, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                    (1, stride, stride, 1)) for i in range(window) for j in range(window)]
+  return taps
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, stride, pad):
+  taps = _max_pool_taps(x, window, stride, pad)
+  out = taps[0]
+  for t in taps[1:]:
+    out = jnp.maximum(out, t)
+  return out
+
+
+def _max_pool_fwd(x, window, stride, pad):
+  return _max_pool(x, window, stride, pad), x
+
+
+def _max_pool_bwd(window, stride, pad, x, g):
+  taps = _max_pool_taps(x, window, stride, pad)
+  out = taps[0]
+  for t in taps[1:]:
+    out = jnp.maximum(out, t)
+  # Each output's gradient goes to the first maximum of its window in row-major
+  # order, as XLA's select-and-scatter (the gradient of lax.reduce_window max) does.
+  b, h, w, c = x.shape
+  hp, wp = h + 2 * pad, w + 2 * pad
+  ho, wo = out.shape[1:3]
+  taken = jnp.zeros(out.shape, bool)
+  grad = jnp.zeros((b, hp, wp, c), g.dtype)
+  for k, t in enumerate(taps):
+    i, j = divmod(k, window)
+    first = (t == out) & ~taken
+    taken = taken | first
+    grad = grad + lax.pad(jnp.where(first, g, 0), jnp.zeros((), g.dtype), (
+        (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1),
+        (j, wp - j - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)))
+  return (grad[:, pad:pad + h, pad:pad + w],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x, window: int = 3, stride: int = 2, pad: int = 1):
+  """Max pooling of ``[B, H, W, C]`` with -inf padding (torch's ``MaxPool2d``; the
+  same values and gradients as ``nnx.max_pool(x, (window, window), (stride, stride),
+  ((pad, pad), (pad, pad)))``), as a maximum over shifted strided slices, which
+  XLA's CPU backend fuses; its select-and-scatter gradient runs several times slower.
+  """
+  return _max_pool(x, window, stride, pad)
 
 
 def batch_norm(features: int, *, frozen: bool, rngs: nnx.Rngs, **kwargs) -> nnx.BatchNorm:

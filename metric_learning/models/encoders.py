@@ -93,7 +93,8 @@ class CNN(base.Encoder):
     base.check_input_norm(input_norm, input_shape)
     self.input_norm, self.dtype = input_norm, base.compute_dtype(dtype)
     channels = input_shape[-1]
-    self.convs = nnx.List([nnx.Conv(i, o, (3, 3), dtype=self.dtype, rngs=rngs)
+    self.convs = nnx.List([nnx.Conv(i, o, (3, 3), dtype=self.dtype,
+                                    conv_general_dilated=base.conv_general_dilated, rngs=rngs)
                            for i, o in zip([channels, *widths[:-1]], widths)])
     self.norms = nnx.List([base.batch_norm(w, frozen=freeze_batch_norm, dtype=self.dtype,
                                            rngs=rngs) for w in widths])
@@ -107,7 +108,7 @@ class CNN(base.Encoder):
     for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
       x = jax.nn.relu(norm(conv(x)))
       if i < len(self.convs) - 1:
-        x = nnx.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+        x = base.avg_pool_2x2(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 

@@ -28,7 +28,8 @@ _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(cin: int, cout: int, kernel: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.Conv:
   pad = kernel // 2
   return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-                  use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
+                  use_bias=False, kernel_init=_CONV_INIT, dtype=dtype,
+                  conv_general_dilated=base.conv_general_dilated, rngs=rngs)
 
 
 def _norm(features: int, frozen: bool, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -159,7 +160,7 @@ class ResNet(base.Encoder):
     x = base.normalize_inputs(x, self.input_norm, self.dtype)
     x = jax.nn.relu(self.bn1(self.conv1(x)))
     if not self.small_inputs:
-      x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = base.max_pool(x, 3, stride=2, pad=1)
     for i in range(self.num_stages):
       for block in getattr(self, f"layer{i + 1}"):
         x = block(x)
