@@ -45,6 +45,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation)."
 _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch side too.")
 _TORCH_PYTHON = flags.DEFINE_string("torch_python", "", "Python with torch (and torchvision "
                                     "for resnet18); default: this interpreter.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's "
+                                      "default, one per core).")
 _OUT = flags.DEFINE_string("out", "train_benchmark.json", "JSON output path.")
 _WORKER = flags.DEFINE_string("worker", "", "Internal: 'torch:MODEL' runs the PyTorch side.")
 
@@ -187,6 +189,8 @@ def _worker(spec: str) -> None:
   _, model = spec.split(":")
   try:
     import torch  # pylint: disable=import-outside-toplevel
+    if _TORCH_THREADS.value:
+      torch.set_num_threads(_TORCH_THREADS.value)
     step = _torch_step(model)
   except ImportError as e:
     print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
@@ -207,7 +211,8 @@ class _TorchSide:
   def __init__(self, model: str):
     cmd = [_TORCH_PYTHON.value or sys.executable, "-m", "experiments.train_benchmark",
            f"--worker=torch:{model}", f"--batch={_BATCH.value}",
-           f"--image_size={_IMAGE_SIZE.value}", f"--warmup={_WARMUP.value}"]
+           f"--image_size={_IMAGE_SIZE.value}", f"--warmup={_WARMUP.value}",
+           f"--torch_threads={_TORCH_THREADS.value}"]
     self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
     self.info = self._read()
