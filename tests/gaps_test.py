@@ -251,7 +251,9 @@ def test_normalising_presets_normalise_the_bank(name):
   want = preset.loss(unit(x), y, ref_embeddings=unit(bank), ref_labels=bank_y,
                      **preset.defaults)
   mixed = preset.loss(unit(x), y, ref_embeddings=bank, ref_labels=bank_y, **preset.defaults)
-  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # float32: normalising inside or outside the loss rounds differently, and the
+  # semi-hard hinge sums are prefix sums over sorted distances.
+  np.testing.assert_allclose(got, want, rtol=1e-5)
   assert abs(float(got) - float(mixed)) > 1e-3      # the old behaviour was different
 
 

@@ -318,7 +318,10 @@ class _SortedNegatives:
     self.prefix = jnp.cumsum(jnp.where(real, self.values - self.base, 0), axis=-1)
 
   def count_below(self, t, side="left"):
-    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side))(self.keys, t)
+    # "sort": batched rows keep their (Explicit mesh) row sharding; the default
+    # "scan" method loses it inside vmap.
+    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method="sort"))(
+        self.keys, t)
 
   def sum_first(self, n):
     s = jnp.take_along_axis(self.prefix, jnp.maximum(n - 1, 0), -1)
