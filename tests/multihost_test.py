@@ -35,20 +35,20 @@ def _losses(workdir):
     return [(r["step"], r["train/loss"]) for r in map(json.loads, f) if "train/loss" in r]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["pmap", "mesh"])
-def test_two_processes_match_one_process_with_eight_devices(mode, tmp_path):
+def _single_and_two_processes(tmp_path, mode, *extra):
+  """Runs one process with 8 devices and two with 4 each; returns their workdirs
+  and the two processes' stderr, after checking every run succeeded and that both
+  logged the same loss curve."""
   single = str(tmp_path / "single")
-  out = subprocess.run(_cmd(single, mode), cwd=ROOT, env=_env(8), capture_output=True,
-                       text=True, timeout=300, check=False)
+  out = subprocess.run(_cmd(single, mode, *extra), cwd=ROOT, env=_env(8),
+                       capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-
   multi = str(tmp_path / "multi")
   port = _free_port()
   procs = [subprocess.Popen(
-      _cmd(multi, mode, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-           f"--process_id={i}"), cwd=ROOT, env=_env(4), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
+      _cmd(multi, mode, *extra, f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2", f"--process_id={i}"), cwd=ROOT, env=_env(4),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   try:
     results = [p.communicate(timeout=300) for p in procs]
   finally:
@@ -56,11 +56,18 @@ def test_two_processes_match_one_process_with_eight_devices(mode, tmp_path):
       p.kill()
   for p, (_, err) in zip(procs, results):
     assert p.returncode == 0, err[-3000:]
-  assert "process 1/2" in results[1][1]
   a, b = _losses(single), _losses(multi)
   assert [s for s, _ in a] == [s for s, _ in b] == [2, 4, 6]
   for (_, x), (_, y) in zip(a, b):
     assert x == pytest.approx(y, rel=1e-5)
+  return single, multi, [err for _, err in results]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_two_processes_match_one_process_with_eight_devices(mode, tmp_path):
+  _, multi, errs = _single_and_two_processes(tmp_path, mode)
+  assert "process 1/2" in errs[1]
   with open(os.path.join(multi, "summary.json")) as f:
     assert json.load(f)["steps"] == 6
   assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["3", "6"]
@@ -76,26 +83,6 @@ def test_two_processes_stream_image_files_like_one_process(tmp_path):
   data = ["--config.data.name=image_folder", f"--config.data.path={root}",
           "--config.data.seen_classes=(0,1,2,3,4)", "--config.augment.size=(12,12)",
           "--config.augment.flip=True", "--config.raw_baseline=False"]
-  single = str(tmp_path / "single")
-  out = subprocess.run(_cmd(single, "mesh", *data), cwd=ROOT, env=_env(8),
-                       capture_output=True, text=True, timeout=300, check=False)
-  assert out.returncode == 0, out.stderr[-3000:]
-  multi = str(tmp_path / "multi")
-  port = _free_port()
-  procs = [subprocess.Popen(
-      _cmd(multi, "mesh", *data, f"--coordinator_address=127.0.0.1:{port}",
-           "--num_processes=2", f"--process_id={i}"), cwd=ROOT, env=_env(4),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    results = [p.communicate(timeout=300) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, (_, err) in zip(procs, results):
-    assert p.returncode == 0, err[-3000:]
-  a, b = _losses(single), _losses(multi)
-  assert [s for s, _ in a] == [s for s, _ in b] == [2, 4, 6]
-  for (_, x), (_, y) in zip(a, b):
-    assert x == pytest.approx(y, rel=1e-5)
+  _, multi, _ = _single_and_two_processes(tmp_path, "mesh", *data)
   with open(os.path.join(multi, "config.json")) as f:
     assert json.load(f)["augment"] == {"size": [12, 12], "flip": True}
