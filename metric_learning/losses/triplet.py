@@ -318,9 +318,12 @@ class _SortedNegatives:
     self.prefix = jnp.cumsum(jnp.where(real, self.values - self.base, 0), axis=-1)
 
   def count_below(self, t, side="left"):
-    # "sort": batched rows keep their (Explicit mesh) row sharding; the default
-    # "scan" method loses it inside vmap.
-    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method="sort"))(
+    # The default binary search ("scan") loses an Explicit mesh's row sharding
+    # inside vmap; "sort" keeps it, at several times the cost, so it is used only
+    # for explicitly sharded rows.
+    method = ("sort" if _sharding.is_explicitly_sharded(self.keys)
+              or _sharding.is_explicitly_sharded(t) else "scan")
+    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method=method))(
         self.keys, t)
 
   def sum_first(self, n):
