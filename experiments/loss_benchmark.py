@@ -55,6 +55,10 @@ def _pml_bytes(name: str, batch: int) -> float:
   """What PML materialises: B×B×B masks for all-triplet losses, else B×B matrices."""
   if name in ("batch_all", "semi_hard"):
     return 6.0 * batch ** 3          # bool cube + int64 index lists of the triplets
+  if name == "ntxent":
+    # Every positive pair against every negative: NTXentLoss asked for 206 GB at
+    # B=4096, and at B=1024 the process was killed for memory on a 24 GB machine.
+    return 12.0 * batch ** 3
   if name in ("proxy_anchor", "arcface"):
     return 40.0 * batch * max(1, batch // 4)
   return 40.0 * batch * batch
@@ -304,6 +308,7 @@ def main(argv):
   with open(_OUT.value, "w") as f:
     json.dump({"meta": meta, "results": results}, f, indent=1)
   if _PLOT_DIR.value:
+    os.makedirs(_PLOT_DIR.value, exist_ok=True)
     for family, members in FAMILIES.items():
       if any(r["loss"] in members for r in results):
         _plot(results, family, members,
