@@ -106,9 +106,7 @@ def workdir_transform(workdir: str):
   if config.get("data", {}).get("name") not in data_registry.STREAMED:
     return None
   from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-  augment = {k: tuple(v) if isinstance(v, list) else v
-             for k, v in config.get("augment", {}).items()}
-  return transforms.Transform(**augment)
+  return transforms.Transform(**config.get("augment", {}))   # lists become tuples
 
 
 def workdir_names(workdir: str) -> dict[int, str]:

@@ -153,7 +153,7 @@ def validate_augment(data_name: str, augment) -> None:
         raise ConfigError(f"config.augment.{key} is not a field of the image transform of "
                           f"data {data_name!r}; its fields are {fields}.")
     try:
-      transforms.Transform(**_tuples(dict(augment)))
+      transforms.Transform(**dict(augment))
     except (TypeError, ValueError) as e:
       raise ConfigError(f"config.augment: {e}") from None
     return
@@ -164,11 +164,6 @@ def validate_augment(data_name: str, augment) -> None:
                         f"{sorted(data_registry.STREAMED)} take a full image transform).")
   if augment.get("max_shift", 0) < 0:
     raise ConfigError(f"config.augment.max_shift must be >= 0; got {augment.max_shift}.")
-
-
-def _tuples(d: dict) -> dict:
-  """Lists (from JSON or the command line) as tuples."""
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def to_json(config) -> dict:
@@ -406,7 +401,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   evals = make_evaluators(config)
   # Image files are decoded and augmented per batch; arrays stay in memory.
   streamed = isinstance(train, files_lib.ImageFiles)
-  transform = transforms.Transform(**_tuples(dict(config.augment))) if streamed else None
+  transform = transforms.Transform(**dict(config.augment)) if streamed else None
   input_shape = transform.input_shape if streamed else train.inputs.shape[1:]
 
   # ------------------------------------------------- model, optimizer ---- #
