@@ -4,7 +4,10 @@ For each loss and batch size B (float32, dim D, labels in groups of 4) it times
 ``value_and_grad`` of our default call and the PML loss (+ miner) with the
 arguments the parity tests use, interleaved (median of ``--repeats`` runs after
 a warm-up), and measures each one's peak resident memory in a fresh
-subprocess. PML points that need more than ``--pml_max_gb`` (estimated from
+subprocess. Each point also times the fused-GEMM floor, ``jnp.min(x @ x.T,
+axis=1)`` forward only (one [B, B] matmul and one pass over it), interleaved with
+the others: the "ml/floor" column says how far a loss is from that one matmul.
+PML points that need more than ``--pml_max_gb`` (estimated from
 the tensors it builds) or more than ``--pml_max_s`` seconds are skipped and
 shown as "—" with the reason. Prints one table, writes JSON (``--out``) and one
 PNG per family into ``--plot_dir`` (``loss_benchmark_<family>.png``).
@@ -160,7 +163,22 @@ def _pml_runner(name: str, batch: int, dim: int):
   return run
 
 
+def _floor_runner(batch: int, dim: int):
+  """One fused [B, B] matmul and a row minimum, forward only: no loss is faster."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(_data(batch, dim)[0])
+  fn = jax.jit(lambda e: jnp.min(jnp.matmul(e, e.T), axis=1))
+
+  def run():
+    jax.block_until_ready(fn(x))
+
+  return run
+
+
 def _runner(impl, name, batch, dim):
+  if impl == "floor":
+    return _floor_runner(batch, dim)
   return (_ml_runner if impl == "ml" else _pml_runner)(name, batch, dim)
 
 
@@ -198,8 +216,9 @@ def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
 
 def _point(name: str, batch: int) -> dict:
   row = {"loss": name, "batch": batch, "dim": _DIM.value, "ml_ms": None, "pml_ms": None,
-         "ml_peak_mb": None, "pml_peak_mb": None, "pml_skipped": None}
-  runners = {"ml": _runner("ml", name, batch, _DIM.value)}
+         "floor_ms": None, "ml_peak_mb": None, "pml_peak_mb": None, "pml_skipped": None}
+  runners = {"ml": _runner("ml", name, batch, _DIM.value),
+             "floor": _runner("floor", name, batch, _DIM.value)}
   if _pml_bytes(name, batch) > _PML_MAX_GB.value * 2 ** 30:
     row["pml_skipped"] = f"needs > {_PML_MAX_GB.value:.0f} GB"
   else:
@@ -233,7 +252,7 @@ def _point(name: str, batch: int) -> dict:
   for impl, runs in times.items():
     row[f"{impl}_ms"] = statistics.median(runs)
     row[f"{impl}_runs_ms"] = runs
-    if _MEMORY.value:
+    if _MEMORY.value and impl != "floor":
       peak, why = _peak_rss_mb(impl, name, batch, timeout=max(120.0, 10 * warm[impl]))
       row[f"{impl}_peak_mb"] = peak
       if why and impl == "pml":
@@ -247,11 +266,12 @@ def _fmt(value, spec):
 
 def _table(results) -> str:
   lines = [f"{'loss':<17} {'B':>6} {'ml ms':>10} {'PML ms':>10} {'PML/ml':>7} "
-           f"{'ml MB':>7} {'PML MB':>7}  note"]
+           f"{'ml/floor':>8} {'ml MB':>7} {'PML MB':>7}  note"]
   for r in results:
     ratio = r["pml_ms"] / r["ml_ms"] if r["pml_ms"] and r["ml_ms"] else None
+    floor = r["ml_ms"] / r["floor_ms"] if r.get("floor_ms") and r["ml_ms"] else None
     lines.append(f"{r['loss']:<17} {r['batch']:>6} {_fmt(r['ml_ms'], '10.1f')} "
-                 f"{_fmt(r['pml_ms'], '10.1f')} {_fmt(ratio, '7.1f')} "
+                 f"{_fmt(r['pml_ms'], '10.1f')} {_fmt(ratio, '7.1f')} {_fmt(floor, '8.2f')} "
                  f"{_fmt(r['ml_peak_mb'], '7.0f')} {_fmt(r['pml_peak_mb'], '7.0f')}  "
                  f"{'PML skipped: ' + r['pml_skipped'] if r['pml_skipped'] else ''}")
   return "\n".join(lines)
@@ -274,6 +294,13 @@ def _plot(results, family: str, names, path: str) -> None:
       (line,) = ax.loglog(*zip(*pts), style, label=f"{name} ({'ours' if impl == 'ml' else 'PML'})",
                           **kw)
       colours[name] = line.get_color()
+  floors = {}
+  for r in results:
+    if r["loss"] in names and r.get("floor_ms") is not None:
+      floors.setdefault(r["batch"], []).append(r["floor_ms"])
+  floor = [(b, statistics.median(v)) for b, v in sorted(floors.items())]
+  if floor:
+    ax.loglog(*zip(*floor), ":", color="black", label="fused-GEMM floor (min of x @ x.T)")
   ax.set_xlabel("batch size B")
   ax.set_ylabel(f"loss + gradient, median ms (D={_DIM.value})")
   ax.set_title(f"{family}: metric_learning (solid) vs pytorch-metric-learning (dashed)",

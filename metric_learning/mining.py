@@ -39,6 +39,8 @@ SEMI_HARD_DEFINITIONS = ("facenet", "tfa")
 # Elements of one [anchors_chunk, candidates, candidates] block in the anchor
 # streaming of triplet-cube computations (batch-all, semi-hard, ...).
 _CUBE_BUDGET = 1 << 22
+# Columns per chunk of first_argmax (measured on 2 CPU cores: 256 of a 4096-wide row).
+_ARGMAX_CHUNK = 256
 
 
 def _dataclass(cls):
@@ -121,19 +123,45 @@ def hard_indices(scores: jax.Array, masks: masks_lib.PairMasks, *,
   """Indices only (no values) of the batch-hard selection: the losses' fast path.
 
   ``scores`` need only order each row like its distances. Returns
-  ``(positive_index, negative_index, valid)`` with -1 where invalid.
+  ``(positive_index, negative_index, valid)`` with -1 where invalid; ties go
+  to the first column.
   """
   sign = 1 if positive == "hard" else -1
-  pos = jnp.where(masks.positive, sign * scores, -jnp.inf)
-  neg = jnp.where(masks.negative, scores, jnp.inf)
-  pbest = jnp.max(pos, axis=-1, keepdims=True)
-  nbest = jnp.min(neg, axis=-1, keepdims=True)
-  columns = jax.lax.broadcasted_iota(jnp.int32, scores.shape, scores.ndim - 1)
-  last = scores.shape[-1] - 1
-  pi = jnp.min(jnp.where(pos == pbest, columns, last), axis=-1)
-  ni = jnp.min(jnp.where(neg == nbest, columns, last), axis=-1)
-  valid = (pbest[..., 0] > -jnp.inf) & (nbest[..., 0] < jnp.inf)
+  pi, has_pos = first_argmax(jnp.where(masks.positive, sign * scores, -jnp.inf))
+  ni, has_neg = first_argmax(jnp.where(masks.negative, -scores, -jnp.inf))
+  valid = has_pos & has_neg
   return jnp.where(valid, pi, -1), jnp.where(valid, ni, -1), valid
+
+
+def first_argmax(keys: jax.Array, chunk: int = _ARGMAX_CHUNK):
+  """``(index of the first maximum along the last axis, any key > -inf)``.
+
+  ``jnp.argmax`` is a two-operand reduction that XLA CPU does not vectorise, and
+  "maximum, then first column equal to it" reads the row twice. Rows longer
+  than ``2 * chunk`` are cut into chunks instead: one vectorised pass keeps each
+  chunk's maximum, and only the first chunk holding the row's maximum is read
+  again. Exact (the same comparisons on the same values). A row holding NaN
+  gets some column in range (XLA CPU's vectorised max may skip a NaN); the
+  losses turn such a batch into a NaN value through their NaN guard.
+  """
+  size = keys.shape[-1]
+  lead = keys.shape[:-1]
+  if size <= 2 * chunk:
+    best = jnp.max(keys, axis=-1, keepdims=True)
+    columns = jax.lax.broadcasted_iota(jnp.int32, keys.shape, keys.ndim - 1)
+    index = jnp.min(jnp.where(keys == best, columns, size - 1), axis=-1)
+    return index, best[..., 0] > -jnp.inf
+  pad = -size % chunk
+  tiles = jnp.pad(keys, [(0, 0)] * len(lead) + [(0, pad)], constant_values=-jnp.inf)
+  tiles = tiles.reshape(lead + (-1, chunk))
+  tile_best = jnp.max(tiles, axis=-1)                        # [..., chunks]
+  best = jnp.max(tile_best, axis=-1)
+  tile = jnp.argmax(tile_best, axis=-1).astype(jnp.int32)    # first tile holding it
+  within = jnp.take_along_axis(tiles, tile[..., None, None], axis=-2)[..., 0, :]
+  columns = jax.lax.broadcasted_iota(jnp.int32, within.shape, within.ndim - 1)
+  offset = jnp.min(jnp.where(within == best[..., None], columns, chunk), axis=-1)
+  index = jnp.where(offset < chunk, tile * chunk + offset, size - 1)
+  return index, best > -jnp.inf
 
 
 def gather_rows(values: jax.Array, index: jax.Array) -> jax.Array:

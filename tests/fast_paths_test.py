@@ -199,4 +199,5 @@ def test_loss_benchmark_smoke(tmp_path):
   assert {r["loss"] for r in rows} == {"batch_hard", "ntxent"}
   assert all(r["ml_ms"] > 0 for r in rows)
   assert all(r["ml_peak_mb"] > 0 for r in rows)
+  assert all(r["floor_ms"] > 0 for r in rows)   # the fused-GEMM floor, same run
   assert list(tmp_path.glob("loss_benchmark_*.png"))

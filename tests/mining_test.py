@@ -142,3 +142,44 @@ def test_no_inf_leaks_from_all_masked_rows():
   d = ml.pairwise_distances(jnp.ones((3, 2)))
   sel = ml.mining.batch_hard(d, jnp.array([0, 0, 0]))
   assert np.all(np.isfinite(sel.positive_distance)) and np.all(np.isfinite(sel.negative_distance))
+
+
+def _first_argmax_loop(row):
+  """(first column holding the maximum, any value > -inf); None for NaN rows."""
+  if np.isnan(row).any():
+    return None
+  best = max(row)
+  return next(j for j, v in enumerate(row) if v == best), best > -np.inf
+
+
+@pytest.mark.parametrize("size,chunk", [(7, 4), (8, 4), (9, 4), (37, 4), (64, 16),
+                                        (1000, 256), (1537, 256)])
+def test_first_argmax_matches_loop_on_ties_empty_rows_and_nan(size, chunk):
+  """The chunked path (rows longer than 2 chunks, any remainder) picks exactly
+  the column the two-pass form does: first maximum, ties included."""
+  rng = np.random.default_rng(size)
+  keys = rng.integers(0, 5, (12, size)).astype(np.float32)      # many ties
+  keys[1] = -np.inf                                               # nothing valid
+  keys[2, :] = -np.inf
+  keys[2, -1] = 3.0                                               # only the last column
+  keys[3, size // 2] = np.nan
+  keys[4] = np.where(rng.random(size) < 0.9, -np.inf, keys[4])   # sparse
+  keys[5, 0] = 9.0                                                # first column wins
+  keys[6, -1] = 9.0                                               # last column wins
+  index, found = ml.mining.first_argmax(jnp.asarray(keys), chunk=chunk)
+  assert index.shape == found.shape == (12,)
+  assert index.dtype == jnp.int32
+  for i, row in enumerate(keys):
+    if _first_argmax_loop(row) is None:   # XLA's max may skip a NaN: any column in range
+      assert 0 <= int(index[i]) < size
+      continue
+    want_index, want_found = _first_argmax_loop(row)
+    assert int(index[i]) == want_index, (i, row)
+    assert bool(found[i]) == want_found
+  # leading dimensions, the short (two-pass) path, and jit agree
+  stacked = jnp.asarray(np.stack([keys, keys[::-1]]))
+  both, _ = jax.jit(ml.mining.first_argmax, static_argnames="chunk")(stacked, chunk=chunk)
+  np.testing.assert_array_equal(both[0], index)
+  np.testing.assert_array_equal(both[1], index[::-1])
+  short, _ = ml.mining.first_argmax(jnp.asarray(keys), chunk=size)
+  np.testing.assert_array_equal(short, index)
