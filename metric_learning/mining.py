@@ -99,14 +99,10 @@ class TripletCounts:
 def masked_argmax(values: jax.Array, mask: jax.Array):
   """Row-wise argmax over ``mask``: (index or -1, value or 0, any).
 
-  Ties go to the lowest index. Computed as a max-reduce, then the lowest
-  column equal to it (a min-reduce): two plain reductions that XLA vectorises
-  and fuses, about twice as fast on CPU as one variadic (value, index) argmax.
+  Ties go to the lowest index (:func:`first_argmax`: plain max reductions that
+  XLA vectorises, unlike a variadic (value, index) argmax).
   """
-  filled = jnp.where(mask, values, -jnp.inf)
-  best = jnp.max(filled, axis=-1, keepdims=True)
-  columns = jax.lax.broadcasted_iota(jnp.int32, filled.shape, filled.ndim - 1)
-  index = jnp.min(jnp.where(filled == best, columns, filled.shape[-1] - 1), axis=-1)
+  index, _ = first_argmax(jnp.where(mask, values, -jnp.inf))
   found = jnp.any(mask, axis=-1)
   value = jnp.take_along_axis(values, index[..., None], axis=-1)[..., 0]
   return jnp.where(found, index, -1), jnp.where(found, value, 0), found
@@ -215,6 +211,150 @@ def tfa_negatives(d: jax.Array, pos: jax.Array, neg: jax.Array):
   index = jnp.where(found, near_i, far_i)
   valid = pos & has_neg
   return jnp.where(valid, index, -1), valid
+
+
+_INT_OF_WIDTH = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
+
+
+def _sortable_bits(x: jax.Array) -> jax.Array:
+  """Integer keys that order like the float values (IEEE bits, negatives flipped)."""
+  itype = _INT_OF_WIDTH[jnp.dtype(x.dtype).itemsize]
+  bits = jax.lax.bitcast_convert_type(x, itype)
+  magnitude = jnp.array(jnp.iinfo(itype).max, itype)
+  return bits ^ ((bits >> (8 * jnp.dtype(itype).itemsize - 1)) & magnitude)
+
+
+def _from_sortable_bits(bits: jax.Array, dtype) -> jax.Array:
+  magnitude = jnp.array(jnp.iinfo(bits.dtype).max, bits.dtype)
+  shift = 8 * jnp.dtype(bits.dtype).itemsize - 1
+  return jax.lax.bitcast_convert_type(bits ^ ((bits >> shift) & magnitude), dtype)
+
+
+def sort_rows(x: jax.Array) -> jax.Array:
+  """Each row of float values in increasing order, not differentiable.
+
+  Sorted as integer keys of the same width: XLA CPU sorts one int32 operand
+  3–5× faster than a float32 one (whose comparator orders NaN and -0) or an
+  (index, key) pair. Values are returned bit for bit.
+  """
+  x = jax.lax.stop_gradient(x)
+  keys = jax.lax.sort(_sortable_bits(x), dimension=x.ndim - 1, is_stable=False)
+  return _from_sortable_bits(keys, x.dtype)
+
+
+def count_below(sorted_rows: jax.Array, t: jax.Array, side: str = "left") -> jax.Array:
+  """Per row, #{entries < t} (``side="right"``: <= t) of each query in ``t``."""
+  # The default binary search ("scan") loses an Explicit mesh's row sharding
+  # inside vmap; "sort" keeps it, at several times the cost, so it is used only
+  # for explicitly sharded rows.
+  method = ("sort" if _sharding.is_explicitly_sharded(sorted_rows)
+            or _sharding.is_explicitly_sharded(t) else "scan")
+  return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method=method))(
+      sorted_rows, t)
+
+
+class SortedNegatives:
+  """Each row's negative distances in increasing order, for O(C log C) triplet sums.
+
+  Built from ``[rows, C]`` distances ``d`` and the negative mask; not
+  differentiable (see :func:`window_sums` for the gradient).
+
+  * ``count_below(t)`` = #{k in N(i): D_ik < t} (``side="right"``: <= t);
+  * ``sum_first(n)`` = the sum of the n smallest (D_ik - base), with base the
+    row's smallest negative distance (a constant shift that keeps the prefix
+    sums small, so that ``n (t - base) - sum_first(n)`` does not cancel);
+  """
+
+  def __init__(self, d, neg):
+    self.keys = sort_rows(jnp.where(neg, d, jnp.inf))
+    self.count = jnp.sum(neg, -1)
+    self.base = self.keys[:, :1]
+    real = jnp.arange(d.shape[-1])[None, :] < self.count[:, None]
+    self.prefix = jnp.cumsum(jnp.where(real, self.keys - self.base, 0), axis=-1)
+
+  def count_below(self, t, side="left"):
+    return count_below(self.keys, jax.lax.stop_gradient(t), side)
+
+  def sum_first(self, n):
+    s = jnp.take_along_axis(self.prefix, jnp.maximum(n - 1, 0), -1)
+    return jnp.where(n > 0, s, 0)
+
+
+def window_sums(d, pos, neg, margin, lower: bool):
+  r"""Per anchor row, the hinge sum over (j, k) in its triplet windows, with counts.
+
+  :math:`\sum_{j \in P(i)} \sum_k (m + D_{ij} - D_{ik})` over the negatives k
+  with [``lower``: :math:`D_{ij} <`] :math:`D_{ik} < D_{ij} + m` (batch-all
+  without ``lower``, FaceNet semi-hard with it). Returns ``(sums, triplets,
+  active)``, each ``[rows]``: the sums, how many triplets the anchor has
+  (batch-all: :math:`|P(i)| |N(i)|`; semi-hard: those in the windows) and how
+  many of them have a non-zero term.
+
+  From sorted negatives, :math:`n (m + D_{ij} - b) - \sum_k (D_{ik} - b)` over
+  the n negatives of each window: O(C log C) per row instead of the O(C²) cube.
+  The sum is piecewise linear in the distances, and its gradient is a count:
+  :math:`\partial / \partial D_{ij}` is the size of j's window and
+  :math:`\partial / \partial D_{ik} = -|\{j : k \text{ in } j\text{'s window}\}|`,
+  found by sorting the windows' ends. No gradient flows through a sort or a
+  gather.
+  """
+  fixed = jax.lax.stop_gradient(d)
+  negs = SortedNegatives(fixed, neg)
+  upper = fixed + margin                           # t_j, as the comparisons round it
+  hi = negs.count_below(upper, "left")             # D_ik < t_j
+  lo = negs.count_below(fixed, "right") if lower else jnp.zeros_like(hi)
+  n = jnp.where(pos, jnp.maximum(hi - lo, 0), 0)
+  inside = negs.sum_first(hi) - negs.sum_first(lo)
+  values = jnp.where(n > 0, n * (margin + fixed - negs.base) - inside, 0)
+  # Per negative k: the positives whose window holds it. #{j: t_j > D_ik}, less
+  # (with ``lower``) #{j: D_ij >= D_ik}, read exactly as the windows compare:
+  # where t_j rounds to D_ij itself (m absorbed) j's window is empty, and
+  # D_ij > D_ik is tested as prev(D_ij) >= D_ik.
+  size = d.shape[-1]
+  ends = sort_rows(jnp.where(pos, upper, -jnp.inf))
+  covers = size - count_below(ends, fixed, "right")
+  if lower:
+    starts = jnp.where(upper > fixed, fixed, jnp.nextafter(fixed, -jnp.inf))
+    starts = sort_rows(jnp.where(pos, starts, -jnp.inf))
+    covers = covers - (size - count_below(starts, fixed, "left"))
+    # Only with m = 0 (empty windows) and coincident points can a flushed
+    # subnormal prev(0) make this negative; the true count is then 0.
+    covers = jnp.maximum(covers, 0)
+  slope = (jnp.where(pos, n, 0) - jnp.where(neg, covers, 0)).astype(d.dtype)
+  sums = jnp.sum(values, -1) + jnp.sum(slope * (d - fixed), -1)
+  active = jnp.sum(n, -1)
+  triplets = jnp.sum(pos, -1) * negs.count if not lower else active
+  return sums, triplets, active
+
+
+def tfa_selection(distances, positive, negative):
+  """:func:`tfa_negatives` of every anchor row at once: O(C log C) per row.
+
+  For each positive j, the first negative farther than D_ij (the lowest column
+  among equal distances), or else the farthest negative (lowest column too).
+  """
+  keys = jnp.where(negative, jax.lax.stop_gradient(distances), jnp.inf)
+  order = jnp.argsort(keys, axis=-1)                 # stable: ties keep column order
+  keys = jnp.take_along_axis(keys, order, -1)
+  count = jnp.sum(negative, -1)[:, None]
+  after = count_below(keys, distances, "right")      # first negative farther than D_ij
+  last = jnp.maximum(count - 1, 0)
+  farthest = count_below(keys, jnp.take_along_axis(keys, last, -1))
+  position = jnp.clip(jnp.where(after < count, after, farthest), 0, keys.shape[-1] - 1)
+  index = jnp.take_along_axis(order, position, -1)
+  valid = positive & (count > 0)
+  return jnp.where(valid, index, -1), valid
+
+
+def semi_hard_counts(distances, positive, negative, margin):
+  """Per anchor: #{(j, k): j in P(i), k in N(i), D_ij < D_ik < D_ij + m}.
+
+  From sorted negatives: O(C log C) per anchor, no [C, C] cube.
+  """
+  negs = SortedNegatives(distances, negative)
+  hi = negs.count_below(distances + margin, "left")
+  lo = negs.count_below(distances, "right")
+  return jnp.sum(jnp.where(positive, jnp.maximum(hi - lo, 0), 0), -1)
 
 
 # --------------------------------------------------------------------------- #
@@ -349,20 +489,13 @@ def semi_hard(distances: jax.Array, labels: jax.Array, *, margin=0.2,
   _validation.nonnegative(margin, "margin")
   distances, masks = _square(distances, labels, where, axis_name)
   if definition == "tfa":
-    index, valid = jax.vmap(tfa_negatives)(distances, masks.positive,
-                                            masks.negative)
+    index, valid = tfa_selection(distances, masks.positive, masks.negative)
     neg = gather_rows(distances, index)
     return PairSelection(negative_index=index,
                          positive_distance=jnp.where(valid, distances, 0),
                          negative_distance=jnp.where(valid, neg, 0), valid=valid)
-
-  def row(d, p, n):
-    _, mask = facenet_cube(d, p, n, margin)
-    count = jnp.sum(mask)
-    return count, count
-
-  counts, active = map_anchors(row, distances, masks.positive, masks.negative)
-  return TripletCounts(num_triplets=counts, num_active=active)
+  counts = semi_hard_counts(distances, masks.positive, masks.negative, margin)
+  return TripletCounts(num_triplets=counts, num_active=counts)
 
 
 def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
@@ -374,8 +507,8 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
     T_i = |P(i)| \cdot |N(i)|, \qquad
     A_i = |\{(j, k) : j \in P(i), k \in N(i), m + D_{ij} - D_{ik} > 0\}|
 
-  Streams over anchors (O(chunk · batch²) memory). For the dense triplet cube
-  itself see :func:`metric_learning.masks.triplet_mask`.
+  Counted from each row's sorted negative distances: O(batch² log batch)
+  time, no triplet cube. For the dense triplet cube itself see :func:`metric_learning.masks.triplet_mask`.
 
   Args:
     distances: ``[batch, batch]`` distances.
@@ -396,13 +529,12 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
   """
   _validation.nonnegative(margin, "margin")
   distances, masks = _square(distances, labels, where, axis_name)
-
-  def row(d, p, n):
-    gap, mask = triplet_cube(d, p, n)
-    return jnp.sum(mask), jnp.sum(mask & (gap + margin > 0))
-
-  counts, active = map_anchors(row, distances, masks.positive, masks.negative)
-  return TripletCounts(num_triplets=counts, num_active=active)
+  negs = SortedNegatives(distances, masks.negative)
+  counts = jnp.sum(masks.positive, -1) * negs.count
+  below = negs.count_below(distances + margin, "left")    # D_ik < D_ij + m
+  active = jnp.sum(jnp.where(masks.positive, below, 0), -1)
+  return TripletCounts(num_triplets=counts.astype(jnp.int32),
+                       num_active=active.astype(jnp.int32))
 
 
 def rank_range(distances: jax.Array, labels: jax.Array, *,

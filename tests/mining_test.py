@@ -183,3 +183,17 @@ def test_first_argmax_matches_loop_on_ties_empty_rows_and_nan(size, chunk):
   np.testing.assert_array_equal(both[1], index[::-1])
   short, _ = ml.mining.first_argmax(jnp.asarray(keys), chunk=size)
   np.testing.assert_array_equal(short, index)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_sort_rows_returns_the_values_sorted_bit_for_bit(dtype):
+  """Integer-key sorting: negatives, -0, +0, inf and subnormals in float order."""
+  with jax.enable_x64(dtype == "float64"):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 40)) * 10.0 ** rng.integers(-3, 3, (5, 40))
+    x[0, :6] = [np.inf, -np.inf, 0.0, -0.0, 1e-42, -1e-42]
+    x = jnp.asarray(x, dtype)
+    got = ml.mining.sort_rows(x)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    want = np.sort(np.asarray(x, np.float64), -1)
+    np.testing.assert_array_equal(np.asarray(got, np.float64), want)

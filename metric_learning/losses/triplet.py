@@ -297,62 +297,10 @@ def _sum_terms(values, mask):
   return jnp.sum(t.values), jnp.sum(t.counts), jnp.sum(t.nonzero)
 
 
-class _SortedNegatives:
-  """Each row's negative distances in increasing order, for O(C log C) triplet sums.
-
-  ``count_below(t)`` = #{k in N(i): D_ik < t} (or <= t) and ``sum_first(n)`` =
-  the sum of the n smallest (D_ik - base), with base the smallest negative
-  distance of the row (a constant shift that keeps the prefix sums small, so
-  that ``n (t - base) - sum_first(n)`` does not cancel catastrophically).
-  Gradients flow through the sorted values to the selected distances only.
-  """
-
-  def __init__(self, d, neg):
-    keys = jnp.where(neg, jax.lax.stop_gradient(d), jnp.inf)
-    order = jnp.argsort(keys, axis=-1)
-    self.keys = jnp.take_along_axis(keys, order, -1)
-    self.values = jnp.take_along_axis(d, order, -1)
-    self.count = jnp.sum(neg, -1)
-    self.base = jax.lax.stop_gradient(self.values[:, :1])
-    real = jnp.arange(d.shape[-1])[None, :] < self.count[:, None]
-    self.prefix = jnp.cumsum(jnp.where(real, self.values - self.base, 0), axis=-1)
-
-  def count_below(self, t, side="left"):
-    # The default binary search ("scan") loses an Explicit mesh's row sharding
-    # inside vmap; "sort" keeps it, at several times the cost, so it is used only
-    # for explicitly sharded rows.
-    method = ("sort" if _sharding.is_explicitly_sharded(self.keys)
-              or _sharding.is_explicitly_sharded(t) else "scan")
-    return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method=method))(
-        self.keys, t)
-
-  def sum_first(self, n):
-    s = jnp.take_along_axis(self.prefix, jnp.maximum(n - 1, 0), -1)
-    return jnp.where(n > 0, s, 0)
-
-  def value_at(self, n):
-    return jnp.take_along_axis(self.values, jnp.clip(n, 0, self.values.shape[-1] - 1), -1)
-
-
-def _window_terms(sorted_neg, d, pos, margin, lower: bool):
-  r"""Per anchor, the hinge sum over k with [lower: D_ij <] D_ik < D_ij + m, j in P(i).
-
-  :math:`\sum_k (m + D_{ij} - D_{ik}) = n (m + D_{ij} - b) - \sum_k (D_{ik} - b)`
-  over the n negatives in the window: O(C log C) per anchor, not O(C²).
-  """
-  fixed = jax.lax.stop_gradient(d)
-  hi = sorted_neg.count_below(fixed + margin, "left")
-  lo = sorted_neg.count_below(fixed, "right") if lower else jnp.zeros_like(hi)
-  n = jnp.where(pos, jnp.maximum(hi - lo, 0), 0)
-  inside = sorted_neg.sum_first(hi) - sorted_neg.sum_first(lo)
-  values = jnp.where(n > 0, n * (margin + d - sorted_neg.base) - inside, 0)
-  if not lower:
-    counts = jnp.sum(pos, -1) * sorted_neg.count
-  else:
-    counts = jnp.sum(n, -1)
-  dtype = d.dtype
-  return reductions.Terms(jnp.sum(values, -1), counts.astype(dtype),
-                          jnp.sum(n, -1).astype(dtype))
+def _window_terms(d, pos, neg, margin, lower: bool):
+  """Per-anchor :class:`Terms` of the hinge windows (:func:`mining.window_sums`)."""
+  sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower)
+  return reductions.Terms(sums, triplets.astype(d.dtype), active.astype(d.dtype))
 
 
 def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
@@ -423,8 +371,7 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   else:
     def rows(anchors, masks):
       d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
-      return _window_terms(_SortedNegatives(d, masks.negative), d, masks.positive,
-                           margin, lower=False)
+      return _window_terms(d, masks.positive, masks.negative, margin, lower=False)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
@@ -501,16 +448,12 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   else:
     def rows(anchors, masks):
       d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
-      negs = _SortedNegatives(d, masks.negative)
       if definition == "facenet":
-        return _window_terms(negs, d, masks.positive, margin, lower=True)
+        return _window_terms(d, masks.positive, masks.negative, margin, lower=True)
       # TFA: the first negative farther than D_ij, else the farthest one.
-      after = negs.count_below(jax.lax.stop_gradient(d), "right")
-      k = jnp.where(after < negs.count[:, None], after, negs.count[:, None] - 1)
-      valid = masks.positive & (negs.count > 0)[:, None]
-      t = _pipeline.terms(_pipeline.triplet_term(d - negs.value_at(k), margin, soft),
-                          valid, axis=-1)
-      return t
+      index, valid = mining.tfa_selection(d, masks.positive, masks.negative)
+      gap = d - mining.gather_rows(d, jax.lax.stop_gradient(index))
+      return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
