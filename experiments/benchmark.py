@@ -3,9 +3,11 @@ r"""Batch-hard triplet loss + gradient: time and peak memory against baselines.
 For each batch size B (labels in groups of 4, float32, dim D) it times
 ``value_and_grad`` of
 
-* ``dense``     — ``ml.batch_hard_triplet_loss`` (one [B, B] matrix for mining,
-                  gradient through the selected rows only);
-* ``streaming`` — the same with ``block_size`` (O(block · B) memory);
+* ``default``   — ``ml.batch_hard_triplet_loss(x, labels)`` as a user calls it
+                  (``block_size=None``: automatic, dense up to 512 rows, blocks
+                  of 256 above; gradient through the selected rows only);
+* ``dense``     — the same forced onto one [B, B] matrix (``block_size=B``);
+* ``streaming`` — the same with ``--block_size`` (O(block · B) memory);
 * ``autodiff``  — a straightforward jitted JAX version: dense distances, masked
                   max/min, plain autodiff (two more B×B×D matmuls backward);
 * ``floor``     — the bare floor: one fused ``jnp.min(x @ x.T, axis=1)``, forward only;
@@ -36,7 +38,8 @@ from absl import flags
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096"], "Batch sizes B.")
 _DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension D.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per point (median reported).")
-_METHODS = flags.DEFINE_list("methods", ["dense", "streaming", "autodiff", "floor", "pml"],
+_METHODS = flags.DEFINE_list("methods", ["default", "dense", "streaming", "autodiff", "floor",
+                                         "pml"],
                              "Methods to run.")
 _BLOCK = flags.DEFINE_integer("block_size", 256, "Rows per block for 'streaming'.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Measure peak RSS per point (subprocesses).")
@@ -78,7 +81,7 @@ def _jax_runner(method: str, batch: int, dim: int, block: int):
       return jnp.mean(jax.nn.relu(MARGIN + dp - dn))
     fn = jax.jit(jax.value_and_grad(naive))
   else:
-    block_size = block if method == "streaming" else None
+    block_size = {"streaming": block, "dense": batch, "default": None}[method]
     fn = jax.jit(jax.value_and_grad(lambda e, labels: ml.batch_hard_triplet_loss(
         e, labels, margin=MARGIN, block_size=block_size)))
   args = (x,) if method == "floor" else (x, y)
@@ -149,10 +152,11 @@ def _vm_hwm_kb() -> float:
 
 
 def _plot(results, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(6, 4))
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(6, 4))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
   for method in _METHODS.value:
     pts = [(r["batch"], r["median_ms"]) for r in results if r["method"] == method
            and r["median_ms"] is not None]

@@ -2,8 +2,9 @@ r"""Every in-batch loss against its pytorch-metric-learning counterpart.
 
 For each loss and batch size B (float32, dim D, labels in groups of 4) it times
 ``value_and_grad`` of our default call and the PML loss (+ miner) with the
-arguments the parity tests use, interleaved (median of ``--repeats`` runs after
-a warm-up), and measures each one's peak resident memory in a fresh
+arguments the parity tests use, interleaved (median of at least ``--repeats``
+rounds after a warm-up, more while a point takes less than ``--min_time``
+seconds), and measures each one's peak resident memory in a fresh
 subprocess. Each point also times the fused-GEMM floor, ``jnp.min(x @ x.T,
 axis=1)`` forward only (one [B, B] matmul and one pass over it), interleaved with
 the others: the "ml/floor" column says how far a loss is from that one matmul.
@@ -43,6 +44,9 @@ _PML_MAX_GB = flags.DEFINE_float("pml_max_gb", 8.0, "Skip PML points estimated a
 _PML_MAX_S = flags.DEFINE_float("pml_max_s", 60.0, "Skip PML points slower than this.")
 _SLOW_S = flags.DEFINE_float("slow_s", 5.0, "A point whose warm-up took longer than this "
                              "is timed once.")
+_MIN_TIME = flags.DEFINE_float("min_time", 2.0, "Keep adding interleaved rounds until "
+                                "this many seconds have passed (at most 50 rounds).")
+_MAX_ROUNDS = 50
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
 
 FAMILIES = {
@@ -244,11 +248,18 @@ def _point(name: str, batch: int) -> dict:
     del runners["pml"]
   repeats = 1 if max(warm.values()) > _SLOW_S.value else _REPEATS.value
   times = {impl: [] for impl in runners}
-  for _ in range(repeats):                         # interleaved
+  begin = time.perf_counter()
+  rounds = 0
+  # Interleaved rounds: at least ``repeats``, and more (up to _MAX_ROUNDS) until
+  # ``--min_time`` has passed, so that sub-millisecond points are not the median
+  # of three runs that each follow a PML call.
+  while rounds < repeats or (time.perf_counter() - begin < _MIN_TIME.value
+                             and rounds < _MAX_ROUNDS):
     for impl, run in runners.items():
       start = time.perf_counter()
       run()
       times[impl].append(1e3 * (time.perf_counter() - start))
+    rounds += 1
   for impl, runs in times.items():
     row[f"{impl}_ms"] = statistics.median(runs)
     row[f"{impl}_runs_ms"] = runs

@@ -197,3 +197,49 @@ def test_sort_rows_returns_the_values_sorted_bit_for_bit(dtype):
     assert got.dtype == x.dtype and got.shape == x.shape
     want = np.sort(np.asarray(x, np.float64), -1)
     np.testing.assert_array_equal(np.asarray(got, np.float64), want)
+
+
+def _window_loops(d, pos, neg, margin, lower):
+  """Per row: (sum of m + d_j - d_k over the windows, triplets, active, d sum / d d)."""
+  rows, cols = d.shape
+  sums, triplets, active = np.zeros(rows), np.zeros(rows, int), np.zeros(rows, int)
+  slope = np.zeros_like(d)
+  for i in range(rows):
+    for j in range(cols):
+      if not pos[i, j]:
+        continue
+      for k in range(cols):
+        if not neg[i, k]:
+          continue
+        triplets[i] += not lower
+        inside = d[i, k] < d[i, j] + margin and (not lower or d[i, j] < d[i, k])
+        if inside:
+          sums[i] += margin + d[i, j] - d[i, k]
+          active[i] += 1
+          triplets[i] += lower
+          slope[i, j] += 1
+          slope[i, k] -= 1
+  return sums, triplets, active, slope
+
+
+@pytest.mark.parametrize("lower", [False, True])
+@pytest.mark.parametrize("margin", [0.0, 0.5, 1.0, 1e-9])
+def test_window_sums_match_loops_with_ties(lower, margin):
+  """Values, counts and the gradient (a count per distance) on integer distances
+  full of ties, window ends landing exactly on distances, and a margin too small
+  to change a distance (1e-9 next to 1..5)."""
+  rng = np.random.default_rng(int(margin * 10) + lower)
+  d = rng.integers(0, 6, (9, 13)).astype(np.float32)
+  d[0] = 2.5                                            # one distance everywhere
+  pos = rng.random((9, 13)) < 0.3
+  neg = ~pos & (rng.random((9, 13)) < 0.8)
+  pos[1] = False                                        # no positive
+  neg[2] = False                                        # no negative
+  want = _window_loops(d, pos, neg, np.float32(margin), lower)
+  fn = lambda v: ml.mining.window_sums(v, jnp.asarray(pos), jnp.asarray(neg), margin, lower)
+  sums, triplets, active = jax.jit(fn)(jnp.asarray(d))
+  np.testing.assert_allclose(sums, want[0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(triplets, want[1])
+  np.testing.assert_array_equal(active, want[2])
+  grad = jax.grad(lambda v: jnp.sum(fn(v)[0]))(jnp.asarray(d))
+  np.testing.assert_array_equal(grad, want[3])

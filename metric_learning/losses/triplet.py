@@ -324,8 +324,10 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   The hinge never builds the triplet cube: with each anchor's negative
   distances sorted, :math:`\sum_{k} [m + D_{ij} - D_{ik}]_+` is
   :math:`n_{ij}(m + D_{ij}) - \sum_{D_{ik} < m + D_{ij}} D_{ik}` (a count and a
-  prefix sum), so the loss costs O(batch² log batch) time and, streamed over
-  blocks of anchor rows, O(block · batch) memory. ``soft=True`` does not
+  prefix sum; its gradient is a count per distance, see
+  :func:`metric_learning.mining.window_sums`), so the loss costs
+  O(batch² log batch) time and, streamed over blocks of anchor rows,
+  O(block · batch) memory. ``soft=True`` does not
   decompose: it sums the cube anchor by anchor, O(batch³) time.
 
   Args:
