@@ -20,6 +20,7 @@ PNG per family into ``--plot_dir`` (``loss_benchmark_<family>.png``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -54,6 +55,8 @@ FAMILIES = {
     "pair_based": ("contrastive", "multi_similarity"),
     "contrastive": ("ntxent", "supcon"),
     "proxy": ("proxy_anchor", "arcface"),
+    "more_pair_based": ("npair", "margin", "circle", "tuplet_margin", "generalized_lifted",
+                        "nca", "fast_ap", "angular"),
 }
 ALL = tuple(name for names in FAMILIES.values() for name in names)
 
@@ -66,6 +69,10 @@ def _pml_bytes(name: str, batch: int) -> float:
     # Every positive pair against every negative: NTXentLoss asked for 206 GB at
     # B=4096, and at B=1024 the process was killed for memory on a 24 GB machine.
     return 12.0 * batch ** 3
+  if name == "tuplet_margin":
+    # Measured: 1.15 GB peak at B=256 (every positive pair against every
+    # negative, expanded); it grows like B³.
+    return 50.0 * batch ** 3
   if name in ("proxy_anchor", "arcface"):
     return 40.0 * batch * max(1, batch // 4)
   return 40.0 * batch * batch
@@ -93,6 +100,8 @@ def _ml_runner(name: str, batch: int, dim: int):
   from metric_learning.losses import contrastive  # pylint: disable=import-outside-toplevel
 
   x, y = _data(batch, dim)
+  if name == "angular":
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
   x, y = jnp.asarray(x), jnp.asarray(y)
   norm = ml.l2_normalize
   classes = max(1, batch // 4)
@@ -110,6 +119,18 @@ def _ml_runner(name: str, batch: int, dim: int):
       "ntxent": lambda e, y: contrastive.ntxent_loss(e, y, temperature=0.07),
       "supcon": lambda e, y: contrastive.supcon_loss(e, y, temperature=0.1,
                                                   reduction="mean_nonzero"),
+      # The rest as their parity tests call them (tests/gaps_test.py,
+      # tests/pair_based_test.py); angular on unit vectors, as PML's equals ours there.
+      "npair": lambda e, y: ml.presets.get("pml_npair")(e, y),
+      "margin": lambda e, y: ml.presets.get("pml_margin")(e, y),
+      "circle": lambda e, y: ml.circle_loss(e, y, margin=0.25, gamma=16.0, reduction="mean"),
+      "tuplet_margin": lambda e, y: ml.tuplet_margin_loss(e, y, margin=math.radians(20.0),
+                                                          scale=10.0),
+      "generalized_lifted": lambda e, y: ml.generalized_lifted_structure_loss(
+          norm(e), y, neg_margin=0.5, pos_margin=0.2),
+      "nca": lambda e, y: ml.nca_loss(norm(e), y, softmax_scale=3.0),
+      "fast_ap": lambda e, y: ml.fast_ap_loss(e, y, num_bins=4),
+      "angular": lambda e, y: ml.angular_loss(e, y),
   }
   if name in fns:
     fn = jax.jit(jax.value_and_grad(fns[name]))
@@ -133,7 +154,11 @@ def _pml_runner(name: str, batch: int, dim: int):
     from pytorch_metric_learning import miners  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from pytorch_metric_learning import reducers  # pylint: disable=import-outside-toplevel
   x, y = _data(batch, dim)
+  if name == "angular":
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
   labels = torch.from_numpy(y).long()
   miner = None
   classes = max(1, batch // 4)
@@ -156,6 +181,22 @@ def _pml_runner(name: str, batch: int, dim: int):
     loss = losses.ProxyAnchorLoss(num_classes=classes, embedding_size=dim)
   elif name == "arcface":
     loss = losses.ArcFaceLoss(num_classes=classes, embedding_size=dim)
+  elif name == "npair":
+    loss = losses.NPairsLoss()
+  elif name == "margin":
+    loss = losses.MarginLoss()
+  elif name == "circle":
+    loss = losses.CircleLoss(m=0.25, gamma=16, reducer=reducers.MeanReducer())
+  elif name == "tuplet_margin":
+    loss = losses.TupletMarginLoss(margin=20.0, scale=10)
+  elif name == "generalized_lifted":
+    loss = losses.GeneralizedLiftedStructureLoss(neg_margin=0.5, pos_margin=0.2)
+  elif name == "nca":
+    loss = losses.NCALoss(softmax_scale=3)
+  elif name == "fast_ap":
+    loss = losses.FastAPLoss(num_bins=4)
+  elif name == "angular":
+    loss = losses.AngularLoss()
   else:
     raise ValueError(name)
 

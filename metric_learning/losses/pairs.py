@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 from metric_learning import mining
@@ -436,11 +437,19 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
   masks = batch.masks()
   positive, negative = masks.positive, masks.negative
-  if definition == "sohn":
-    first, second = _second_occurrences(batch)
-    positive = positive & first[:, None] & second[None, :]
-    negative = negative & first[:, None] & second[None, :]
-  lse, found = _pipeline.log_sum_exp(s, negative)
-  pairs = positive & found[:, None]
-  t = _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
+  if definition == "all_pairs":
+    lse, found = _pipeline.log_sum_exp(s, negative)
+    pairs = positive & found[:, None]
+    t = _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
+    return batch.finish(t, reduction)
+  first, second = _second_occurrences(batch)
+  pick = first[:, None] & second[None, :]
+  lse, found = _pipeline.log_sum_exp(s, negative & pick)
+  # An anchor has at most one positive, its label's second row: one term per
+  # row, its similarity recomputed from the two rows (O(batch · dim)), not a
+  # softplus over the whole [batch, candidates] matrix.
+  index, has_positive = mining.first_argmax(jnp.where(positive & pick, 0.0, -jnp.inf))
+  partner = _sharding.take_rows(batch.candidates, jax.lax.stop_gradient(index))
+  s_pos = jnp.sum(batch.anchors * partner, axis=-1)
+  t = _pipeline.terms(jax.nn.softplus(lse - s_pos), has_positive & found)
   return batch.finish(t, reduction)
