@@ -434,22 +434,44 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   _validation.choice(definition, "definition", NPAIR_DEFINITIONS)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
-  masks = batch.masks()
-  positive, negative = masks.positive, masks.negative
   if definition == "all_pairs":
-    lse, found = _pipeline.log_sum_exp(s, negative)
-    pairs = positive & found[:, None]
+    s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
+    masks = batch.masks()
+    lse, found = _pipeline.log_sum_exp(s, masks.negative)
+    pairs = masks.positive & found[:, None]
     t = _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
     return batch.finish(t, reduction)
+  return batch.finish(_sohn_terms(batch), reduction)
+
+
+def _sohn_terms(batch: _pipeline.Batch) -> reductions.Terms:
+  """Sohn's terms on the compacted pairs: only anchors that have a partner
+  (rows) against only second rows (columns).
+
+  Shapes are static, so the compacted matrix has room for every case: at most
+  half the candidates are second rows, and without a bank or other devices at
+  most half the anchors have a partner. That is a quarter of the
+  [batch, candidates] matrix (an N-pair batch fills it exactly).
+  """
   first, second = _second_occurrences(batch)
-  pick = first[:, None] & second[None, :]
-  lse, found = _pipeline.log_sum_exp(s, negative & pick)
-  # An anchor has at most one positive, its label's second row: one term per
-  # row, its similarity recomputed from the two rows (O(batch · dim)), not a
-  # softplus over the whole [batch, candidates] matrix.
-  index, has_positive = mining.first_argmax(jnp.where(positive & pick, 0.0, -jnp.inf))
-  partner = _sharding.take_rows(batch.candidates, jax.lax.stop_gradient(index))
-  s_pos = jnp.sum(batch.anchors * partner, axis=-1)
-  t = _pipeline.terms(jax.nn.softplus(lse - s_pos), has_positive & found)
-  return batch.finish(t, reduction)
+  size, cands = batch.anchors.shape[0], batch.candidates.shape[0]
+  partner = first & jnp.any(batch.masks().positive & second[None, :], axis=-1)
+  local = batch.num_refs == 0 and batch.axis_name is None
+  rows_cap = (size + 1) // 2 if local else size
+  cols_cap = max(1, cands // 2)
+  rows, = jnp.nonzero(partner, size=rows_cap, fill_value=0)
+  cols, = jnp.nonzero(second, size=cols_cap, fill_value=0)
+  row_ok = jnp.arange(rows_cap) < jnp.sum(partner)
+  col_ok = jnp.arange(cols_cap) < jnp.sum(second)
+  a = _sharding.take_rows(batch.anchors, jax.lax.stop_gradient(rows))
+  c = _sharding.take_rows(batch.candidates, jax.lax.stop_gradient(cols))
+  s = jnp.matmul(a, c.T, precision=_HIGHEST)
+  same = batch.labels[rows][:, None] == batch.candidate_labels[cols][None, :]
+  lse, found = _pipeline.log_sum_exp(s, ~same & col_ok[None, :])
+  positive = same & col_ok[None, :]                  # exactly one: the partner
+  s_pos = jnp.sum(jnp.where(positive, s, 0), axis=-1)
+  valid = row_ok & found
+  values = jnp.where(valid, jax.nn.softplus(lse - s_pos), 0)
+  # Back to anchor order (the "none" reduction returns a term per anchor).
+  scatter = lambda v: jnp.zeros((size,), v.dtype).at[rows].add(jnp.where(row_ok, v, 0))
+  return _pipeline.terms(scatter(values), scatter(valid.astype(values.dtype)) > 0)
