@@ -262,7 +262,7 @@ class SortedNegatives:
   * ``count_below(t)`` = #{k in N(i): D_ik < t} (``side="right"``: <= t);
   * ``sum_first(n)`` = the sum of the n smallest (D_ik - base), with base the
     row's smallest negative distance (a constant shift that keeps the prefix
-    sums small, so that ``n (t - base) - sum_first(n)`` does not cancel);
+    sums small, so that ``n (t - base) - sum_first(n)`` does not cancel).
   """
 
   def __init__(self, d, neg):

@@ -243,3 +243,20 @@ def test_window_sums_match_loops_with_ties(lower, margin):
   np.testing.assert_array_equal(active, want[2])
   grad = jax.grad(lambda v: jnp.sum(fn(v)[0]))(jnp.asarray(d))
   np.testing.assert_array_equal(grad, want[3])
+
+
+def test_tfa_selection_equals_the_per_anchor_definition_on_ties():
+  """The sorted form picks the same column as tfa_negatives (the [j, k]
+  comparison of one anchor): lowest column among equal distances, both for the
+  nearest farther negative and for the farthest-negative fallback."""
+  rng = np.random.default_rng(11)
+  for _ in range(3):
+    d = rng.integers(0, 4, (10, 14)).astype(np.float32)      # many ties
+    pos = rng.random((10, 14)) < 0.3
+    neg = ~pos & (rng.random((10, 14)) < 0.7)
+    neg[0] = False                                          # no negative at all
+    d, pos, neg = jnp.asarray(d), jnp.asarray(pos), jnp.asarray(neg)
+    want = jax.vmap(ml.mining.tfa_negatives)(d, pos, neg)
+    got = jax.jit(ml.mining.tfa_selection)(d, pos, neg)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
