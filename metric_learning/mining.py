@@ -9,7 +9,7 @@ gradient flow only through the selected distances.
 
 Notation as in :mod:`metric_learning.masks`. Where an anchor has nothing to
 select, its ``valid`` flag is False, its indices are -1 and its distances 0:
-no ±inf ever leaves a miner.
+no ±inf ever leaves a miner. An empty batch (zero rows) gives zero-size fields.
 
 References:
   Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
@@ -142,10 +142,11 @@ def first_argmax(keys: jax.Array, chunk: int = _ARGMAX_CHUNK):
   """
   size = keys.shape[-1]
   lead = keys.shape[:-1]
-  if size <= 2 * chunk:
-    best = jnp.max(keys, axis=-1, keepdims=True)
+  if size <= 2 * chunk:   # (``initial``: an empty row gives (0, False), not an error)
+    best = jnp.max(keys, axis=-1, keepdims=True, initial=-jnp.inf)
     columns = jax.lax.broadcasted_iota(jnp.int32, keys.shape, keys.ndim - 1)
-    index = jnp.min(jnp.where(keys == best, columns, size - 1), axis=-1)
+    index = jnp.min(jnp.where(keys == best, columns, size - 1), axis=-1,
+                    initial=max(size - 1, 0))
     return index, best[..., 0] > -jnp.inf
   pad = -size % chunk
   tiles = jnp.pad(keys, [(0, 0)] * len(lead) + [(0, pad)], constant_values=-jnp.inf)
@@ -636,6 +637,11 @@ def distance_weighted(distances: jax.Array, labels: jax.Array, *, key: jax.Array
     [True, True, True, True, True, True]
   """
   distances, masks = _square(distances, labels, where, axis_name)
+  if distances.shape[-1] == 0:     # nothing to sample from (categorical needs a column)
+    none = jnp.full(distances.shape[:1], -1, jnp.int32)
+    zero = jnp.zeros(distances.shape[:1], distances.dtype)
+    return TripletSelection(positive_index=none, negative_index=none, positive_distance=zero,
+                            negative_distance=zero, valid=masks.valid_anchor)
   d = jnp.maximum(distances, cutoff)
   log_q = ((dim - 2.0) * jnp.log(d)
            + ((dim - 3.0) / 2.0) * jnp.log(jnp.maximum(1.0 - 0.25 * d * d, 1e-8)))

@@ -260,3 +260,32 @@ def test_tfa_selection_equals_the_per_anchor_definition_on_ties():
     got = jax.jit(ml.mining.tfa_selection)(d, pos, neg)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_every_miner_accepts_an_empty_batch():
+  """Zero rows (e.g. a fully padded shard) give zero-size selections, not an
+  error, like the losses' 0 on an empty batch."""
+  d, y = jnp.zeros((0, 0)), jnp.zeros((0,), jnp.int32)
+  calls = {
+      "batch_hard": lambda: ml.mining.batch_hard(d, y),
+      "easy_positive": lambda: ml.mining.easy_positive(d, y),
+      "semi_hard": lambda: ml.mining.semi_hard(d, y),
+      "semi_hard_tfa": lambda: ml.mining.semi_hard(d, y, definition="tfa"),
+      "batch_all": lambda: ml.mining.batch_all(d, y),
+      "rank_range": lambda: ml.mining.rank_range(d, y),
+      "distance_weighted": lambda: ml.mining.distance_weighted(d, y, key=jax.random.key(0),
+                                                               dim=4),
+      "statistics": lambda: ml.mining.statistics(d, y),
+      "pair_margin": lambda: ml.mining.pair_margin(d, y),
+      "triplet_margin": lambda: ml.mining.triplet_margin(d, y),
+      "multi_similarity_pairs": lambda: ml.mining.multi_similarity_pairs(d, y),
+  }
+  for name, call in calls.items():
+    out = call()
+    leaves = jax.tree.leaves(out)
+    assert leaves, name
+    for leaf in leaves:
+      if name == "statistics":                    # scalars: finite, nothing found
+        assert np.all(np.isfinite(np.asarray(leaf))), name
+      else:
+        assert leaf.shape[0] == 0, (name, leaf.shape)
