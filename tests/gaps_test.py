@@ -398,6 +398,37 @@ def test_npair_sohn_under_pmap_uses_the_global_order():
   np.testing.assert_allclose(np.asarray(g).reshape(x.shape), full_g, rtol=1e-5, atol=1e-6)
 
 
+def test_npair_l2_penalty_adds_the_mean_squared_norm_of_real_rows():
+  """Sohn's norm penalty: + λ mean ||x_i||² over real rows (padding left out),
+  for every reduction; 0 changes nothing; one device = pmap (value and grad)."""
+  x, y, w = cases.make("padding", 16, 3, seed=2)
+  x = np.asarray(x).copy()
+  x[~np.asarray(w)] = 1e3                       # padding holds large values
+  lam = 0.25
+  sq = float(np.mean(np.sum(np.asarray(x, np.float64)[np.asarray(w)] ** 2, -1)))
+  for reduction in ("mean", "sum", "mean_nonzero", "none"):
+    base = ml.npair_loss(x, y, where=w, reduction=reduction)
+    same = ml.npair_loss(x, y, where=w, reduction=reduction, l2_penalty=0.0)
+    np.testing.assert_array_equal(same, base)
+    got = ml.npair_loss(x, y, where=w, reduction=reduction, l2_penalty=lam)
+    np.testing.assert_allclose(got, np.asarray(base) + lam * sq, rtol=1e-5)
+  with jax.enable_x64(True):
+    check_grads(lambda e: ml.npair_loss(e, y, where=jnp.asarray(w), l2_penalty=lam),
+                (jnp.asarray(x, jnp.float64) * jnp.asarray(w)[:, None],), order=1,
+                modes=["rev"], eps=1e-6)
+  full, full_g = jax.value_and_grad(lambda e: ml.npair_loss(e, y, where=w, l2_penalty=lam))(x)
+  n = jax.device_count()
+  shard = lambda v: np.asarray(v).reshape((n, -1) + np.shape(v)[1:])
+  value, g = jax.pmap(jax.value_and_grad(
+      lambda e, labels, where: ml.npair_loss(e, labels, where=where, axis_name="d",
+                                             l2_penalty=lam)),
+      axis_name="d")(shard(x), shard(y), shard(w))
+  np.testing.assert_allclose(value, np.full(n, full), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(g).reshape(x.shape), full_g, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="l2_penalty"):
+    ml.npair_loss(x, y, l2_penalty=-1.0)
+
+
 # --------------------------------------------------------------------------- #
 # Contrastive options against the reference.
 # --------------------------------------------------------------------------- #

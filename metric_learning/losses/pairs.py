@@ -369,7 +369,7 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
                axis_name: str | None = None, definition: str = "sohn",
                ref_embeddings: jax.Array | None = None,
                ref_labels: jax.Array | None = None,
-               ref_where: jax.Array | None = None) -> jax.Array:
+               ref_where: jax.Array | None = None, l2_penalty=0.0) -> jax.Array:
   r"""Multi-class N-pair loss (Sohn 2016).
 
   With inner products :math:`s_{ij} = x_i^\top x_j` and a batch of pairs
@@ -389,8 +389,10 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   ``[x_1, ..., x_N, x_1^+, ..., x_N^+]``) and is pytorch-metric-learning's
   ``NPairsLoss``, whose default ``DotProductSimilarity`` L2-normalises the
   embeddings (the ``"pml_npair"`` preset). ``"mean"`` is over the anchors. The
-  paper adds an L2 penalty on the embeddings; neither PML's default nor this
-  function does: add it to the loss if wanted.
+  paper also penalises the embeddings' norms: ``l2_penalty=λ`` adds
+  :math:`\lambda \cdot \mathrm{mean}_i \|x_i\|^2` over the real rows of the
+  batch (not the bank), to every reduction (to each row's term with
+  ``"none"``); PML's ``NPairsLoss`` has no such term, so the default is 0.
 
   ``definition="all_pairs"`` is a generalisation to any labels that does not
   depend on the row order: every positive pair :math:`(i, j)` is a term, with
@@ -411,10 +413,11 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
     definition: ``"sohn"`` or ``"all_pairs"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
+    l2_penalty: :math:`\lambda \ge 0`, the weight of the mean squared norm.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"`` (non-zero only at the
-    anchors).
+    anchors, unless ``l2_penalty`` > 0).
 
   Example:
     >>> import jax.numpy as jnp
@@ -430,10 +433,27 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
     Sohn. Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective. NeurIPS 2016. https://papers.nips.cc/paper/6200
   """
-  _pipeline.check_options(reduction=reduction)
+  _pipeline.check_options(reduction=reduction, l2_penalty=l2_penalty)
   _validation.choice(definition, "definition", NPAIR_DEFINITIONS)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
+  loss = _npair(batch, definition, reduction)
+  if isinstance(l2_penalty, (int, float)) and l2_penalty == 0:
+    return loss
+  rows = batch.gather(batch.anchors)                 # the global batch, padding zeroed
+  real = batch.gather(batch.where)
+  sq = jnp.sum(rows * rows) / jnp.maximum(jnp.sum(real), 1)
+  penalty = l2_penalty * sq
+  if batch.axis_name is not None:
+    # Every device adds the same global penalty; differentiate only its own rows'
+    # share (the other rows' cotangents arrive through the all_gather's transpose).
+    own = l2_penalty * jnp.sum(batch.anchors * batch.anchors) / jnp.maximum(
+        jnp.sum(real), 1)
+    penalty = own + jax.lax.stop_gradient(penalty - own)
+  return (loss + penalty.astype(loss.dtype)).astype(loss.dtype)
+
+
+def _npair(batch: _pipeline.Batch, definition: str, reduction: str) -> jax.Array:
   if definition == "all_pairs":
     s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
     masks = batch.masks()
