@@ -436,3 +436,49 @@ def test_equals_pytorch_metric_learning(name):
                 float(np.max(np.abs(np.asarray(gx) - xt.grad.numpy()))),
                 float(np.max(np.abs(np.asarray(gp) - gpt))))
   print(f"{name}: worst relative value / absolute gradient difference {worst:.2e}")
+
+
+def _center_reg_loop(centers, num_classes, k, tau):
+  """The SoftTriple centre regulariser with explicit loops over class pairs."""
+  w = np.asarray(centers, np.float64)
+  w = w / np.linalg.norm(w, axis=1, keepdims=True)
+  total = 0.0
+  for c in range(num_classes):
+    for t in range(k):
+      for s in range(t + 1, k):
+        total += math.sqrt(2.0 + 1e-5 - 2.0 * float(w[c * k + t] @ w[c * k + s]))
+  return tau * total / (num_classes * k * (k - 1))
+
+
+def test_soft_triple_center_reg_matches_loops_and_pmap():
+  """center_reg=τ adds the paper's term for every reduction; K = 1 and τ = 0
+  add nothing; gradients are finite-difference exact; under pmap the term is
+  counted once (value and gradients equal one device's)."""
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((8, 5)).astype(np.float32)
+  y = np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)
+  centers = rng.standard_normal((4 * 3, 5)).astype(np.float32)
+  call = lambda e, c, tau, r="mean", k=3: px.soft_triple_loss(
+      e, y, c, centers_per_class=k, reduction=r, center_reg=tau)
+  want = _center_reg_loop(centers, 4, 3, 0.2)
+  assert want > 0
+  for r in ("mean", "sum", "none"):
+    np.testing.assert_allclose(call(x, centers, 0.2, r), np.asarray(call(x, centers, 0.0, r)) + want,
+                               rtol=1e-5)
+  np.testing.assert_array_equal(call(x, centers[:4], 0.2, k=1), call(x, centers[:4], 0.0, k=1))
+  with jax.enable_x64(True):
+    check_grads(lambda e, c: call(e, c, 0.2), (jnp.asarray(x, jnp.float64),
+                                               jnp.asarray(centers, jnp.float64)),
+                order=1, modes=["rev"], eps=1e-6)
+  full = jax.value_and_grad(lambda e, c: call(e, c, 0.2), argnums=(0, 1))(x, centers)
+  n = jax.device_count()
+  xs, ys = x.reshape(n, -1, 5), y.reshape(n, -1)
+  value, (gx, gc) = jax.pmap(jax.value_and_grad(
+      lambda e, labels, c: px.soft_triple_loss(e, labels, c, centers_per_class=3,
+                                               axis_name="d", center_reg=0.2),
+      argnums=(0, 2)), axis_name="d", in_axes=(0, 0, None))(xs, ys, centers)
+  np.testing.assert_allclose(value, np.full(n, full[0]), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(gx).reshape(x.shape), full[1][0], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.sum(gc, 0), full[1][1], rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="center_reg"):
+    call(x, centers, -1.0)

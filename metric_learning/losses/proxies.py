@@ -269,7 +269,7 @@ def proxy_nca_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,
 def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Array, *,
                      centers_per_class: int = 10, la=20.0, gamma=0.1, margin=0.01,
                      where: jax.Array | None = None, reduction: str = "mean",
-                     axis_name: str | None = None) -> jax.Array:
+                     axis_name: str | None = None, center_reg=0.0) -> jax.Array:
   r"""SoftTriple loss (Qian, Shang, Sun, Hu, Li, Jin 2019).
 
   Each class :math:`c` has :math:`K` centres; the similarity to a class is a
@@ -282,8 +282,18 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
                         {e^{\lambda (S_{iy_i} - \delta)} + \sum_{c \ne y_i} e^{\lambda S_{ic}}}
 
   Defaults (:math:`K = 10, \lambda = 20, \gamma = 0.1, \delta = 0.01`) are the
-  paper's; like pytorch-metric-learning's ``SoftTripleLoss``, the centre
-  regulariser of the paper is left to the caller. ``"mean"`` is over real rows.
+  paper's. ``center_reg=τ`` adds the paper's regulariser, which pulls a class's
+  centres together so that redundant ones merge:
+
+  .. math::
+    \tau \, \frac{\sum_c \sum_{t < s} \sqrt{2 + 10^{-5} - 2\, w_{ct}^\top w_{cs}}}
+                  {C K (K - 1)}
+
+  over the normalised centres (0 when K = 1; the paper uses τ = 0.2). It is
+  added to every reduction (to each row with ``"none"``) and, under
+  ``axis_name``, counted once for the global batch. The default 0 leaves it to
+  the caller, as pytorch-metric-learning's ``SoftTripleLoss`` does.
+  ``"mean"`` is over real rows.
 
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
@@ -297,6 +307,7 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     axis_name: inside ``pmap`` / ``shard_map``, the loss of the global batch.
+    center_reg: :math:`\tau \ge 0`, the weight of the centre regulariser.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -314,7 +325,7 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
     Qian, Shang, Sun, Hu, Li, Jin. SoftTriple Loss: Deep Metric Learning
     Without Triplet Sampling. ICCV 2019. https://arxiv.org/abs/1909.05235
   """
-  _check_reduction(reduction, margin=margin)
+  _check_reduction(reduction, margin=margin, center_reg=center_reg)
   _validation.positive(la, "la")
   _validation.positive(gamma, "gamma")
   per_class = _static_count(centers_per_class, "centers_per_class")
@@ -324,7 +335,19 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
   weights = jax.nn.softmax(cos / gamma, axis=-1)
   sim = jnp.sum(weights * cos, axis=-1)
   values = _margin_softmax(sim, batch.labels, num_classes, lambda s: s - margin, la)
-  return _per_row(batch, values, num_classes, reduction)
+  loss = _per_row(batch, values, num_classes, reduction)
+  if (isinstance(center_reg, (int, float)) and center_reg == 0) or per_class == 1:
+    return loss
+  w = distances_lib.l2_normalize(centers.astype(cos.dtype)).reshape(num_classes, per_class, -1)
+  gram = jnp.einsum("ckd,cld->ckl", w, w, precision=jax.lax.Precision.HIGHEST)
+  upper = jnp.triu(jnp.ones((per_class, per_class), bool), k=1)
+  spread = jnp.sum(jnp.where(upper, jnp.sqrt(jnp.where(upper, 2.0 + 1e-5 - 2.0 * gram, 1.0)),
+                             0.0))
+  reg = center_reg * spread / (num_classes * per_class * (per_class - 1))
+  if axis_name is not None:   # once for the global batch: each device differentiates 1/n
+    share = reg / jax.lax.psum(1, axis_name)
+    reg = share + jax.lax.stop_gradient(reg - share)
+  return (loss + reg).astype(loss.dtype)
 
 
 # --------------------------------------------------------------------------- #
