@@ -12,7 +12,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
   out, png = tmp_path / "b.json", tmp_path / "b.png"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.benchmark", "--batch_sizes=32,64", "--dim=8",
+      [sys.executable, "-m", "experiments.benchmark", "--batch_sizes=48", "--dim=8",
        "--repeats=2", "--block_size=16", "--methods=default,dense,streaming,autodiff,floor",
        "--memory", f"--output={out}", f"--plot={png}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -21,6 +21,6 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
   data = json.loads(out.read_text())
   rows = {(r["method"], r["batch"]): r for r in data["results"]}
   assert set(rows) == {(m, b) for m in ("default", "dense", "streaming", "autodiff", "floor")
-                       for b in (32, 64)}
+                       for b in (48,)}
   assert all(r["median_ms"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
   assert png.stat().st_size > 1000
