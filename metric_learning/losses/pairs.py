@@ -440,16 +440,15 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   loss = _npair(batch, definition, reduction)
   if isinstance(l2_penalty, (int, float)) and l2_penalty == 0:
     return loss
-  rows = batch.gather(batch.anchors)                 # the global batch, padding zeroed
-  real = batch.gather(batch.where)
-  sq = jnp.sum(rows * rows) / jnp.maximum(jnp.sum(real), 1)
-  penalty = l2_penalty * sq
+  # Padding rows were zeroed in prepare. Under axis_name the mean is global:
+  # every device reports it and differentiates only its own rows' share.
+  own = jnp.sum(batch.anchors * batch.anchors)
+  total, count = own, jnp.sum(batch.where)
   if batch.axis_name is not None:
-    # Every device adds the same global penalty; differentiate only its own rows'
-    # share (the other rows' cotangents arrive through the all_gather's transpose).
-    own = l2_penalty * jnp.sum(batch.anchors * batch.anchors) / jnp.maximum(
-        jnp.sum(real), 1)
-    penalty = own + jax.lax.stop_gradient(penalty - own)
+    total, count = jax.lax.psum((own, count), batch.axis_name)
+  count = jnp.maximum(count, 1)
+  share = l2_penalty * own / count
+  penalty = share + jax.lax.stop_gradient(l2_penalty * total / count - share)
   return (loss + penalty.astype(loss.dtype)).astype(loss.dtype)
 
 
