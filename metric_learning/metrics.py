@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metric_learning import _extras
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
@@ -486,6 +487,9 @@ def verification_metrics(scores, same, *, far_targets=(1e-3, 1e-2, 1e-1)
 def clustering_metrics(embeddings, labels, *, seed: int = 0) -> dict[str, float]:
   """NMI and AMI of k-means clusters (k = number of classes); needs scikit-learn.
 
+  scikit-learn comes with the ``experiments`` extra; without it this raises
+  ``ModuleNotFoundError`` with the pip command that installs it.
+
   Example:
     >>> import numpy as np
     >>> import metric_learning as ml
@@ -493,8 +497,10 @@ def clustering_metrics(embeddings, labels, *, seed: int = 0) -> dict[str, float]
     >>> ml.metrics.clustering_metrics(x, [3, 3, 8, 8])["nmi"]
     1.0
   """
-  from sklearn import cluster  # pylint: disable=import-outside-toplevel
-  from sklearn import metrics as sk_metrics
+  cluster = _extras.import_optional("sklearn.cluster", extra="experiments",
+                                    what="metrics.clustering_metrics")
+  sk_metrics = _extras.import_optional("sklearn.metrics", extra="experiments",
+                                       what="metrics.clustering_metrics")
   x = np.asarray(embeddings, np.float64)
   y = np.asarray(labels)
   k = len(np.unique(y))

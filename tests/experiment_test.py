@@ -346,7 +346,7 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
   import orbax.checkpoint as ocp
   from flax import nnx
 
-  from metric_learning.losses import Proxies
+  from metric_learning.models import Proxies
   mgr = checkpoint.manager(workdir)
   stored = mgr.restore(2, args=ocp.args.PyTreeRestore())
   mgr.close()

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
+from metric_learning import models
 from metric_learning.losses import proxies as px
 
 # --------------------------------------------------------------------------- #
@@ -338,18 +339,18 @@ def _fn(name, reduction, axis_name):
 
 
 def test_proxies_module_init_and_training_with_an_encoder():
-  proxies = px.Proxies(5, 16, per_class=2, rngs=nnx.Rngs(0))
+  proxies = models.Proxies(5, 16, per_class=2, rngs=nnx.Rngs(0))
   value = np.asarray(proxies())
   assert value.shape == (10, 16) and value.dtype == np.float32
-  big = np.asarray(px.Proxies(200, 64, rngs=nnx.Rngs(1))())
+  big = np.asarray(models.Proxies(200, 64, rngs=nnx.Rngs(1))())
   np.testing.assert_allclose(big.std(), math.sqrt(2 / 200), rtol=0.05)
   with pytest.raises(ValueError, match="num_classes must be a positive int"):
-    px.Proxies(0, 4, rngs=nnx.Rngs(0))
+    models.Proxies(0, 4, rngs=nnx.Rngs(0))
 
   x, y, _ = cases.make("pk", 12, 8, seed=1)
   y = _class_labels(y, None)
   model = nnx.List([nnx.Linear(8, 6, rngs=nnx.Rngs(2)),
-                    px.Proxies(4, 6, rngs=nnx.Rngs(3))])
+                    models.Proxies(4, 6, rngs=nnx.Rngs(3))])
   optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
 
   def loss_fn(m):

@@ -6,6 +6,10 @@ augmented per batch by :mod:`.pipeline` with :mod:`.transforms` (imported on use
 they need grain and Pillow).
 """
 
+from metric_learning import _extras
+
+_extras.require_extra("experiments", "metric_learning.data")
+
 from metric_learning.data.datasets import Dataset
 from metric_learning.data.datasets import class_disjoint_split
 from metric_learning.data.datasets import digits

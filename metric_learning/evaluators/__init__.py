@@ -21,6 +21,10 @@ Example:
 
 from __future__ import annotations
 
+from metric_learning import _extras
+
+_extras.require_extra("experiments", "metric_learning.evaluators")
+
 import inspect
 from typing import Any
 

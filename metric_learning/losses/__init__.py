@@ -15,7 +15,6 @@ from metric_learning.losses.pairs import lifted_structure_loss
 from metric_learning.losses.pairs import margin_loss
 from metric_learning.losses.pairs import multi_similarity_loss
 from metric_learning.losses.pairs import npair_loss
-from metric_learning.losses.proxies import Proxies
 from metric_learning.losses.proxies import arcface_loss
 from metric_learning.losses.proxies import cosface_loss
 from metric_learning.losses.proxies import normalized_softmax_loss
@@ -31,7 +30,6 @@ from metric_learning.losses.triplet import semi_hard_triplet_loss
 from metric_learning.losses.triplet import triplet_margin_loss
 
 __all__ = (
-    "Proxies",
     "angular_loss",
     "arcface_loss",
     "batch_all_triplet_loss",

@@ -4,7 +4,7 @@ Every loss here compares a batch of embeddings with an explicit array of
 class vectors — proxies, centres or classifier weights — of shape
 ``[num_classes, dim]``, or ``[num_classes * k, dim]`` with ``k`` vectors per
 class, class :math:`c` owning rows :math:`ck, \dots, ck + k - 1`. Gradients
-flow to that array, so it is trained together with the encoder; :class:`Proxies`
+flow to that array, so it is trained together with the encoder; :class:`metric_learning.models.Proxies`
 is a small Flax NNX module that holds one.
 
 Labels index the classes: ``0 <= labels < num_classes`` on real rows (padding
@@ -25,12 +25,10 @@ train step does) they equal the single-device gradient.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
@@ -575,7 +573,8 @@ def _static_count(value, name: str) -> int:
 
 
 # --------------------------------------------------------------------------- #
-# A trainable holder for the proxies.
+# The proxies' initialisation (the trainable holder is
+# ``metric_learning.models.Proxies``, which needs flax).
 # --------------------------------------------------------------------------- #
 
 
@@ -589,37 +588,3 @@ def default_proxy_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   directions.
   """
   return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / shape[0])
-
-
-class Proxies(nnx.Module):
-  """Learnable class vectors (proxies, centres or classifier weights).
-
-  Holds one ``[num_classes * per_class, dim]`` :class:`flax.nnx.Param`; calling
-  the module returns it, ready for any loss of this module. Train it with the
-  encoder, e.g. ``nnx.Optimizer(nnx.List([encoder, proxies]), tx, wrt=nnx.Param)``
-  — proxy losses often use a larger learning rate for the proxies (Kim et al.
-  2020 use 100x), which ``optax.multi_transform`` provides.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> from metric_learning.losses.proxies import Proxies, proxy_anchor_loss
-    >>> proxies = Proxies(3, 8, rngs=nnx.Rngs(0))
-    >>> proxies().shape
-    (3, 8)
-    >>> x = jnp.ones((4, 8))
-    >>> bool(jnp.isfinite(proxy_anchor_loss(x, jnp.array([0, 1, 2, 0]), proxies())))
-    True
-  """
-
-  def __init__(self, num_classes: int, dim: int, *, per_class: int = 1,
-               init: Callable = default_proxy_init, dtype=jnp.float32, rngs: nnx.Rngs):
-    num_classes = _static_count(num_classes, "num_classes")
-    dim = _static_count(dim, "dim")
-    self.per_class = _static_count(per_class, "per_class")
-    self.num_classes = num_classes
-    self.value = nnx.Param(init(rngs.params(), (num_classes * self.per_class, dim), dtype))
-
-  def __call__(self) -> jax.Array:
-    """The ``[num_classes * per_class, dim]`` proxy array."""
-    return self.value[...]

@@ -68,7 +68,7 @@ LOSSES: dict[str, Callable[..., Any]] = {
 }
 
 # Proxy (classifier) losses take a third array, ``[num_classes * per_class, dim]``
-# class vectors trained with the encoder (``metric_learning.losses.Proxies``);
+# class vectors trained with the encoder (``metric_learning.models.Proxies``);
 # the value is the setting that gives ``per_class`` (None: one per class).
 PROXY_LOSSES: dict[str, str | None] = {
     "proxy_anchor_loss": None,

@@ -26,6 +26,10 @@ inputs are always scaled to [0, 1] first), ``dtype`` (``"float32"`` |
 
 from __future__ import annotations
 
+from metric_learning import _extras
+
+_extras.require_extra("experiments", "metric_learning.models")
+
 import functools
 import inspect
 import os
@@ -45,12 +49,13 @@ from metric_learning.models.heads import EmbeddingHead
 from metric_learning.models.pretrained import load_pretrained
 from metric_learning.models.pretrained import load_weights
 from metric_learning.models.pretrained import save_weights
+from metric_learning.models.proxies import Proxies
 from metric_learning.models.resnet import ResNet
 from metric_learning.models.vit import VisionTransformer
 
 __all__ = [
     "CNN", "EmbeddingHead", "Encoder", "EncoderWithProxies", "FrozenBatchNorm", "MLP",
-    "MODELS", "ResNet", "VisionTransformer", "arguments", "create", "load_pretrained",
+    "MODELS", "Proxies", "ResNet", "VisionTransformer", "arguments", "create", "load_pretrained",
     "load_weights", "normalize_inputs", "save_weights",
 ]
 

@@ -124,7 +124,7 @@ class EncoderWithProxies(nnx.Module):
 
   def __init__(self, encoder: nnx.Module, num_classes: int, embedding_dim: int, *,
                per_class: int = 1, rngs: nnx.Rngs):
-    from metric_learning.losses import proxies  # pylint: disable=import-outside-toplevel
+    from metric_learning.models import proxies  # pylint: disable=import-outside-toplevel
     self.encoder = encoder
     self.proxies = proxies.Proxies(num_classes, embedding_dim, per_class=per_class, rngs=rngs)
 
