@@ -90,7 +90,7 @@ def load_embedder(workdir: str) -> Callable[[np.ndarray], np.ndarray]:
     out = embed(inputs.reshape((n * views,) + inputs.shape[2:]))
     return out.reshape(n, views, -1).mean(axis=1)
 
-  for attr in ("input_shape", "step"):
+  for attr in ("input_shape", "step", "identity"):
     setattr(embed_views, attr, getattr(embed, attr))
   embed_views.transform = transform
   return embed_views

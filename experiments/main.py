@@ -24,6 +24,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import config as config_lib
+
 DEFAULT_CONFIG = "experiments/configs/default.py"
 
 # Sections whose fields are the arguments of a part chosen by name: the command
@@ -49,8 +51,8 @@ def take_new_fields(argv: list[str]) -> list[str]:
                      DEFAULT_CONFIG)
   if not os.path.isfile(config_file):
     return argv
-  from experiments import train  # pylint: disable=import-outside-toplevel
-  file_config = train.load_config_file(config_file)
+  file_config = config_lib.load_config_file(config_file)
+  config_lib.check_overrides(file_config, argv[1:], PART_SECTIONS)
   kept = []
   for arg in argv:
     key, _, value = arg.partition("=")
@@ -65,8 +67,13 @@ def take_new_fields(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
   # ml_collections reads the overrides from sys.argv as soon as the config flag is
-  # defined (for the default config file), so new fields leave sys.argv first.
-  sys.argv[:] = take_new_fields(sys.argv)
+  # defined (for the default config file), so overrides are checked and new fields
+  # leave sys.argv first.
+  try:
+    sys.argv[:] = take_new_fields(sys.argv)
+  except config_lib.ConfigError as e:
+    print(f"FATAL config error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Experiment configuration file.")
@@ -112,14 +119,17 @@ def main(argv):
     for path, value in _NEW_FIELDS.items():
       section, field = path.split(".")
       config[section][field] = value
-  config = train.resolve_part_overrides(
-      config, train.load_config_file(config_flags.get_config_filename(flag)),
-      {**config_flags.get_override_values(flag), **_NEW_FIELDS})
+  try:
+    config = config_lib.resolve_part_overrides(
+        config, config_lib.load_config_file(config_flags.get_config_filename(flag)),
+        {**config_flags.get_override_values(flag), **_NEW_FIELDS})
+  except config_lib.ConfigError as e:
+    _fail(str(e))
   logging.warning("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
   try:
     train.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value)
-  except train.ConfigError as e:
+  except config_lib.ConfigError as e:
     _fail(str(e))
   except FileNotFoundError as e:   # a dataset or weights file that is not there
     print(f"FATAL not found: {e}", file=sys.stderr)
@@ -141,7 +151,10 @@ def parse_flags(argv):
     if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
       _fail(f"--config: no such config file {arg.split('=', 1)[1]!r} (relative paths start "
             "at the current directory; run from the repository root).")
-  kept = take_new_fields(argv)
+  try:
+    kept = take_new_fields(argv)
+  except config_lib.ConfigError as e:
+    _fail(str(e))
   try:
     return flags.FLAGS(kept)
   except flags.Error as e:

@@ -9,9 +9,17 @@
 to its nearest row among them. When the inputs are labelled (class folders, or
 an npz with labels named by its ``names`` or the run's ``labels.json``), a last
 line gives the top-1 accuracy by class name.
+
+The index must be of ``W``'s encoder: one that records another model (another
+run's config, or another checkpoint of this run) is refused in one line (exit
+status 2), since its distances would mean nothing. An index that records no
+model (written by library code or an older version) is queried with a one-line
+warning on stderr.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from absl import app
@@ -37,7 +45,8 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
 
   Raises:
     ToolError: a missing workdir, index or inputs; inputs that do not fit the
-      model; an index of another embedding size; ``k`` out of range.
+      model; an index made by another model (its recorded identity differs
+      from ``workdir``'s) or of another embedding size; ``k`` out of range.
   """
   gallery = enroll_lib.load_index(
       index, hint="; python -m experiments.enroll writes one")
@@ -45,6 +54,16 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
     raise embed_lib.ToolError(f"--k must be in [1, {len(gallery)}] (the rows of {index!r}); "
                               f"got {k}.")
   embed = embed_lib.load_embedder(workdir)
+  mismatch = enroll_lib.model_mismatch(index, gallery.model, embed.identity)
+  if mismatch:
+    raise embed_lib.ToolError(f"{mismatch}; query it with that model's --workdir, or enroll "
+                              "the gallery again with this one.")
+  if gallery.model is None or embed.identity is None:
+    unknown = (f"--index: {index!r} does not record which model embedded it"
+               if gallery.model is None else
+               f"--workdir: {workdir!r} has no config.json that identifies its model")
+    print(f"WARNING {unknown}; the answers are right only if --workdir's model embedded the "
+          "index (enroll again to record it).", file=sys.stderr)
   data = embed_lib.read_inputs(inputs, embed.input_shape,
                                known_names=embed_lib.workdir_names(workdir),
                                transform=getattr(embed, "transform", None))

@@ -10,7 +10,6 @@ the maths lives in the library.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import signal
@@ -24,8 +23,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from experiments import config as config_lib
+from experiments.config import ConfigError
 import metric_learning as ml
-from metric_learning import _validation
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning import training
@@ -41,34 +41,6 @@ from metric_learning.training import optim
 from metric_learning.training import parallel
 from metric_learning.training import plots
 
-# Top-level fields: (type, check, what it must be). Sections are checked against
-# the registries of their parts.
-SCALARS = {
-    "seed": (int, lambda v: True, "an integer"),
-    "num_steps": (int, lambda v: v >= 1, ">= 1"),
-    "log_every": (int, lambda v: v >= 1, ">= 1"),
-    "eval_every": (int, lambda v: v >= 0, ">= 0 (0 = only at the end)"),
-    "checkpoint_every": (int, lambda v: v >= 1, ">= 1"),
-    "keep_checkpoints": (int, lambda v: v >= 1, ">= 1"),
-    "eval_batch_size": (int, lambda v: v >= 1, ">= 1"),
-    "parallel": (str, lambda v: v in parallel.MODES, f"one of {list(parallel.MODES)}"),
-    "nonfinite": (str, lambda v: v in ("skip", "stop"), "one of ['skip', 'stop']"),
-    "plots": (bool, lambda v: True, "True or False"),
-    "progress_bar": (bool, lambda v: True, "True or False"),
-    "raw_baseline": (bool, lambda v: True, "True or False"),
-    "health_patience": (int, lambda v: v >= 1, ">= 1"),
-    "workers": (int, lambda v: v >= 0, ">= 0 (0 = decode image files in the main process)"),
-}
-SECTIONS = ("data", "model", "loss", "sampler", "optimizer", "schedule", "augment", "evals")
-# Fields that may change when a run resumes: they change no figure of the run.
-RESUMABLE_CHANGES = ("progress_bar", "plots", "keep_checkpoints", "checkpoint_every",
-                     "workers")
-
-
-class ConfigError(ValueError):
-  """A configuration field is wrong; the message names it (absl UsageError style)."""
-
-
 class Interrupted(Exception):
   """SIGINT / SIGTERM stopped the run after saving a checkpoint at ``step``."""
 
@@ -79,115 +51,7 @@ class Interrupted(Exception):
                      "command again to resume.")
 
 
-# -------------------------------------------------------------- config ----- #
-
-def _settings(section) -> dict:
-  return {k: v for k, v in dict(section).items() if k != "name"}
-
-
-def validate(config) -> None:
-  """Checks every field before anything is written; raises :class:`ConfigError`."""
-  known = set(SCALARS) | set(SECTIONS)
-  for key in config.keys():
-    if key not in known:
-      raise ConfigError(f"config.{key} is not a field; the fields are {sorted(known)}.")
-  for key in list(SCALARS) + list(SECTIONS):
-    if key not in config:
-      raise ConfigError(f"config.{key} is missing.")
-  for key, (kind, ok, what) in SCALARS.items():
-    value = config[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or not ok(value):
-      raise ConfigError(f"config.{key} must be {what}; got {value!r}.")
-
-  def part(section: str, arguments, names):
-    cfg = config[section]
-    if "name" not in cfg:
-      raise ConfigError(f"config.{section}.name is missing; choose one of {sorted(names)}.")
-    if cfg.name not in names:
-      raise ConfigError(f"config.{section}.name must be one of {sorted(names)}; got "
-                        f"{cfg.name!r}.")
-    try:
-      _validation.known_settings(_settings(cfg), arguments(cfg.name), field=f"config.{section}",
-                                 owner=f"{section} {cfg.name!r}")
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-
-  part("data", data_registry.arguments, data_registry.DATASETS)
-  part("model", models.arguments, models.MODELS)
-  part("loss", loss_registry.arguments, loss_registry.LOSSES)
-  opt_args = lambda n: {**optim.optimizer_arguments(n), "learning_rate": 0, "grad_clip": 0}
-  part("optimizer", opt_args, optim.OPTIMIZERS)
-  if "learning_rate" not in config.optimizer:
-    raise ConfigError("config.optimizer.learning_rate is missing.")
-  part("schedule", lambda n: {**optim.schedule_arguments(n), "warmup_steps": 0},
-       optim.SCHEDULES)
-  for key in config.sampler:
-    if key not in ("p", "k"):
-      raise ConfigError(f"config.sampler.{key} is not a field; the sampler takes p and k.")
-  p, k = config.sampler.get("p"), config.sampler.get("k")
-  if not isinstance(p, int) or p < 1 or not isinstance(k, int) or k < 2:
-    raise ConfigError(f"config.sampler needs p >= 1 and k >= 2; got p={p!r}, k={k!r}.")
-  validate_augment(config.data.name, config.augment)
-  for name, spec in dict(config.evals).items():
-    spec = dict(spec)
-    if "type" not in spec:
-      raise ConfigError(f"config.evals.{name}.type is missing; choose one of "
-                        f"{sorted(evaluators.EVALUATORS)}.")
-    try:
-      evaluators.create(spec.pop("type"), **spec)
-    except ValueError as e:
-      raise ConfigError(f"config.evals.{name}: {e}") from None
-  if config.parallel != "none" and (p * k) % jax.device_count():
-    raise ConfigError(f"config.sampler: the batch of p*k = {p * k} rows must divide over the "
-                      f"{jax.device_count()} devices of parallel={config.parallel!r}.")
-
-
-def validate_augment(data_name: str, augment) -> None:
-  """``config.augment``: a :class:`~metric_learning.data.transforms.Transform` for
-  image files (:data:`~metric_learning.data.registry.STREAMED`), else the
-  in-memory augmentation (``max_shift``, ``flip``)."""
-  if data_name in data_registry.STREAMED:
-    fields = [f.name for f in dataclasses.fields(transforms.Transform)]
-    for key in augment:
-      if key not in fields:
-        raise ConfigError(f"config.augment.{key} is not a field of the image transform of "
-                          f"data {data_name!r}; its fields are {fields}.")
-    try:
-      transforms.Transform(**dict(augment))
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.augment: {e}") from None
-    return
-  for key in augment:
-    if key not in ("max_shift", "flip"):
-      raise ConfigError(f"config.augment.{key} is not a field; the in-memory data "
-                        f"{data_name!r} takes max_shift and flip (image-file datasets "
-                        f"{sorted(data_registry.STREAMED)} take a full image transform).")
-  if augment.get("max_shift", 0) < 0:
-    raise ConfigError(f"config.augment.max_shift must be >= 0; got {augment.max_shift}.")
-
-
-def to_json(config) -> dict:
-  """The resolved config as plain JSON values (tuples as lists)."""
-  return json.loads(json.dumps(config.to_dict(), default=list))
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-  """``field: saved → current`` for every field that differs (resumable ones aside)."""
-  a, b = _flatten(saved), _flatten(current)
-  return [f"{k}: {a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r}"
-          for k in sorted(set(a) | set(b))
-          if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RESUMABLE_CHANGES]
-
+# ------------------------------------------------------------- workdir --- #
 
 def _provenance() -> dict:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,6 +67,7 @@ def _provenance() -> dict:
   return out
 
 
+
 def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
   """Records the config in ``workdir``; refuses one whose saved config differs.
 
@@ -210,7 +75,7 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
   nothing is deleted — and starts anew.
   """
   path = os.path.join(workdir, "config.json")
-  current = to_json(config)
+  current, defaults = config_lib.resolve(config)
   used = os.path.isdir(workdir) and any(
       os.path.exists(os.path.join(workdir, f)) for f in ("config.json", "checkpoints"))
   if used and fresh:
@@ -224,7 +89,7 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
                         "--fresh.")
     with open(path) as f:
       saved = json.load(f)
-    diff = config_differences(saved, current)
+    diff = config_lib.config_differences(saved, current, defaults)
     if diff:
       raise ConfigError(f"workdir {workdir!r} was made by a different config ("
                         + "; ".join(diff) + "); use another --workdir, or --fresh to move "
@@ -236,43 +101,6 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
       json.dump(content, f, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(workdir, name))
 
-
-def load_config_file(path: str):
-  """``get_config()`` of a config file, as the file alone defines it."""
-  spec = importlib.util.spec_from_file_location("_experiment_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def resolve_part_overrides(config, file_config, overrides: dict):
-  """A section whose ``name`` the command line changed keeps only the
-  command line's settings: the file's were meant for the file's part."""
-  for section in ("data", "model", "loss", "optimizer", "schedule"):
-    if f"{section}.name" not in overrides:
-      continue
-    if file_config[section].get("name") == config[section].name:
-      continue
-    _keep_given(config, section, overrides, f"--config.{section}.name={config[section].name}",
-                keep_name=True)
-  # The augmentation of arrays (shifts) and of image files (a Transform) differ:
-  # a data set of the other kind does not take the file's augment section.
-  streamed = lambda name: name in data_registry.STREAMED
-  if streamed(file_config.data.get("name")) != streamed(config.data.get("name")):
-    _keep_given(config, "augment", overrides, f"--config.data.name={config.data.name}",
-                keep_name=False)
-  return config
-
-
-def _keep_given(config, section, overrides, why, *, keep_name):
-  given = {k: config[section][k] for k in config[section]
-           if (keep_name and k == "name") or f"{section}.{k}" in overrides}
-  dropped = sorted(set(config[section]) - set(given))
-  if dropped:
-    logging.warning("%s: using its defaults, not the config file's %s.", why,
-                    ", ".join(f"{section}.{k}" for k in dropped))
-  with config.unlocked():
-    config[section] = given
 
 
 # ---------------------------------------------------------------- data ----- #
@@ -378,17 +206,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   # ------------------------------------------------------------ setup ---- #
-  validate(config)
+  config_lib.validate(config)
   is_main = jax.process_index() == 0
 
   # ------------------------------------------------------------- data ---- #
   # Read before the workdir is claimed: a wrong path writes nothing.
   try:
-    datasets = data_registry.create(config.data.name, **_settings(config.data))
+    datasets = data_registry.create(config.data.name, **config_lib.part_settings(config.data))
   except FileNotFoundError:
     raise
   except ValueError as e:
     raise ConfigError(f"config.data ({config.data.name!r}): {e}") from None
+  skipped_files = data_registry.skipped_files(datasets)
   if "train" not in datasets:
     raise ConfigError(f"config.data: {config.data.name!r} has no train split; its splits "
                       f"are {sorted(datasets)}.")
@@ -405,7 +234,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   input_shape = transform.input_shape if streamed else train.inputs.shape[1:]
 
   # ------------------------------------------------- model, optimizer ---- #
-  model_settings = _settings(config.model)
+  model_settings = config_lib.part_settings(config.model)
   try:
     model = models.create(config.model.name, input_shape, seed=config.seed,
                           **model_settings)
@@ -413,7 +242,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
     raise
   except ValueError as e:     # weights that do not fit, inputs the model cannot take
     raise ConfigError(f"config.model ({config.model.name!r}): {e}") from None
-  loss_settings = _settings(config.loss)
+  loss_settings = config_lib.part_settings(config.loss)
   per_class = loss_registry.proxies_per_class(config.loss.name, loss_settings)
   proxies = None
   if per_class is not None:
@@ -427,16 +256,19 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
     train = dataclasses.replace(train, class_names=None, labels=np.searchsorted(
         classes, train.labels).astype(np.int32))
 
+  loss = loss_registry.create(config.loss.name, **loss_settings)
+  config_lib.check_loss(loss, config, model_settings.get(
+      "embedding_dim", models.arguments(config.model.name)["embedding_dim"]), proxies)
+
   def make_loss(axis_name):
-    loss = loss_registry.create(config.loss.name, **loss_settings)
     extra = {} if axis_name is None else {"axis_name": axis_name}
     if per_class is not None:
       return lambda e, y, w, proxies: loss(e, y, proxies, where=w, **extra)
     return lambda e, y, w: loss(e, y, where=w, **extra)
 
-  opt = _settings(config.optimizer)
+  opt = config_lib.part_settings(config.optimizer)
   schedule = optim.make_schedule(config.schedule.name, learning_rate=opt.pop("learning_rate"),
-                                 num_steps=config.num_steps, **_settings(config.schedule))
+                                 num_steps=config.num_steps, **config_lib.part_settings(config.schedule))
   tx = optim.make_optimizer(config.optimizer.name, schedule, **opt)
   graphdef, state = training.init_state(model, tx, config.seed)
   runner = parallel.make_runner(config.parallel, graphdef, tx, make_loss, sampler.batch_size,
@@ -466,7 +298,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   elapsed_before = float(progress.get(str(first_step), 0.0))
   start = time.time()
   if is_main:
-    training.save_model_spec(workdir, config.model.name, input_shape, model_settings,
+    training.save_model_spec(workdir, config.model.name, input_shape,
+                             {**models.arguments(config.model.name), **model_settings},
                              proxies=proxies)
     with open(os.path.join(workdir, "labels.json"), "w") as f:
       json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
@@ -562,9 +395,13 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
     raw, _ = run_evaluators(evals, _raw_pixels, datasets, config.eval_batch_size,
                             transform, config.workers)
     summary.update({f"raw/{k}": v for k, v in raw.items()})
+    # Beside the model's figures in TensorBoard and metrics.jsonl, at the final step.
+    log.write(int(state.step), {f"raw/{k}": v for k, v in raw.items()
+                                if isinstance(v, (int, float))})
   summary.update({"steps": int(state.step), "skipped_updates": int(state.skipped),
                   "wall_time_s": round(elapsed_before + time.time() - start, 2),
-                  "resumed_from_step": first_step, "health_warnings": warnings})
+                  "resumed_from_step": first_step, "health_warnings": warnings,
+                  "skipped_bad_files": skipped_files})
   if is_main:
     write_outputs(workdir, summary, emb, datasets, log, config, transform)
   log.close()
@@ -580,18 +417,32 @@ def _raw_pixels(x):
   return flat / 255.0 if x.dtype == np.uint8 else flat
 
 
+# The metric of each evaluator drawn against the step in plots/curves.png.
+HEADLINE_METRICS = ("/map_at_r", "/mean_average_precision", "/lfw_accuracy", "/accuracy_at_1")
+
+
+def output_splits(embedded: dict) -> list[str]:
+  """The splits the plots and the enrollment index show: every split an
+  evaluator declared, in the order they were embedded, the training split
+  aside unless it is the only one."""
+  names = list(embedded)
+  return [n for n in names if n != "train"] or names
+
+
 def write_outputs(workdir, summary, emb, datasets, log, config, transform=None) -> None:
   """Plots, the enrollment index, summary.json (atomically) and the summary table."""
-  sets = {k: (emb[k], datasets[k].labels) for k in ("seen", "unseen", "query", "gallery")
-          if k in emb}
+  sets = {k: (emb[k], datasets[k].labels) for k in output_splits(emb)}
   names = label_names(datasets)
   paths = plots.all_paths(workdir)
   if config.plots and sets:
     plots.save(plots.embedding_map(sets, class_names=names), paths["embedding_map"])
     plots.save(plots.distance_histograms(sets), paths["distances"])
-    fig = plots.curves(log.history(), [
+    history = log.history()
+    headline = sorted({k for row in history for k in row
+                       if k.startswith("eval/") and k.endswith(HEADLINE_METRICS)})
+    fig = plots.curves(history, [
         "train/loss", "train/active_anchor_fraction", "train/hardest_positive_mean",
-        "train/hardest_negative_mean", "eval/seen/map_at_r", "eval/unseen/map_at_r"])
+        "train/hardest_negative_mean", *headline])
     if fig is not None:
       plots.save(fig, paths["curves"])
     name = list(sets)[-1]
@@ -620,8 +471,9 @@ def write_outputs(workdir, summary, emb, datasets, log, config, transform=None) 
   # Enrollment without retraining: the gallery index of every evaluated class.
   if sets:
     parts = list(sets)
-    gallery = ml.index.EmbeddingIndex.create(emb[parts[0]], datasets[parts[0]].labels,
-                                             names=names)
+    gallery = ml.index.EmbeddingIndex.create(
+        emb[parts[0]], datasets[parts[0]].labels, names=names,
+        model=training.model_identity(workdir, summary["steps"]))
     for k in parts[1:]:
       gallery = gallery.add(emb[k], datasets[k].labels)
     gallery.save(os.path.join(workdir, "index.npz"))
@@ -643,5 +495,7 @@ def format_summary(summary: dict) -> str:
     lines.append(f"{k:<{width}} {v:>8.4f} {raw}")
   lines.append(f"steps {summary['steps']}, wall time {summary['wall_time_s']} s, "
                f"skipped updates {summary['skipped_updates']}, health warnings "
-               f"{len(summary['health_warnings'])}")
+               f"{len(summary['health_warnings'])}"
+               + (f", bad image files left out {summary['skipped_bad_files']}"
+                  if summary.get("skipped_bad_files") else ""))
   return "\n".join(lines)

@@ -34,6 +34,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "scipy": "scipy",
     },
     "faiss": {"faiss": "faiss-cpu"},
+    "tensorboard": {"tensorboard": "tensorboard"},
 }
 
 

@@ -6,6 +6,7 @@ costs nothing inside ``jax.jit`` and fails before any computation starts.
 
 from __future__ import annotations
 
+import difflib
 import numbers
 from typing import Any
 from typing import Sequence
@@ -15,10 +16,31 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def unknown_name(value: Any, known: Sequence[str], *, field: str, kind: str) -> str:
+  """The one message for a name no registry holds: one line, the closest valid
+  name when there is one, the known names when they are few.
+
+  Example:
+    >>> unknown_name("batch_hard_triplet_los", ["batch_hard_triplet_loss", "npair_loss"],
+    ...              field="config.loss.name", kind="loss")
+    "config.loss.name: unknown loss 'batch_hard_triplet_los'; did you mean 'batch_hard_triplet_loss'?"
+  """
+  known = sorted(map(str, known))
+  close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
+  if close:
+    return f"{field}: unknown {kind} {value!r}; did you mean {close[0]!r}?"
+  if len(known) <= 12:
+    return f"{field}: unknown {kind} {value!r}; the {kind} names are {', '.join(known)}."
+  return (f"{field}: unknown {kind} {value!r}; there are {len(known)} {kind} names, "
+          f"{', '.join(known[:6])}, ... (the registry lists them all).")
+
+
 def choice(value: Any, name: str, allowed: Sequence[str]) -> str:
   if not isinstance(value, str) or value not in allowed:
+    close = difflib.get_close_matches(str(value), list(allowed), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(
-        f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+        f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{hint}.")
   return value
 
 
@@ -31,6 +53,10 @@ def known_settings(settings, known, *, field: str, owner: str) -> None:
   """
   for key in settings:
     if key not in known:
+      close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+      if close:
+        raise ValueError(f"{field}.{key} is not an argument of {owner}; did you mean "
+                         f"{field}.{close[0]}?")
       raise ValueError(f"{field}.{key} is not an argument of {owner}; its arguments are "
                        f"{sorted(known)}.")
 

@@ -22,6 +22,18 @@ Class names travel with the labels:
   >>> index = index.add(np.array([[5.0, 5.0]]), [7], names={7: "ada"})
   >>> index.predict_names(np.array([[4.9, 5.2]]))
   ['ada']
+
+Embeddings of different encoders are not comparable, so an index can record
+which encoder made it: ``model``, a small JSON-able dict such as
+:func:`metric_learning.training.model_identity` gives (the run's config hash
+and checkpoint step). It is saved and loaded with the index and kept by
+:meth:`EmbeddingIndex.add`; ``experiments.enroll`` and ``experiments.query``
+refuse an index whose ``model`` is not the ``--workdir``'s.
+
+  >>> index = ml.index.EmbeddingIndex.create(np.zeros((1, 2)), [0],
+  ...                                        model={"config_sha256": "ab12", "step": 6})
+  >>> index.add(np.ones((1, 2)), [1]).model
+  {'config_sha256': 'ab12', 'step': 6}
 """
 
 from __future__ import annotations
@@ -47,8 +59,10 @@ _FAISS_PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"),
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddingIndex:
-  """Gallery embeddings ``[n, dim]`` (float32), their integer labels ``[n]`` and
-  optional class names (``{label: name}``), searched with ``backend``."""
+  """Gallery embeddings ``[n, dim]`` (float32), their integer labels ``[n]``,
+  optional class names (``{label: name}``) and the optional identity of the
+  encoder that embedded them (``model``, a JSON-able dict; None when unknown),
+  searched with ``backend``."""
   embeddings: np.ndarray
   labels: np.ndarray
   metric: str = "euclidean"
@@ -56,12 +70,13 @@ class EmbeddingIndex:
   backend: str = "jax"
   faiss_index: str = "flat"
   faiss_params: dict | None = None
+  model: dict | None = None
   _faiss: list = dataclasses.field(default_factory=list, repr=False, compare=False)
 
   @classmethod
   def create(cls, embeddings, labels, *, metric: str = "euclidean",
              names: dict | None = None, backend: str = "jax", faiss_index: str = "flat",
-             **faiss_params) -> "EmbeddingIndex":
+             model: dict | None = None, **faiss_params) -> "EmbeddingIndex":
     """Builds an index.
 
     Args:
@@ -74,6 +89,10 @@ class EmbeddingIndex:
       faiss_index: with faiss: ``"flat"`` (exact: ``IndexFlatL2``, or
         ``IndexFlatIP`` on L2-normalised vectors for cosine and on raw ones for
         dot), ``"ivf"`` or ``"hnsw"`` (approximate).
+      model: optional identity of the encoder that made ``embeddings``, a
+        JSON-able dict such as :func:`metric_learning.training.model_identity`
+        returns (``{"config_sha256": ..., "step": ..., "workdir": ...}``);
+        saved with the index and kept by :meth:`add`.
       **faiss_params: ``"ivf"``: ``nlist`` (default ~4·sqrt(n), at most n/39)
         and ``nprobe`` (default 16); ``"hnsw"``: ``M`` (32), ``ef_search``
         (64, raised to k) and ``ef_construction`` (40).
@@ -96,7 +115,7 @@ class EmbeddingIndex:
     y = np.asarray(_validation.int_vector(np.asarray(labels), x.shape[0], "labels"))
     names = None if names is None else {int(k): str(v) for k, v in names.items()}
     return cls(x, y, metric, names, backend, faiss_index,
-               {k: int(v) for k, v in faiss_params.items()} or None)
+               {k: int(v) for k, v in faiss_params.items()} or None, _model(model))
 
   @property
   def exact(self) -> bool:
@@ -117,7 +136,8 @@ class EmbeddingIndex:
   def add(self, embeddings, labels, *, names: dict | None = None) -> "EmbeddingIndex":
     """A new index with these rows appended (e.g. a new identity's samples);
     ``names`` adds or updates class names. A built faiss index is copied and
-    extended (an IVF index keeps the cells trained on the earlier rows)."""
+    extended (an IVF index keeps the cells trained on the earlier rows). The
+    index keeps its ``model``: the rows must come from that same encoder."""
     new = EmbeddingIndex.create(embeddings, labels, names=names, **self._options())
     _validation.same_dim(self.embeddings, new.embeddings, "index embeddings", "embeddings")
     merged = None if self.names is None and new.names is None else {
@@ -195,23 +215,39 @@ class EmbeddingIndex:
 
   def save(self, path: str) -> None:
     """Writes an ``.npz`` atomically (temporary file, then rename); a faiss
-    index is rebuilt from the embeddings on load."""
+    index is rebuilt from the embeddings on load. ``model`` is stored as JSON."""
     tmp = f"{path}.tmp.npz"
     names = json.dumps({str(k): v for k, v in (self.names or {}).items()})
     options = json.dumps({"backend": self.backend, "faiss_index": self.faiss_index,
                           **(self.faiss_params or {})})
     np.savez(tmp, embeddings=self.embeddings, labels=self.labels,
              metric=np.asarray(self.metric), names=np.asarray(names),
-             options=np.asarray(options))
+             options=np.asarray(options), model=np.asarray(json.dumps(self.model)))
     os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> "EmbeddingIndex":
+    """The index :meth:`save` wrote; one saved without ``model`` loads with None."""
     with np.load(path, allow_pickle=False) as f:
       names = json.loads(str(f["names"])) if "names" in f.files else {}
       options = json.loads(str(f["options"])) if "options" in f.files else {}
+      model = json.loads(str(f["model"])) if "model" in f.files else None
       return cls.create(f["embeddings"], f["labels"], metric=str(f["metric"]),
-                        names=names or None, **options)
+                        names=names or None, model=model, **options)
+
+
+def _model(model) -> dict | None:
+  """``model`` as its JSON round trip: what :meth:`EmbeddingIndex.load` gives back."""
+  if model is None:
+    return None
+  if not isinstance(model, dict):
+    raise TypeError(f"model must be a dict identifying the encoder (or None); got "
+                    f"{type(model).__name__}.")
+  try:
+    return json.loads(json.dumps(model))
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"model must hold only JSON values (str, numbers, bool, None, lists, "
+                    f"dicts); got {model!r}: {e}") from e
 
 
 def _import_faiss():

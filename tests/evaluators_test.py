@@ -622,9 +622,11 @@ def test_non_finite_embeddings_give_nan_and_a_warning(name):
 
 
 def test_unknown_evaluator_lists_the_known_ones():
-  with pytest.raises(ValueError, match="unknown evaluator 'nope'; known: clustering, "
-                                       "fewshot, knn, reid, retrieval, verification"):
+  with pytest.raises(ValueError, match="unknown evaluator 'nope'; the evaluator names are "
+                                       "clustering, fewshot, knn, reid, retrieval, verification"):
     evaluators.create("nope")
+  with pytest.raises(ValueError, match="unknown evaluator 'retreival'; did you mean 'retrieval'"):
+    evaluators.create("retreival")
 
 
 def test_bad_argument_names_the_field_and_the_evaluator():

@@ -1,4 +1,5 @@
-"""EmbeddingIndex: the jax reference, the faiss backends against it, save/load/add."""
+"""EmbeddingIndex: the jax reference, the faiss backends against it, save/load/add,
+the encoder's identity (``model``)."""
 
 import builtins
 import os
@@ -110,6 +111,48 @@ def test_jax_backend_save_load_keeps_working(tmp_path):
   loaded = index_lib.EmbeddingIndex.load(path)
   assert loaded.backend == "jax" and loaded.metric == "cosine"
   np.testing.assert_array_equal(loaded.search(q, k=3)[0], index.search(q, k=3)[0])
+
+
+def test_model_identity_is_saved_loaded_and_kept_by_add(tmp_path):
+  x, y, q = _random(n=20, q=3)
+  model = {"config_sha256": "ab" * 32, "step": 6, "workdir": "/runs/a"}
+  index = index_lib.EmbeddingIndex.create(x, y, names={0: "zero"}, model=model)
+  assert index.model == model
+  bigger = index.add(q, [1, 2, 3])
+  assert bigger.model == model
+  path = str(tmp_path / "i.npz")
+  bigger.save(path)
+  loaded = index_lib.EmbeddingIndex.load(path)
+  assert loaded.model == model and loaded.names == {0: "zero"}
+  np.testing.assert_array_equal(loaded.labels, bigger.labels)
+  model["step"] = 7                                     # the index holds its own copy
+  assert index.model["step"] == 6
+  # No identity: None, saved and loaded as None.
+  plain = index_lib.EmbeddingIndex.create(x, y)
+  assert plain.model is None and plain.add(q, [1, 2, 3]).model is None
+  plain.save(path)
+  assert index_lib.EmbeddingIndex.load(path).model is None
+
+
+def test_an_index_saved_before_model_identities_loads_with_none(tmp_path):
+  """The format before ``model`` existed (no ``model`` array) still loads."""
+  x, y, q = _random(n=20, q=3)
+  path = str(tmp_path / "old.npz")
+  np.savez(path, embeddings=x, labels=y, metric=np.asarray("euclidean"),
+           names=np.asarray('{"0": "zero"}'), options=np.asarray(
+               '{"backend": "jax", "faiss_index": "flat"}'))
+  loaded = index_lib.EmbeddingIndex.load(path)
+  assert loaded.model is None and loaded.names == {0: "zero"}
+  np.testing.assert_array_equal(loaded.predict(q), index_lib.EmbeddingIndex.create(
+      x, y).predict(q))
+
+
+def test_a_model_that_is_not_a_json_dict_names_the_argument():
+  x = np.zeros((2, 2))
+  with pytest.raises(TypeError, match=r"^model must be a dict .* got str"):
+    index_lib.EmbeddingIndex.create(x, [0, 1], model="run-a")
+  with pytest.raises(TypeError, match=r"^model must hold only JSON values"):
+    index_lib.EmbeddingIndex.create(x, [0, 1], model={"step": object()})
 
 
 def test_missing_faiss_says_how_to_install(monkeypatch):

@@ -3,8 +3,11 @@
 import dataclasses
 import json
 import os
+import struct
 import subprocess
 import sys
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -157,6 +160,48 @@ def test_missing_and_unreadable_files_name_the_path(files, tmp_path):
   missing = ImageFiles(np.array([files.paths[0], str(tmp_path / "gone.jpg")]), [0, 1])
   with pytest.raises(FileNotFoundError, match="gone.jpg"):
     pipeline.embed_files(lambda x: x[:, 0, 0], missing, EVAL, 2)
+
+
+def _truncated_png(path):
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), np.uint8)).save(path)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  return path
+
+
+def _over_pillow_limit_png(path):
+  """A PNG header (no pixels) over Pillow's decompression-bomb limit, under twice it:
+  Pillow opens it with a DecompressionBombWarning, an error where warnings are."""
+  side = int(np.ceil(np.sqrt(1.5 * Image.MAX_IMAGE_PIXELS)))
+  chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body
+                              + struct.pack(">I", zlib.crc32(kind + body)))
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2,
+                                                                   0, 0, 0)) + chunk(b"IEND", b""))
+  return path
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_file_failing_mid_run_names_itself(files, tmp_path, workers):
+  """Whatever Pillow raises while decoding becomes an OSError naming the file, in
+  this process or from a grain worker process."""
+  bad = _truncated_png(str(tmp_path / "cut.png"))
+  broken = ImageFiles(np.concatenate([files.paths[:5], [bad]]), np.arange(6) % 3)
+  with pytest.raises(OSError, match=r"cannot decode image '.*cut\.png': image file is trunc"):
+    list(pipeline.train_batches(broken, PKSampler(broken.labels, p=3, k=2, seed=0), TRAIN,
+                                seed=0, start_step=0, num_steps=3, workers=workers))
+  with pytest.raises(OSError, match=r"cannot decode image '.*cut\.png'"):
+    pipeline.embed_files(lambda x: x[:, 0, 0], broken, EVAL, 4, workers=workers)
+  if workers == 0:   # a warnings filter reaches decoding threads, not worker processes
+    bomb = _over_pillow_limit_png(str(tmp_path / "bomb.png"))
+    broken = ImageFiles(np.concatenate([files.paths[:5], [bomb]]), np.arange(6) % 3)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with pytest.raises(OSError, match=r"'.*bomb\.png': DecompressionBombWarning: Image size"):
+        pipeline.embed_files(lambda x: x[:, 0, 0], broken, EVAL, 4)
+      with pytest.raises(OSError, match=r"'.*bomb\.png': DecompressionBombWarning"):
+        list(pipeline.train_batches(broken, PKSampler(broken.labels, p=3, k=2, seed=0), TRAIN,
+                                    seed=0, start_step=0, num_steps=3))
 
 
 def test_bad_arguments(files):

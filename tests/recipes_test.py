@@ -17,6 +17,9 @@ import os
 import protocol_fixtures as fixtures
 import pytest
 
+import metric_learning as ml
+
+from experiments import config as config_lib
 from experiments import train
 
 
@@ -73,6 +76,12 @@ def test_mlrc_cub200_recipe(tmp_path):
   assert cfg.model.freeze_batch_norm and cfg.loss.reduction == "mean_nonzero"
   _unit(summary, "test/map_at_r", "test/r_precision", "test/precision_at_1")
   assert summary["steps"] == 2
+  # The outputs follow the split its evaluator declares ("test"), not fixed names.
+  run = tmp_path / "run"
+  for name in ("embedding_map", "distances", "curves", "retrieval_grid"):
+    assert (run / "plots" / f"{name}.png").stat().st_size > 0, name
+  index = ml.index.EmbeddingIndex.load(str(run / "index.npz"))
+  assert len(index.labels) > 0 and index.model["step"] == 2
 
 
 @pytest.mark.parametrize("name,make,margin", [("mlrc_cars196", fixtures.make_cars196, 0.1190),
@@ -84,7 +93,7 @@ def test_mlrc_cars_and_sop_recipes_read_their_fixture(name, make, margin, tmp_pa
   from metric_learning.data import transforms
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   cfg.data.path = make(str(tmp_path / "data"))
-  train.validate(cfg)
+  config_lib.validate(cfg)
   assert cfg.loss.margin == margin and cfg.sampler.p * cfg.sampler.k == 32
   splits = registry.create(cfg.data.name, **{k: v for k, v in cfg.data.items() if k != "name"})
   assert set(splits) == {"train", "test"}

@@ -1,7 +1,11 @@
 """The tools around a finished workdir: load_embedder, embed, enroll, query; notebook 02."""
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +21,8 @@ from experiments.configs import test as test_config
 from metric_learning import index as index_lib
 from metric_learning.data import registry
 from metric_learning.training import load_embedder
+from metric_learning.training import model_identity
+from metric_learning.training import same_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = {5: "five", 6: "six", 7: "seven"}
@@ -30,6 +36,24 @@ def workdir(tmp_path_factory):
   config.plots = False
   train.train_and_evaluate(config, path)
   return path
+
+
+@pytest.fixture(scope="module")
+def other_runs(workdir, tmp_path_factory):
+  """Two other encoders, made from the run without training: ``"config"``, its
+  weights under another config.json (another run, to the tools), and
+  ``"step"``, its config at its earlier checkpoint (step 3)."""
+  root = tmp_path_factory.mktemp("others")
+  out = {name: str(root / name) for name in ("config", "step")}
+  for path in out.values():
+    shutil.copytree(workdir, path)
+  with open(os.path.join(out["config"], "config.json")) as f:
+    config = json.load(f)
+  config["seed"] += 1
+  with open(os.path.join(out["config"], "config.json"), "w") as f:
+    json.dump(config, f)
+  shutil.rmtree(os.path.join(out["step"], "checkpoints", "6"))
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +104,38 @@ def test_load_embedder_reproduces_the_runs_evaluation_embeddings(workdir):
   embed = load_embedder(workdir)
   assert embed.input_shape == (8, 8, 1)
   assert embed.step == 6
+  assert same_model(index.model, embed.identity)     # the run's index records its model
   np.testing.assert_array_equal(index.labels, labels)
   np.testing.assert_allclose(embed(inputs), index.embeddings, atol=1e-5, rtol=0, strict=True)
+
+
+def test_model_identity_is_the_config_hash_and_the_embedders_step(workdir, other_runs,
+                                                                  tmp_path):
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+  identity = model_identity(workdir)
+  assert identity == {"config_sha256": digest, "step": 6,
+                      "workdir": os.path.abspath(workdir)}
+  assert load_embedder(workdir).identity == identity
+  # Another checkpoint, another config: another model. The step load_embedder
+  # restores is the one it reports.
+  assert model_identity(workdir, 3)["step"] == 3
+  assert not same_model(identity, model_identity(workdir, 3))
+  assert load_embedder(other_runs["step"]).identity == {**model_identity(workdir, 3),
+                                                        "workdir": other_runs["step"]}
+  assert not same_model(identity, model_identity(other_runs["config"]))
+  # The file's formatting and the workdir's place do not count.
+  moved = tmp_path / "moved"
+  moved.mkdir()
+  with open(moved / "config.json", "w") as f:
+    json.dump(dict(reversed(list(config.items()))), f, indent=4)
+  assert same_model(model_identity(str(moved), 6), identity)
+  assert not same_model(None, identity) and not same_model(identity, None)
+  with pytest.raises(FileNotFoundError, match=r"config.json.*not a workdir"):
+    model_identity(str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint in"):
+    model_identity(str(moved))
 
 
 # --------------------------------------------------------------- embed ---- #
@@ -180,8 +234,12 @@ def test_enroll_by_name_then_query_held_out_samples(workdir, folders, tmp_path, 
   assert capsys.readouterr().out.startswith(
       f"enrolled 24 samples of 2 classes (2 new) -> {path}")
   assert index.names == {0: "five", 1: "six"} and len(index) == 24
+  assert index.model == load_embedder(workdir).identity
+  assert index_lib.EmbeddingIndex.load(path).model == index.model
   result = query_tool.run(workdir, path, queries, k=3)
-  lines = capsys.readouterr().out.strip().splitlines()
+  captured = capsys.readouterr()
+  lines = captured.out.strip().splitlines()
+  assert captured.err == ""                     # the index's model is the workdir's: no warning
 
   # The same by hand: embed the decoded PNGs, enroll them, predict names.
   embed = load_embedder(workdir)
@@ -227,6 +285,7 @@ def test_append_matches_names_and_gives_new_names_fresh_labels(workdir, folders,
   assert index.names == {0: "five", 1: "six", 2: "seven"}
   np.testing.assert_array_equal(index.labels[24:], [2] * 5 + [0] * 3)
   assert index_lib.EmbeddingIndex.load(path).names == index.names
+  assert index_lib.EmbeddingIndex.load(path).model == load_embedder(workdir).identity
   # The run's own index names its labels 0-9 "0", ..., "9": "five" and "seven" are
   # new names there, and get labels above 9 in sorted name order.
   run_index = str(tmp_path / "run_index.npz")
@@ -235,6 +294,84 @@ def test_append_matches_names_and_gives_new_names_fresh_labels(workdir, folders,
   index = enroll_tool.run(workdir, npz, run_index, append=True)
   assert (index.name_of(10), index.name_of(11), index.name_of(5)) == ("five", "seven", "5")
   np.testing.assert_array_equal(index.labels[-8:], [11] * 5 + [10] * 3)
+
+
+# ------------------------------------------- one model per index ---- #
+
+def _one_line_refusal(proc, *words):
+  assert proc.returncode == 2, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert all(w in proc.stderr for w in words), proc.stderr
+  assert proc.stdout == ""
+
+
+def test_query_and_append_refuse_an_index_of_another_model(workdir, other_runs, folders,
+                                                           tmp_path):
+  gallery, queries = folders
+  path = str(tmp_path / "index.npz")
+  enroll_tool.run(workdir, gallery, path)
+  with open(path, "rb") as f:
+    before = f.read()
+  made_by = f"{os.path.abspath(workdir)} at checkpoint step 6"
+  other = f"{os.path.abspath(other_runs['config'])} at checkpoint step 6"
+  _one_line_refusal(_cli("query", f"--workdir={other_runs['config']}", f"--index={path}",
+                         f"--inputs={queries}"), "--index", made_by, other, "not comparable")
+  _one_line_refusal(_cli("enroll", f"--workdir={other_runs['config']}", f"--gallery={gallery}",
+                         f"--index={path}", "--append"), "--index", made_by, other)
+  # Another checkpoint of the same run is another model too.
+  step3 = re.escape(f"{os.path.abspath(other_runs['step'])} at checkpoint step 3")
+  with pytest.raises(embed_tool.ToolError, match=rf"^--index: .*{re.escape(made_by)}.*{step3}"):
+    query_tool.run(other_runs["step"], path, queries)
+  with pytest.raises(embed_tool.ToolError, match=rf"^--index: .*{re.escape(made_by)}.*{step3}"):
+    enroll_tool.run(other_runs["step"], gallery, path, append=True)
+  with open(path, "rb") as f:
+    assert f.read() == before
+  assert sorted(os.listdir(tmp_path)) == ["index.npz"]
+
+
+def test_enroll_replaces_an_existing_index_only_when_asked(workdir, other_runs, folders,
+                                                           tmp_path):
+  gallery, _ = folders
+  path = str(tmp_path / "index.npz")
+  enroll_tool.run(workdir, gallery, path)
+  with open(path, "rb") as f:
+    before = f.read()
+  _one_line_refusal(_cli("enroll", f"--workdir={workdir}", f"--gallery={gallery}",
+                         f"--index={path}"), "--index", "already exists", "--append",
+                    "--overwrite")
+  with pytest.raises(embed_tool.ToolError, match=r"^--append and --overwrite contradict"):
+    enroll_tool.run(workdir, gallery, path, append=True, overwrite=True)
+  with open(path, "rb") as f:
+    assert f.read() == before
+  index = enroll_tool.run(other_runs["config"], gallery, path, overwrite=True)
+  assert len(index) == 24
+  assert same_model(index_lib.EmbeddingIndex.load(path).model,
+                    model_identity(other_runs["config"]))
+  assert sorted(os.listdir(tmp_path)) == ["index.npz"]
+
+
+def test_an_index_without_a_model_is_queried_with_a_warning_but_not_appended_to(
+    workdir, folders, tmp_path, capsys):
+  """An index written by library code (or before indexes recorded their model)."""
+  gallery, queries = folders
+  path = str(tmp_path / "index.npz")
+  index = enroll_tool.run(workdir, gallery, path)
+  dataclasses.replace(index, model=None).save(path)
+  with open(path, "rb") as f:
+    before = f.read()
+  capsys.readouterr()
+  result = query_tool.run(workdir, path, queries)
+  captured = capsys.readouterr()
+  assert captured.err.startswith(f"WARNING --index: {path!r} does not record which model")
+  assert len(captured.err.strip().splitlines()) == 1
+  assert result["accuracy"] > 0.5
+  with pytest.raises(embed_tool.ToolError, match=r"^--index: .* does not record which model "
+                                                 r"embedded it.*--overwrite"):
+    enroll_tool.run(workdir, gallery, path, append=True)
+  with open(path, "rb") as f:
+    assert f.read() == before
+  assert enroll_tool.run(workdir, gallery, path, overwrite=True).model is not None
 
 
 # ---------------------------------------------------------- command line ---- #

@@ -38,7 +38,8 @@ def decode(path: str, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
 
   Raises:
     FileNotFoundError: the file does not exist (the message names the path).
-    OSError: the file is not a readable image (the message names the path).
+    OSError: the file is not a readable image, whatever Pillow raised (the
+      message names the path).
 
   Example:
     >>> import os, tempfile
@@ -64,8 +65,8 @@ def _open(path: str) -> Image.Image:
     return Image.open(path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"image file not found: {path!r}") from e
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise OSError(f"cannot decode image {path!r}: {e}") from e
+  except Exception as e:   # whatever Pillow raises, the error names the file
+    raise _named(path, e) from e
 
 
 def _read_rgb(im: Image.Image, path: str,
@@ -91,5 +92,17 @@ def _read_rgb(im: Image.Image, path: str,
       im = im.convert("RGBA") if im.mode == "P" and "transparency" in im.info else im
       im = im.convert("RGB")
     return np.asarray(im, np.uint8), scale
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise OSError(f"cannot decode image {path!r}: {e}") from e
+  except Exception as e:   # whatever Pillow raises, the error names the file
+    raise _named(path, e) from e
+
+
+def _named(path: str, error: Exception) -> OSError:
+  """``OSError("cannot decode image PATH: ...")`` for any decoding failure.
+
+  Pillow raises OSError for most broken files, but also ValueError, SyntaxError,
+  EOFError, struct or zlib errors, and warnings turned into errors (e.g. a
+  DecompressionBombWarning); each becomes one OSError naming the file, which
+  survives grain's worker processes and threads unchanged.
+  """
+  detail = str(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+  return OSError(f"cannot decode image {path!r}: {detail}")

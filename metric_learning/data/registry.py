@@ -11,6 +11,13 @@ with fixed pairs for LFW. Small datasets are arrays in memory
 indices of files (:class:`~metric_learning.data.files.ImageFiles`) decoded per
 batch.
 
+Every image dataset also takes ``skip_bad_files`` (default ``False``): its files
+are checked when it is built, from their headers
+(:func:`~metric_learning.data.files.check_images`: missing, empty, not an
+image, truncated, over Pillow's pixel limit). Bad files fail the build in one
+line naming them, or with ``skip_bad_files=True`` are left out of every split
+with one warning; :func:`skipped_files` counts them.
+
 Example:
   >>> from metric_learning.data import registry
   >>> splits = registry.create("digits")
@@ -27,6 +34,7 @@ from typing import Callable
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 
 from metric_learning import _validation
 from metric_learning.data import datasets
@@ -158,16 +166,89 @@ STREAMED = frozenset({"image_folder", "cub200", "cars196", "sop", "inshop", "mar
 
 def _check_name(name: str) -> None:
   if name not in DATASETS:
-    raise ValueError(f"data name must be one of {sorted(DATASETS)}; got {name!r}.")
+    raise ValueError(_validation.unknown_name(name, DATASETS, field="data name", kind="dataset"))
 
 
 def arguments(name: str) -> dict[str, Any]:
-  """The settings dataset ``name`` accepts, with their defaults."""
+  """The settings dataset ``name`` accepts, with their defaults.
+
+  Image datasets (:data:`STREAMED`) also take ``skip_bad_files`` (see :func:`create`).
+  """
   _check_name(name)
-  return {p.name: p.default for p in inspect.signature(DATASETS[name]).parameters.values()}
+  args = {p.name: p.default for p in inspect.signature(DATASETS[name]).parameters.values()}
+  if name in STREAMED:
+    args["skip_bad_files"] = False
+  return args
 
 
 def create(name: str, **settings) -> dict[str, datasets.Dataset]:
-  """The named splits of dataset ``name``; unknown settings fail naming them."""
+  """The named splits of dataset ``name``; unknown settings fail naming them.
+
+  The files of an image dataset (:data:`STREAMED`) are checked here, from their
+  headers (:func:`~metric_learning.data.files.check_images`), so that a file
+  that cannot be decoded fails now rather than in a decoding worker after
+  training.
+
+  Args:
+    name: a key of :data:`DATASETS`.
+    **settings: the dataset's settings (:func:`arguments`); for an image
+      dataset also ``skip_bad_files``: ``False`` (default) refuses a dataset
+      with bad files, ``True`` leaves them out of every split (with the
+      verification pairs that use them), logs one warning and records them in
+      each split's ``left_out`` (:func:`skipped_files` counts them).
+
+  Returns:
+    ``{split_name: split}``.
+
+  Raises:
+    ValueError: an unknown setting, a bad value, or (without
+      ``skip_bad_files``) image files that cannot be decoded: one line giving
+      their number and the first few paths with the reasons.
+  """
   _validation.known_settings(settings, arguments(name), field="data", owner=repr(name))
-  return DATASETS[name](**settings)
+  if name not in STREAMED:
+    return DATASETS[name](**settings)
+  skip = settings.pop("skip_bad_files", False)
+  if not isinstance(skip, bool):
+    raise ValueError(f"data.skip_bad_files must be True or False; got {skip!r}.")
+  return _without_bad_files(DATASETS[name](**settings), name, skip=skip)
+
+
+def skipped_files(splits: dict[str, Any]) -> int:
+  """How many distinct image files :func:`create` left out of ``splits`` (``skip_bad_files``).
+
+  0 for in-memory datasets and for image datasets without bad files.
+  """
+  return len({path for split in splits.values() for path in getattr(split, "left_out", ())})
+
+
+_LISTED = 5       # bad files named in the one-line message
+
+
+def _without_bad_files(splits: dict[str, Any], name: str, *, skip: bool) -> dict[str, Any]:
+  """``splits`` after checking their image files: refused, or with the bad ones left out."""
+  image_splits = {k: v for k, v in splits.items() if isinstance(v, files.ImageFiles)}
+  paths = list(dict.fromkeys(p for split in image_splits.values() for p in split.paths))
+  bad = files.check_images(paths)
+  if not bad:
+    return splits
+  listed = ", ".join(f"{path!r} ({why})" for path, why in bad[:_LISTED])
+  if len(bad) > _LISTED:
+    listed += f" and {len(bad) - _LISTED} more"
+  if not skip:
+    raise ValueError(f"{len(bad)} of {len(paths)} image files of {name!r} cannot be decoded: "
+                     f"{listed}; set data.skip_bad_files=True to leave them out.")
+  bad_paths = [path for path, _ in bad]
+  out = dict(splits)
+  per_split, pairs = [], 0
+  for key, split in image_splits.items():
+    out[key] = split.leave_out(bad_paths)
+    if len(out[key]) != len(split):
+      per_split.append(f"{len(split) - len(out[key])} from {key!r}")
+    if split.pairs is not None:
+      pairs += len(split.pairs) - len(out[key].pairs)
+  dropped_pairs = f" and {pairs} verification pairs using them" if pairs else ""
+  logging.warning("data %r: left out %d image file%s that cannot be decoded (%s)%s "
+                  "(skip_bad_files=True): %s", name, len(bad), "s" if len(bad) > 1 else "",
+                  ", ".join(per_split), dropped_pairs, listed)
+  return out

@@ -28,6 +28,7 @@ _extras.require_extra("experiments", "metric_learning.evaluators")
 import inspect
 from typing import Any
 
+from metric_learning import _validation
 from metric_learning.evaluators.base import Evaluator
 from metric_learning.evaluators.base import embed_dataset
 from metric_learning.evaluators.clustering import ClusteringEvaluator
@@ -69,8 +70,7 @@ def create(name: str, **kwargs: Any) -> Evaluator:
     ValueError: evals: 'knn' has no argument 'foo'; its arguments are: query, gallery, k, metric.
   """
   if name not in EVALUATORS:
-    raise ValueError(f"evals: unknown evaluator {name!r}; known: "
-                     f"{', '.join(sorted(EVALUATORS))}.")
+    raise ValueError(_validation.unknown_name(name, EVALUATORS, field="evals", kind="evaluator"))
   cls = EVALUATORS[name]
   params = [p for p in inspect.signature(cls.__init__).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY]

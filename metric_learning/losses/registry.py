@@ -89,7 +89,7 @@ REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def _check_name(name: str) -> None:
   if name not in LOSSES:
-    raise ValueError(f"loss name must be one of {sorted(LOSSES)}; got {name!r}.")
+    raise ValueError(_validation.unknown_name(name, LOSSES, field="loss name", kind="loss"))
 
 
 def arguments(name: str) -> dict[str, Any]:

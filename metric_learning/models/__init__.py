@@ -74,7 +74,7 @@ MODELS = {
 
 def _check_name(name: str) -> None:
   if name not in MODELS:
-    raise ValueError(f"model name must be one of {sorted(MODELS)}; got {name!r}.")
+    raise ValueError(_validation.unknown_name(name, MODELS, field="model name", kind="model"))
 
 
 def arguments(name: str) -> dict[str, Any]:

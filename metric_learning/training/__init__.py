@@ -4,8 +4,14 @@ No module here reads a configuration object: the config-reading trainer lives
 in ``experiments/train.py`` and composes these.
 """
 
+from metric_learning import _extras
+
+_extras.require_extra("experiments", "metric_learning.training")
+
 from metric_learning.training.embedder import load_embedder
 from metric_learning.training.embedder import load_model
+from metric_learning.training.embedder import model_identity
+from metric_learning.training.embedder import same_model
 from metric_learning.training.embedder import save_model_spec
 from metric_learning.training.health import HealthMonitor
 from metric_learning.training.optim import OPTIMIZERS
@@ -20,4 +26,5 @@ from metric_learning.training.state import make_train_step
 
 __all__ = ("HealthMonitor", "OPTIMIZERS", "SCHEDULES", "TrainState", "init_state",
            "load_embedder", "load_model", "make_embed_fn", "make_optimizer", "make_runner",
-           "make_schedule", "make_train_step", "save_model_spec")
+           "make_schedule", "make_train_step", "model_identity", "same_model",
+           "save_model_spec")

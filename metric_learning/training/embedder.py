@@ -4,10 +4,16 @@ A training run records what is needed to rebuild its encoder in
 ``workdir/model.json`` (the model's registry name, input shape and settings,
 written by :func:`save_model_spec`); the weights come from the newest
 restorable checkpoint. Nothing else of the run (optimizer, data) is needed.
+
+Embeddings of two encoders are not comparable, so :func:`model_identity` names
+the encoder a workdir holds: a hash of the run's ``config.json`` and the
+checkpoint step. An :class:`~metric_learning.index.EmbeddingIndex` records it
+(its ``model``) and the tools refuse to mix encoders (:func:`same_model`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -23,6 +29,9 @@ from metric_learning.data.sampler import padded_batches
 from metric_learning.training import checkpoint
 
 MODEL_SPEC = "model.json"
+CONFIG = "config.json"
+# The fields of a model identity that name the encoder; "workdir" is for messages.
+IDENTITY_FIELDS = ("config_sha256", "step")
 
 
 def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, Any], *,
@@ -81,6 +90,55 @@ def load_model(workdir: str) -> tuple[nnx.Module, int]:
                           f"{os.path.join(workdir, 'checkpoints')!r}.")
 
 
+def model_identity(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """Which encoder ``workdir`` holds: its config and its checkpoint step.
+
+  Args:
+    workdir: a training run's ``--workdir`` (it holds ``config.json``).
+    step: the checkpoint step; None: the newest checkpoint in
+      ``workdir/checkpoints`` (``load_embedder(workdir).identity`` gives the
+      step the embedder actually restored, which differs only when the newest
+      checkpoint is corrupt).
+
+  Returns:
+    ``{"config_sha256": sha256 of config.json's JSON content (keys sorted, so
+    formatting does not matter), "step": int, "workdir": absolute path}``. Two
+    identities name the same encoder when :func:`same_model` says so; the
+    workdir is only for messages (a moved run is the same encoder).
+
+  Raises:
+    FileNotFoundError: no ``config.json``, or (``step=None``) no checkpoint.
+  """
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path!r} not found: {workdir!r} is not a workdir of a training "
+                            "run (python -m experiments.main --workdir=... writes it).")
+  with open(path) as f:
+    config = json.load(f)
+  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
+  if step is None:
+    directory = os.path.join(workdir, "checkpoints")
+    steps = []
+    if os.path.isdir(directory):
+      mgr = checkpoint.manager(workdir, max_to_keep=None)
+      try:
+        steps = list(mgr.all_steps())
+      finally:
+        mgr.close()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {directory!r}.")
+    step = max(steps)
+  return {"config_sha256": digest, "step": int(step), "workdir": os.path.abspath(workdir)}
+
+
+def same_model(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+  """Whether two :func:`model_identity` dicts name the same encoder (same config
+  hash and step; the workdir is not compared). False when either is None."""
+  if a is None or b is None:
+    return False
+  return all(a.get(k) == b.get(k) for k in IDENTITY_FIELDS)
+
+
 def load_embedder(workdir: str, *, batch_size: int = 256
                   ) -> Callable[[np.ndarray], np.ndarray]:
   """``embed(inputs) -> embeddings`` of the trained encoder in ``workdir``.
@@ -93,7 +151,9 @@ def load_embedder(workdir: str, *, batch_size: int = 256
   Returns:
     ``embed(inputs [n, *input_shape]) -> np.ndarray [n, embedding_dim]`` in
     evaluation mode (BatchNorm statistics, no dropout). ``embed.input_shape``
-    and ``embed.step`` (the checkpoint's step) tell what it expects and holds.
+    and ``embed.step`` (the checkpoint's step) tell what it expects and holds;
+    ``embed.identity`` is :func:`model_identity` at that step (None when the
+    workdir has no ``config.json``).
   """
   model, step = load_model(workdir)
   model.eval()
@@ -118,4 +178,6 @@ def load_embedder(workdir: str, *, batch_size: int = 256
 
   embed.input_shape = input_shape
   embed.step = step
+  embed.identity = (model_identity(workdir, step)
+                    if os.path.isfile(os.path.join(workdir, CONFIG)) else None)
   return embed

@@ -23,6 +23,8 @@ from typing import Callable
 
 import optax
 
+from metric_learning import _validation
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": optax.adam,
     "adamw": optax.adamw,
@@ -61,7 +63,7 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
 
 def _check(name: str, table: dict, what: str) -> None:
   if name not in table:
-    raise ValueError(f"{what} name must be one of {sorted(table)}; got {name!r}.")
+    raise ValueError(_validation.unknown_name(name, table, field=f"{what} name", kind=what))
 
 
 def optimizer_arguments(name: str) -> dict[str, Any]:

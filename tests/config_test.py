@@ -1,0 +1,82 @@
+"""``experiments/config.py`` through the launcher: every mistake is one line naming
+the field (with the closest valid name), exit status 2, and nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import config as config_lib
+from experiments.configs import default as default_config
+from experiments.configs import test as test_config
+from metric_learning import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(tmp_path, *args):
+  workdir = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-m", "experiments.main", *args,
+                         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  return proc, workdir
+
+
+MISTAKES = [
+    (["--config.num_step=10"], "config.num_step is not a field; did you mean config.num_steps?"),
+    (["--config=experiments/configs/default.py", "--config.num_step=10"],
+     "config.num_step is not a field; did you mean config.num_steps?"),
+    (["--config.evals.unseen_fewshot.wayz=3"],
+     "config.evals.unseen_fewshot.wayz is not a field; did you mean "
+     "config.evals.unseen_fewshot.ways?"),
+    (["--config.loss.margin=-0.5"],
+     "config.loss ('batch_hard_triplet_loss'): margin must be non-negative; got -0.5."),
+    (["--config.loss.marginn=0.1"],
+     "config.loss.marginn is not an argument of loss 'batch_hard_triplet_loss'; did you mean "
+     "config.loss.margin?"),
+    (["--config.optimizer.learning_rate=-1"], "config.optimizer.learning_rate must be a number > 0"),
+    (["--config.loss.name=batch_hard_triplet_los"],
+     "config.loss.name: unknown loss 'batch_hard_triplet_los'; did you mean "
+     "'batch_hard_triplet_loss'?"),
+    (["--config.model.name=resnet"], "config.model.name: unknown model 'resnet'; did you mean "),
+]
+
+
+@pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_config_mistake_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path):
+  proc, workdir = _launch(tmp_path, *args)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if "FATAL" in line]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert lines[0].startswith("FATAL config error: ") and message in lines[0], lines[0]
+  assert "\\n" not in lines[0] and "using its defaults" not in proc.stderr
+  assert not workdir.exists()
+
+
+def test_resolved_config_records_the_defaults_a_switched_part_uses():
+  cfg = default_config.get_config()
+  with cfg.unlocked():
+    cfg.model = {"name": "cnn"}
+  config_lib.validate(cfg)
+  resolved, defaults = config_lib.resolve(cfg)
+  assert resolved["model"] == {"name": "cnn", **json.loads(json.dumps(
+      models.arguments("cnn"), default=list))}
+  assert resolved["model"]["normalize"] is False and "model.normalize" in defaults
+  assert resolved["loss"]["margin"] == 0.2 and "loss.margin" not in defaults
+
+
+def test_a_workdir_recorded_without_defaults_still_resumes():
+  cfg = test_config.get_config()
+  resolved, defaults = config_lib.resolve(cfg)
+  old = config_lib.to_json(cfg)              # what config.json held before
+  assert config_lib.config_differences(old, resolved, defaults) == []
+  assert config_lib.config_differences(old, resolved) != []
+  with cfg.unlocked():
+    cfg.loss.reduction = "sum"               # a default changed on purpose is a difference
+  changed, changed_defaults = config_lib.resolve(cfg)
+  assert config_lib.config_differences(old, changed, changed_defaults) == [
+      "loss.reduction: '<absent>' → 'sum'"]
