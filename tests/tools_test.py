@@ -427,3 +427,44 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   want = pipeline.embed_files(load_embedder(run), files, transform, 5)
   np.testing.assert_allclose(got["embeddings"], want, rtol=1e-5, atol=1e-6)
   assert got["labels"].tolist() == files.labels.tolist()
+
+
+# ------------------------------------------------------------ evaluate ---- #
+
+def _tree(path):
+  """Every file under ``path`` with its bytes: what "untouched" means."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        out[os.path.relpath(os.path.join(root, name), path)] = f.read()
+  return out
+
+
+def test_evaluate_reruns_other_evaluators_without_touching_the_run(workdir, tmp_path):
+  import shutil
+  run = str(tmp_path / "run")
+  shutil.copytree(workdir, run)
+  before = _tree(run)
+  with open(os.path.join(run, "summary.json")) as f:
+    trained = json.load(f)
+  proc = _cli("evaluate", f"--workdir={run}", "--config.evals.unseen_fewshot.ways=3",
+              "--config.raw_baseline=False")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(run, "evals", "step_6.json")) as f:
+    out = json.load(f)
+  assert out["step"] == 6 and out["evals"]["unseen_fewshot"]["ways"] == 3
+  assert "unseen_fewshot/3way_1shot_accuracy" in out["results"]
+  # The newest checkpoint's figures are the run's own final evaluation.
+  assert out["results"]["seen/map_at_r"] == pytest.approx(trained["seen/map_at_r"], abs=1e-6)
+  assert "checkpoint step 6" in proc.stdout
+  after = _tree(run)
+  assert {k: v for k, v in after.items() if not k.startswith("evals")} == before
+  # An earlier checkpoint on request; a missing one or a training field is refused.
+  assert _cli("evaluate", f"--workdir={run}", "--step=3").returncode == 0
+  assert os.path.exists(os.path.join(run, "evals", "step_3.json"))
+  _one_line_refusal(_cli("evaluate", f"--workdir={run}", "--step=4"), "--step",
+                    "its steps are [3, 6]")
+  _one_line_refusal(_cli("evaluate", f"--workdir={run}", "--config.num_steps=9"),
+                    "only the evaluation may change", "num_steps: 6 → 9")
+  _one_line_refusal(_cli("evaluate", f"--workdir={tmp_path / 'nothing'}"), "--workdir")

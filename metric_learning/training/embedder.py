@@ -60,8 +60,11 @@ def load_model_spec(workdir: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def load_model(workdir: str) -> tuple[nnx.Module, int]:
-  """The encoder of ``workdir`` with its newest checkpoint's weights, and that step."""
+def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, int]:
+  """The encoder of ``workdir`` with a checkpoint's weights, and that step.
+
+  ``step``: the checkpoint to restore; None: the newest restorable one.
+  """
   spec = load_model_spec(workdir)
   settings = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
   model = models.create(spec["name"], tuple(spec["input_shape"]), **settings)
@@ -74,7 +77,14 @@ def load_model(workdir: str) -> tuple[nnx.Module, int]:
               "model_state": checkpoint.storable(model_state)}
   mgr = checkpoint.manager(workdir, max_to_keep=None)
   try:
-    for step in sorted(mgr.all_steps(), reverse=True):
+    steps = sorted(mgr.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(f"no checkpoint at step {step} in "
+                                f"{os.path.join(workdir, 'checkpoints')!r}; its steps are "
+                                f"{sorted(steps)}.")
+      steps = [step]
+    for step in steps:  # pylint: disable=redefined-argument-from-local
       try:
         restored = mgr.restore(step, args=ocp.args.PyTreeRestore(
             item=template, partial_restore=True))
@@ -139,12 +149,13 @@ def same_model(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
   return all(a.get(k) == b.get(k) for k in IDENTITY_FIELDS)
 
 
-def load_embedder(workdir: str, *, batch_size: int = 256
+def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 256
                   ) -> Callable[[np.ndarray], np.ndarray]:
   """``embed(inputs) -> embeddings`` of the trained encoder in ``workdir``.
 
   Args:
     workdir: a training run's ``--workdir``.
+    step: the checkpoint to use; None (the default): the newest restorable one.
     batch_size: rows embedded per call; the last batch is padded, so any
       number of inputs compiles once.
 
@@ -155,7 +166,7 @@ def load_embedder(workdir: str, *, batch_size: int = 256
     ``embed.identity`` is :func:`model_identity` at that step (None when the
     workdir has no ``config.json``).
   """
-  model, step = load_model(workdir)
+  model, step = load_model(workdir, step)
   model.eval()
   graphdef, state = nnx.split(model)
   input_shape = tuple(load_model_spec(workdir)["input_shape"])
