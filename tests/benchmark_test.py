@@ -12,7 +12,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
   out, png = tmp_path / "b.json", tmp_path / "b.png"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.benchmark", "--batch_sizes=48", "--dim=8",
+      [sys.executable, "-m", "experiments.benchmarks.benchmark", "--batch_sizes=48", "--dim=8",
        "--repeats=2", "--block_size=16", "--methods=default,dense,streaming,autodiff,floor",
        "--memory", f"--output={out}", f"--plot={png}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -190,7 +190,7 @@ def test_loss_benchmark_smoke(tmp_path):
   out = tmp_path / "bench.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  cmd = [sys.executable, "-m", "experiments.loss_benchmark", "--batch_sizes=64",
+  cmd = [sys.executable, "-m", "experiments.benchmarks.loss_benchmark", "--batch_sizes=64",
          "--repeats=1", "--min_time=0", "--losses=batch_hard,ntxent", f"--out={out}",
          f"--plot_dir={tmp_path}"]
   subprocess.run(cmd, check=True, cwd=root, env=env, capture_output=True, text=True,

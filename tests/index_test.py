@@ -187,7 +187,7 @@ def test_search_benchmark_smoke(tmp_path):
   out = tmp_path / "search.json"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.search_benchmark", "--gallery=3000",
+      [sys.executable, "-m", "experiments.benchmarks.search_benchmark", "--gallery=3000",
        "--queries=50", "--dim=16", "--k=5", "--repeats=1", f"--out={out}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

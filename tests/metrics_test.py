@@ -129,7 +129,7 @@ def test_eval_benchmark_smoke(tmp_path):
   out = tmp_path / "eval.json"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.eval_benchmark", "--n=300", "--classes=56",
+      [sys.executable, "-m", "experiments.benchmarks.eval_benchmark", "--n=300", "--classes=56",
        "--dim=8", "--reid_queries=30", "--reid_gallery=200", "--reid_ids=12",
        "--repeats=1", "--chunk_size=64", f"--out={out}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)

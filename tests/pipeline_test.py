@@ -216,7 +216,7 @@ def test_bad_arguments(files):
 @pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
   out = tmp_path / "bench.json"
-  cmd = [sys.executable, "-m", "experiments.pipeline_benchmark", "--images=48",
+  cmd = [sys.executable, "-m", "experiments.benchmarks.pipeline_benchmark", "--images=48",
          "--rss_sizes=24,48", "--classes=6", "--steps=3", "--throughput_steps=2",
          "--p=3", "--k=2", "--workers=0", "--train_workers=0", "--block=1",
          "--skip=0", "--repeats=1",

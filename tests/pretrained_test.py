@@ -2,7 +2,7 @@
 (frozen BatchNorm, bfloat16 compute, uint8 inputs).
 
 The golden fixtures in tests/fixtures/pretrained are written by
-experiments/make_pretrained_fixtures.py (torchvision's and timm's own classes, tiny);
+tests/fixtures/make_pretrained_fixtures.py (torchvision's and timm's own classes, tiny);
 the full-size comparison runs only where torchvision and timm are installed.
 """
 

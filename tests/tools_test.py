@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import embed as embed_tool
-from experiments import enroll as enroll_tool
-from experiments import query as query_tool
+from experiments.tools import embed as embed_tool
+from experiments.tools import enroll as enroll_tool
+from experiments.tools import query as query_tool
 from experiments import train
 from experiments.configs import test as test_config
 from metric_learning import index as index_lib
@@ -90,7 +90,7 @@ def folders(tmp_path_factory, unseen):
 
 def _cli(tool, *args):
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", f"experiments.{tool}", *args], cwd=ROOT,
+  return subprocess.run([sys.executable, "-m", f"experiments.tools.{tool}", *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=300)
 
 

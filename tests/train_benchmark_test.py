@@ -13,7 +13,7 @@ def test_train_benchmark_writes_table_and_json(tmp_path):
   out = tmp_path / "t.json"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.train_benchmark", "--models=cnn", "--batch=8",
+      [sys.executable, "-m", "experiments.benchmarks.train_benchmark", "--models=cnn", "--batch=8",
        "--steps=1", "--repeats=2", "--warmup=1", f"--out={out}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

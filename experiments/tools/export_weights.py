@@ -3,11 +3,11 @@ r"""Writes ImageNet weights as ``.safetensors`` for ``--config.model.weights``.
 Run it where PyTorch is installed (it is never needed by this project itself):
 
   # a checkpoint you already have (a state_dict saved with torch.save):
-  python -m experiments.export_weights --checkpoint=resnet50-0676ba61.pth \
+  python -m experiments.tools.export_weights --checkpoint=resnet50-0676ba61.pth \
       --out=resnet50.safetensors
   # or torchvision / timm's own pretrained weights (downloads them):
-  python -m experiments.export_weights --model=resnet50 --out=resnet50.safetensors
-  python -m experiments.export_weights --model=vit_s16 --out=vit_s16.safetensors
+  python -m experiments.tools.export_weights --model=resnet50 --out=resnet50.safetensors
+  python -m experiments.tools.export_weights --model=vit_s16 --out=vit_s16.safetensors
 
 The tensors keep the source library's names (torchvision's ``layer1.0.conv1.weight``,
 timm's ``blocks.0.attn.qkv.weight``), which :func:`metric_learning.models.create`

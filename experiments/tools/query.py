@@ -1,10 +1,10 @@
 """Name every input by its nearest enrolled classes.
 
-``python -m experiments.query --workdir=W --index=IDX.npz --inputs=PATH [--k=1]``
+``python -m experiments.tools.query --workdir=W --index=IDX.npz --inputs=PATH [--k=1]``
 
-``IDX.npz`` is an index written by ``experiments.enroll`` (or a run's own
+``IDX.npz`` is an index written by ``experiments.tools.enroll`` (or a run's own
 ``W/index.npz``); ``PATH`` is an ``.npz`` or an image folder, as for
-``experiments.embed``. Prints one line per input, ``FILE-OR-ROW -> NAME
+``experiments.tools.embed``. Prints one line per input, ``FILE-OR-ROW -> NAME
 (DISTANCE)``: the class voted by the ``k`` nearest gallery rows and the distance
 to its nearest row among them. When the inputs are labelled (class folders, or
 an npz with labels named by its ``names`` or the run's ``labels.json``), a last
@@ -25,8 +25,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from experiments import embed as embed_lib
-from experiments import enroll as enroll_lib
+from experiments.tools import embed as embed_lib
+from experiments.tools import enroll as enroll_lib
 
 
 def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
@@ -34,8 +34,8 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
 
   Args:
     workdir: the training run whose encoder made ``index``.
-    index: an ``EmbeddingIndex`` ``.npz`` (``experiments.enroll`` writes one).
-    inputs: an ``.npz`` or an image folder (see ``experiments.embed``).
+    index: an ``EmbeddingIndex`` ``.npz`` (``experiments.tools.enroll`` writes one).
+    inputs: an ``.npz`` or an image folder (see ``experiments.tools.embed``).
     k: the nearest gallery rows that vote.
 
   Returns:
@@ -49,7 +49,7 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
       from ``workdir``'s) or of another embedding size; ``k`` out of range.
   """
   gallery = enroll_lib.load_index(
-      index, hint="; python -m experiments.enroll writes one")
+      index, hint="; python -m experiments.tools.enroll writes one")
   if not 1 <= k <= len(gallery):
     raise embed_lib.ToolError(f"--k must be in [1, {len(gallery)}] (the rows of {index!r}); "
                               f"got {k}.")
@@ -95,7 +95,7 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
 
 def main() -> None:
   workdir = flags.DEFINE_string("workdir", None, "The training run whose encoder made --index.")
-  index = flags.DEFINE_string("index", None, "An index .npz (experiments.enroll writes one).")
+  index = flags.DEFINE_string("index", None, "An index .npz (experiments.tools.enroll writes one).")
   inputs = flags.DEFINE_string("inputs", None,
                                "An .npz (inputs, labels optional) or an image folder.")
   k = flags.DEFINE_integer("k", 1, "How many nearest gallery rows vote.")

@@ -1,6 +1,6 @@
 """Evaluate a trained run again, with its own or other evaluators: no retraining.
 
-``python -m experiments.evaluate --workdir=W [--step=N] [--config.evals.NAME.FIELD=V ...]
+``python -m experiments.tools.evaluate --workdir=W [--step=N] [--config.evals.NAME.FIELD=V ...]
 [--evals_from=CONFIG_FILE]``
 
 The run's recorded config (``W/config.json``) gives the data and the
@@ -27,7 +27,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import config as config_lib
-from experiments import embed as embed_lib
+from experiments.tools import embed as embed_lib
 from experiments import train
 from metric_learning.data import registry as data_registry
 from metric_learning.data import transforms

@@ -1,6 +1,6 @@
 """Embed inputs with a finished run's encoder.
 
-``python -m experiments.embed --workdir=W --inputs=PATH --output=OUT.npz``
+``python -m experiments.tools.embed --workdir=W --inputs=PATH --output=OUT.npz``
 
 ``PATH`` is either an ``.npz`` (array ``inputs`` ``[n, *input_shape]``, float or
 uint8; optional integer ``labels`` ``[n]`` and class ``names``) or an image
@@ -17,7 +17,7 @@ views averaged.
 ``names`` (a JSON object ``{"label": "class name"}``) and ``rows`` (each row's
 file, relative to ``ROOT``, or its index). It is written atomically.
 
-This module also holds what ``experiments.enroll`` and ``experiments.query``
+This module also holds what ``experiments.tools.enroll`` and ``experiments.tools.query``
 share: reading inputs, loading the embedder, and ending a mistake in one line
 (stderr, exit status 2) that names the flag.
 """

@@ -26,24 +26,23 @@ Every measurement records ``/proc/loadavg`` (other processes share the CPUs).
 
 Prints a table and writes JSON to ``--out``.
 
-  python -m experiments.pipeline_benchmark --images=20000 --steps=100
-  python -m experiments.pipeline_benchmark --images=64 --rss_sizes=32,64 --steps=2 \
+  python -m experiments.benchmarks.pipeline_benchmark --images=20000 --steps=100
+  python -m experiments.benchmarks.pipeline_benchmark --images=64 --rss_sizes=32,64 --steps=2 \
       --block=1 --skip=0 --repeats=1  # smoke
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import resource
 import statistics
-import subprocess
-import sys
-import threading
 import time
 
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/pipeline_benchmark_data",
                                 "Folder of generated JPEGs (reused when present).")
@@ -109,15 +108,6 @@ def image_files(n: int):
   return ImageFiles(np.array(paths), np.arange(n) % classes, name=f"synthetic{n}")
 
 
-def _loadavg() -> list[float]:
-  """The 1, 5 and 15 minute load averages (others' processes included)."""
-  try:
-    with open("/proc/loadavg") as f:
-      return [float(v) for v in f.read().split()[:3]]
-  except OSError:
-    return list(os.getloadavg())
-
-
 def _draft_flag(value: str) -> bool:
   if value not in ("off", "on"):
     raise app.UsageError(f"--drafts takes off and on; got {value!r}.")
@@ -135,7 +125,7 @@ def throughput(workers: int, side: int = 224, draft: bool = False) -> dict:
   transform = Transform(size=(side, side), random_resized_crop=(0.08, 1.0), flip=True,
                         draft=draft)
   steps = _THROUGHPUT_STEPS.value
-  load = _loadavg()
+  load = harness.loadavg()
   warmup = 2 * max(workers, 1)               # every worker started and producing
   batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
                                    num_steps=warmup + steps, workers=workers,
@@ -148,43 +138,13 @@ def throughput(workers: int, side: int = 224, draft: bool = False) -> dict:
   seconds = time.perf_counter() - start
   return {"workers": workers, "size": side, "draft": draft, "threads": _THREADS.value,
           "batch": sampler.batch_size, "batches": steps, "seconds": seconds,
-          "images_per_s": steps * sampler.batch_size / seconds, "loadavg": [load, _loadavg()]}
-
-
-class _PeakRSS:
-  """Samples the summed RSS of this process and its descendants in a thread."""
-
-  def __init__(self, interval: float = 0.05):
-    import psutil  # pylint: disable=import-outside-toplevel
-    self.process, self.peak, self.interval = psutil.Process(), 0, interval
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self._thread.start()
-
-  def sample(self) -> int:
-    total = 0
-    for proc in [self.process, *self.process.children(recursive=True)]:
-      try:
-        total += proc.memory_info().rss
-      except Exception:  # pylint: disable=broad-except  # exited between listing and reading
-        pass
-    self.peak = max(self.peak, total)
-    return total
-
-  def _run(self):
-    while not self._stop.is_set():
-      self.sample()
-      self._stop.wait(self.interval)
-
-  def stop(self) -> int:
-    self._stop.set()
-    self._thread.join()
-    return self.peak
+          "images_per_s": steps * sampler.batch_size / seconds,
+          "loadavg": [load, harness.loadavg()]}
 
 
 def training_run(n: int) -> dict:
   """A short CNN training run on the first ``n`` images, fed by the pipeline."""
-  monitor = _PeakRSS()
+  monitor = harness.ProcessTreePeak()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -218,29 +178,37 @@ def training_run(n: int) -> dict:
   skip = min(skip, block - 1)
   rounds = max(1, steps // (2 * block))
   total_fed = 1 + rounds * block
-  load = _loadavg()
+  load = harness.loadavg()
   batches = pipeline.train_batches(files, sampler, transform, seed=0, start_step=0,
                                    num_steps=total_fed, workers=_TRAIN_WORKERS.value,
                                    threads=_THREADS.value)
   cached = next(batches)
   state, metrics = step(state, cached)       # compile
   jax.block_until_ready(metrics)
-  fed_times, cached_times = [], []
-  for r in range(rounds):
-    order = ((batches, fed_times), (None, cached_times))
-    for source, times in order if r % 2 == 0 else order[::-1]:   # fed, cached, cached, fed
-      for i in range(block):
-        start = time.perf_counter()
-        batch = cached if source is None else next(source)
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        if i >= skip:
-          times.append(time.perf_counter() - start)
+  holder = [state, metrics]
+
+  def steps_of(source):
+    """One block of steps on ``source`` (None: the cached batch); the counted seconds."""
+    times = []
+    for i in range(block):
+      start = time.perf_counter()
+      holder[:] = step(holder[0], cached if source is None else next(source))
+      jax.block_until_ready(holder[1])
+      if i >= skip:
+        times.append(time.perf_counter() - start)
+    return times
+
+  timings = harness.interleaved(                       # fed, cached, cached, fed, ...
+      {"fed": lambda: steps_of(batches), "cached": lambda: steps_of(None)}, rounds=rounds,
+      alternate=True)
+  fed_times, cached_times = ([t for block_times in timings.values[k] for t in block_times]
+                             for k in ("fed", "cached"))
+  metrics = holder[1]
   batches.close()
   loss = float(metrics["loss"])
-  peak = max(monitor.stop(), monitor.sample())
+  peak = monitor.stop()
   return {
-      "images": n, "draft": _DRAFT.value, "loadavg": [load, _loadavg()],
+      "images": n, "draft": _DRAFT.value, "loadavg": [load, harness.loadavg()],
       "steps_fed": len(fed_times), "steps_cached": len(cached_times),
       "batch": sampler.batch_size, "input": list(transform.input_shape),
       "workers": _TRAIN_WORKERS.value, "final_loss": loss if np.isfinite(loss) else None,
@@ -254,20 +222,16 @@ def training_run(n: int) -> dict:
 
 def _child_run(n: int, draft: bool) -> dict:
   """``training_run(n)`` in a fresh interpreter, so its peak memory is its own."""
-  argv = [sys.executable, "-m", "experiments.pipeline_benchmark", f"--child={n}",
-          f"--draft={draft}"]
-  argv += [f"--{name}={flags.FLAGS[name].serialize().split('=', 1)[1]}"
-           for name in ("data_dir", "classes", "image_size", "threads", "p", "k", "steps",
-                        "block", "skip", "train_workers", "train_size")]
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run(argv, check=True, cwd=root, capture_output=True, text=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return harness.in_fresh_process(
+      "experiments.benchmarks.pipeline_benchmark", f"--child={n}", f"--draft={draft}",
+      *harness.flag_args("data_dir", "classes", "image_size", "threads", "p", "k", "steps",
+                         "block", "skip", "train_workers", "train_size"))
 
 
 def main(argv):
   del argv
   if _CHILD.value:
-    print(json.dumps(training_run(_CHILD.value)), flush=True)
+    harness.report(**training_run(_CHILD.value))
     return
   sizes = [int(s) for s in _RSS_SIZES.value]
   if max(sizes) > _IMAGES.value:
@@ -275,16 +239,15 @@ def main(argv):
   drafts = [_draft_flag(d) for d in _DRAFTS.value]
   image_files(_IMAGES.value)
   sides = sorted({224, _TRAIN_SIZE.value}, reverse=True)
-  points = [throughput(int(w), side, d) for _ in range(_REPEATS.value)
-            for w in _WORKERS.value for side in sides for d in drafts]
+  configs = [(int(w), side, d) for w in _WORKERS.value for side in sides for d in drafts]
+  timings = harness.interleaved({c: functools.partial(throughput, *c) for c in configs},
+                                rounds=_REPEATS.value)
+  points = [p for c in configs for p in timings.values[c]]
   summary = []
-  for w in _WORKERS.value:
-    for side in sides:
-      for d in drafts:
-        same = [p for p in points if (p["workers"], p["size"], p["draft"]) == (int(w), side, d)]
-        summary.append({"workers": int(w), "size": side, "draft": d,
-                        "images_per_s": statistics.median(p["images_per_s"] for p in same),
-                        "loadavg_1min": [p["loadavg"][0][0] for p in same]})
+  for (w, side, d), same in timings.values.items():
+    summary.append({"workers": w, "size": side, "draft": d,
+                    "images_per_s": statistics.median(p["images_per_s"] for p in same),
+                    "loadavg_1min": [p["loadavg"][0][0] for p in same]})
   result = {"cpus": os.cpu_count(), "images": _IMAGES.value, "classes": _CLASSES.value,
             "image_size": _IMAGE_SIZE.value, "data_dir": os.path.abspath(_DATA_DIR.value),
             "rss_method": "psutil: peak of the summed RSS of the run and its descendants, "
@@ -302,22 +265,21 @@ def main(argv):
   print(f"\nthroughput: decode + random resized crop + flip, batch {_P.value * _K.value}, "
         f"{_THREADS.value} threads/process, {os.cpu_count()} CPUs, median of "
         f"{_REPEATS.value} interleaved runs")
-  print(f"{'workers':>8} {'size':>5} {'draft':>6} {'images/s':>10}  1-min load")
-  for r in summary:
-    print(f"{r['workers']:>8} {r['size']:>5} {str(r['draft']):>6} {r['images_per_s']:>10.1f}  "
-          + " ".join(f"{v:.2f}" for v in r["loadavg_1min"]))
+  print(harness.table(
+      [("workers", ">8"), ("size", ">5"), ("draft", ">6"), ("images/s", ">10.1f"),
+       (" 1-min load", "")],
+      [[r["workers"], r["size"], str(r["draft"]), r["images_per_s"],
+        " " + " ".join(f"{v:.2f}" for v in r["loadavg_1min"])] for r in summary]))
   print(f"\ntraining runs: cnn {_TRAIN_SIZE.value}x{_TRAIN_SIZE.value}, "
         f"{_TRAIN_WORKERS.value} workers")
-  print(f"{'images':>8} {'draft':>6} {'peak RSS MB':>12} {'fed ms':>8} {'cached ms':>10} "
-        f"{'ratio':>6}  load (start, end)")
-  for r, s in zip(runs, result["step_time"]):
-    print(f"{r['images']:>8} {str(r['draft']):>6} {r['peak_rss_mb']:>12.0f} {s['fed_ms']:>8.1f} "
-          f"{s['cached_ms']:>10.1f} {s['ratio']:>6.2f}  {s['loadavg'][0][0]:.2f} "
-          f"{s['loadavg'][1][0]:.2f}")
+  print(harness.table(
+      [("images", ">8"), ("draft", ">6"), ("peak RSS MB", ">12.0f"), ("fed ms", ">8.1f"),
+       ("cached ms", ">10.1f"), ("ratio", ">6.2f"), (" load (start, end)", "")],
+      [[r["images"], str(r["draft"]), r["peak_rss_mb"], t["fed_ms"], t["cached_ms"], t["ratio"],
+        f" {t['loadavg'][0][0]:.2f} {t['loadavg'][1][0]:.2f}"]
+       for r, t in zip(runs, result["step_time"])]))
   print(f"peak RSS spread across runs: {100 * result['peak_rss_spread']:.1f} %")
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {_OUT.value}")
+  harness.write_json(_OUT.value, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ anchors, m = 0.2 — and ``torch.optim.Adam(lr=1e-4)``. The two are interleaved
 the per-step wall and process CPU times are reported, with the load average;
 without torch the torch columns are left empty, with a note.
 
-  python -m experiments.train_benchmark --models=cnn,resnet18 --repeats=5 \
+  python -m experiments.benchmarks.train_benchmark --models=cnn,resnet18 --repeats=5 \
       --torch_python=/path/to/venv-with-torchvision/bin/python
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Models: cnn, resnet18.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Batch size (0: 160 for cnn, 64 for resnet18).")
@@ -51,7 +52,6 @@ _OUT = flags.DEFINE_string("out", "train_benchmark.json", "JSON output path.")
 _WORKER = flags.DEFINE_string("worker", "", "Internal: 'torch:MODEL' runs the PyTorch side.")
 
 MARGIN, LEARNING_RATE, EMBEDDING_DIM = 0.2, 1e-4, 64
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(model: str) -> tuple[int, tuple[int, ...], int]:
@@ -69,11 +69,6 @@ def _batch(model: str):
   rng = np.random.default_rng(0)
   return {"inputs": rng.integers(0, 256, (batch, *shape), dtype=np.uint8),
           "labels": (np.arange(batch) // k).astype(np.int32), "where": np.ones(batch, bool)}
-
-
-def _load() -> float:
-  with open("/proc/loadavg") as f:
-    return float(f.read().split()[0])
 
 
 def _time_steps(step, n: int) -> dict:
@@ -193,28 +188,27 @@ def _worker(spec: str) -> None:
       torch.set_num_threads(_TORCH_THREADS.value)
     step = _torch_step(model)
   except ImportError as e:
-    print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+    harness.report(error=f"{type(e).__name__}: {e}")
     return
   for _ in range(_WARMUP.value):
     step()
-  print(json.dumps({"ready": True, "torch": torch.__version__,
-                    "threads": torch.get_num_threads()}), flush=True)
+  harness.report(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
   for line in sys.stdin:
     if not line.strip():
       break
-    print(json.dumps(_time_steps(step, int(line))), flush=True)
+    harness.report(**_time_steps(step, int(line)))
 
 
 class _TorchSide:
   """The PyTorch worker process of one model; ``run(n)`` times n steps there."""
 
   def __init__(self, model: str):
-    cmd = [_TORCH_PYTHON.value or sys.executable, "-m", "experiments.train_benchmark",
+    cmd = [_TORCH_PYTHON.value or sys.executable, "-m", "experiments.benchmarks.train_benchmark",
            f"--worker=torch:{model}", f"--batch={_BATCH.value}",
            f"--image_size={_IMAGE_SIZE.value}", f"--warmup={_WARMUP.value}",
            f"--torch_threads={_TORCH_THREADS.value}"]
-    self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
+    self.proc = subprocess.Popen(cmd, cwd=harness.ROOT, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
     self.info = self._read()
     if "error" in self.info or self.info == {}:
       self.close()
@@ -242,7 +236,7 @@ def _median(xs):
 
 def _bench(model: str) -> dict:
   batch_size, shape, _ = _setup(model)
-  load_start = _load()
+  load_start = harness.loadavg()[0]
   ours = _jax_step(model)
   for _ in range(_WARMUP.value):
     ours()
@@ -253,34 +247,27 @@ def _bench(model: str) -> dict:
     torch_side = None
   elif torch_side is None:
     note = "torch side skipped: --notorch"
-  times = {"ours": {"wall_ms": [], "cpu_ms": []}, "torch": {"wall_ms": [], "cpu_ms": []}}
-  for r in range(_REPEATS.value):        # interleaved, alternating who goes first
-    order = ("ours", "torch") if r % 2 == 0 else ("torch", "ours")
-    for side in order:
-      if side == "ours":
-        got = _time_steps(ours, _STEPS.value)
-      elif torch_side is not None:
-        got = torch_side.run(_STEPS.value)
-      else:
-        continue
-      for k in got:
-        times[side][k] += got[k]
+  sides = {"ours": lambda: _time_steps(ours, _STEPS.value)}
+  if torch_side is not None:
+    sides["torch"] = lambda: torch_side.run(_STEPS.value)
+  # Each call times its own steps (the torch side's in its process); the
+  # interleaving alternates who goes first.
+  timings = harness.interleaved(sides, rounds=_REPEATS.value, alternate=True)
   if torch_side is not None:
     torch_side.close()
   row = {"model": model, "batch": batch_size, "input_shape": list(shape),
-         "load_start": load_start, "load_end": _load(), "note": note,
+         "load_start": load_start, "load_end": harness.loadavg()[0], "note": note,
          "torch": torch_side.info if torch_side is not None else None}
   for side in ("ours", "torch"):
-    wall, cpu = _median(times[side]["wall_ms"]), _median(times[side]["cpu_ms"])
+    runs = timings.values.get(side, [])
+    wall_ms = [t for got in runs for t in got.get("wall_ms", [])]
+    cpu_ms = [t for got in runs for t in got.get("cpu_ms", [])]
+    wall, cpu = _median(wall_ms), _median(cpu_ms)
     row[f"{side}_ms"], row[f"{side}_cpu_ms"] = wall, cpu
     row[f"{side}_images_per_s"] = 1e3 * batch_size / wall if wall else None
-    row[f"{side}_runs_ms"] = times[side]["wall_ms"]
+    row[f"{side}_runs_ms"] = wall_ms
   row["torch_over_ours"] = row["torch_ms"] / row["ours_ms"] if row["torch_ms"] else None
   return row
-
-
-def _fmt(v, spec):
-  return format(v, spec) if v is not None else format("-", spec.split(".")[0] + "s")
 
 
 def main(argv):
@@ -288,29 +275,24 @@ def main(argv):
   if _WORKER.value:
     _worker(_WORKER.value)
     return
-  import jax  # pylint: disable=import-outside-toplevel
   rows = [_bench(m) for m in _MODELS.value]
-  print(f"\ndevice: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, steps={_STEPS.value}"
+  meta = {**harness.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "steps": _STEPS.value, "repeats": _REPEATS.value,
+          "torch_loss": "hand-written batch-hard triplet (euclidean, mean over anchors)"}
+  print(f"\ndevice: {meta['device']}, {os.cpu_count()} CPUs, steps={_STEPS.value}"
         f" x repeats={_REPEATS.value}, medians per step")
-  print(f"{'model':<9} {'batch':>5} {'input':>10} {'ours ms':>8} {'torch ms':>8} "
-        f"{'ours img/s':>10} {'torch img/s':>11} {'torch/ours':>10} {'ours cpu':>8} "
-        f"{'torch cpu':>9} {'load':>9}")
+  print(harness.table(
+      [("model", "<9"), ("batch", ">5"), ("input", ">10"), ("ours ms", ">8.1f"),
+       ("torch ms", ">8.1f"), ("ours img/s", ">10.0f"), ("torch img/s", ">11.0f"),
+       ("torch/ours", ">10.2f"), ("ours cpu", ">8.1f"), ("torch cpu", ">9.1f"), ("load", ">9")],
+      [[r["model"], r["batch"], "x".join(map(str, r["input_shape"])), r["ours_ms"],
+        r["torch_ms"], r["ours_images_per_s"], r["torch_images_per_s"], r["torch_over_ours"],
+        r["ours_cpu_ms"], r["torch_cpu_ms"], f"{r['load_start']:>4.1f}-{r['load_end']:<4.1f}"]
+       for r in rows], missing="-"))
   for r in rows:
-    print(f"{r['model']:<9} {r['batch']:>5} {'x'.join(map(str, r['input_shape'])):>10} "
-          f"{_fmt(r['ours_ms'], '8.1f')} {_fmt(r['torch_ms'], '8.1f')} "
-          f"{_fmt(r['ours_images_per_s'], '10.0f')} {_fmt(r['torch_images_per_s'], '11.0f')} "
-          f"{_fmt(r['torch_over_ours'], '10.2f')} {_fmt(r['ours_cpu_ms'], '8.1f')} "
-          f"{_fmt(r['torch_cpu_ms'], '9.1f')} {r['load_start']:>4.1f}-{r['load_end']:<4.1f}")
     if r["note"]:
       print(f"  ({r['model']}: {r['note']})")
-  meta = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": _STEPS.value,
-          "repeats": _REPEATS.value,
-          "torch_loss": "hand-written batch-hard triplet (euclidean, mean over anchors)"}
-  with open(_OUT.value, "w") as f:
-    json.dump({"meta": meta, "results": rows}, f, indent=1)
-  print(f"wrote {_OUT.value}")
+  harness.write_json(_OUT.value, {"meta": meta, "results": rows})
 
 
 if __name__ == "__main__":

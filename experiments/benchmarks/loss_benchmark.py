@@ -13,24 +13,21 @@ the tensors it builds) or more than ``--pml_max_s`` seconds are skipped and
 shown as "—" with the reason. Prints one table, writes JSON (``--out``) and one
 PNG per family into ``--plot_dir`` (``loss_benchmark_<family>.png``).
 
-  python -m experiments.loss_benchmark --batch_sizes=256,1024,4096,16384
-  python -m experiments.loss_benchmark --batch_sizes=64 --repeats=1   # smoke
+  python -m experiments.benchmarks.loss_benchmark --batch_sizes=256,1024,4096,16384
+  python -m experiments.benchmarks.loss_benchmark --batch_sizes=64 --repeats=1   # smoke
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"],
                                  "Batch sizes B.")
@@ -47,7 +44,6 @@ _SLOW_S = flags.DEFINE_float("slow_s", 5.0, "A point whose warm-up took longer t
                              "is timed once.")
 _MIN_TIME = flags.DEFINE_float("min_time", 2.0, "Keep adding interleaved rounds until "
                                 "this many seconds have passed (at most 50 rounds).")
-_MAX_ROUNDS = 50
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
 
 FAMILIES = {
@@ -78,14 +74,6 @@ def _pml_bytes(name: str, batch: int) -> float:
   return 40.0 * batch * batch
 
 
-def _data(batch: int, dim: int):
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, dim)).astype(np.float32)
-  y = (np.arange(batch) // 4).astype(np.int32)
-  return x, y
-
-
 def _ml_runner(name: str, batch: int, dim: int):
   """Our default call (``block_size`` left automatic), loss + gradient, jitted.
 
@@ -99,7 +87,7 @@ def _ml_runner(name: str, batch: int, dim: int):
   import metric_learning as ml  # pylint: disable=import-outside-toplevel
   from metric_learning.losses import contrastive  # pylint: disable=import-outside-toplevel
 
-  x, y = _data(batch, dim)
+  x, y = harness.embeddings(batch, dim)
   if name == "angular":
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
   x, y = jnp.asarray(x), jnp.asarray(y)
@@ -156,7 +144,7 @@ def _pml_runner(name: str, batch: int, dim: int):
     return None
   import numpy as np  # pylint: disable=import-outside-toplevel
   from pytorch_metric_learning import reducers  # pylint: disable=import-outside-toplevel
-  x, y = _data(batch, dim)
+  x, y = harness.embeddings(batch, dim)
   if name == "angular":
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
   labels = torch.from_numpy(y).long()
@@ -208,35 +196,10 @@ def _pml_runner(name: str, batch: int, dim: int):
   return run
 
 
-def _floor_runner(batch: int, dim: int):
-  """One fused [B, B] matmul and a row minimum, forward only: no loss is faster."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  x = jnp.asarray(_data(batch, dim)[0])
-  fn = jax.jit(lambda e: jnp.min(jnp.matmul(e, e.T), axis=1))
-
-  def run():
-    jax.block_until_ready(fn(x))
-
-  return run
-
-
 def _runner(impl, name, batch, dim):
   if impl == "floor":
-    return _floor_runner(batch, dim)
+    return harness.gemm_floor(harness.embeddings(batch, dim)[0])
   return (_ml_runner if impl == "ml" else _pml_runner)(name, batch, dim)
-
-
-def _vm_hwm_mb() -> float:
-  """Peak resident set of this process image (VmHWM starts afresh at execve)."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return float(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _single(spec: str) -> None:
@@ -244,19 +207,18 @@ def _single(spec: str) -> None:
   run = _runner(impl, name, int(batch), _DIM.value)
   run()
   run()
-  print(json.dumps({"peak_rss_mb": _vm_hwm_mb()}))
+  harness.report(peak_rss_mb=harness.peak_rss_mb())
 
 
 def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
-  cmd = [sys.executable, "-m", "experiments.loss_benchmark",
-         f"--single={impl}:{name}:{batch}", f"--dim={_DIM.value}"]
+  """(peak MB, None), or (None, why not)."""
   try:
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return None, f"> {timeout:.0f} s"
-  if out.returncode != 0:
-    return None, f"exit {out.returncode}"
-  return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"], None
+    got = harness.in_fresh_process("experiments.benchmarks.loss_benchmark",
+                                   f"--single={impl}:{name}:{batch}", *harness.flag_args("dim"),
+                                   timeout=timeout)
+  except harness.FreshProcessError as e:
+    return None, e.reason
+  return got["peak_rss_mb"], None
 
 
 def _point(name: str, batch: int) -> dict:
@@ -288,22 +250,12 @@ def _point(name: str, batch: int) -> dict:
     row["pml_skipped"] = f"> {_PML_MAX_S.value:.0f} s"
     del runners["pml"]
   repeats = 1 if max(warm.values()) > _SLOW_S.value else _REPEATS.value
-  times = {impl: [] for impl in runners}
-  begin = time.perf_counter()
-  rounds = 0
-  # Interleaved rounds: at least ``repeats``, and more (up to _MAX_ROUNDS) until
-  # ``--min_time`` has passed, so that sub-millisecond points are not the median
-  # of three runs that each follow a PML call.
-  while rounds < repeats or (time.perf_counter() - begin < _MIN_TIME.value
-                             and rounds < _MAX_ROUNDS):
-    for impl, run in runners.items():
-      start = time.perf_counter()
-      run()
-      times[impl].append(1e3 * (time.perf_counter() - start))
-    rounds += 1
-  for impl, runs in times.items():
-    row[f"{impl}_ms"] = statistics.median(runs)
-    row[f"{impl}_runs_ms"] = runs
+  # More rounds than ``repeats`` until ``--min_time`` has passed, so that
+  # sub-millisecond points are not the median of three runs that each follow a PML call.
+  timings = harness.interleaved(runners, rounds=repeats, min_time=_MIN_TIME.value)
+  for impl in runners:
+    row[f"{impl}_ms"] = 1e3 * timings.median(impl)
+    row[f"{impl}_runs_ms"] = timings.ms(impl)
     if _MEMORY.value and impl != "floor":
       peak, why = _peak_rss_mb(impl, name, batch, timeout=max(120.0, 10 * warm[impl]))
       row[f"{impl}_peak_mb"] = peak
@@ -312,55 +264,37 @@ def _point(name: str, batch: int) -> dict:
   return row
 
 
-def _fmt(value, spec):
-  return "—" if value is None else format(value, spec)
-
-
 def _table(results) -> str:
-  lines = [f"{'loss':<17} {'B':>6} {'ml ms':>10} {'PML ms':>10} {'PML/ml':>7} "
-           f"{'ml/floor':>8} {'ml MB':>7} {'PML MB':>7}  note"]
+  columns = [("loss", "<17"), ("B", ">6"), ("ml ms", ">10.1f"), ("PML ms", ">10.1f"),
+             ("PML/ml", ">7.1f"), ("ml/floor", ">8.2f"), ("ml MB", ">7.0f"), ("PML MB", ">7.0f"),
+             (" note", "")]
+  rows = []
   for r in results:
     ratio = r["pml_ms"] / r["ml_ms"] if r["pml_ms"] and r["ml_ms"] else None
     floor = r["ml_ms"] / r["floor_ms"] if r.get("floor_ms") and r["ml_ms"] else None
-    lines.append(f"{r['loss']:<17} {r['batch']:>6} {_fmt(r['ml_ms'], '10.1f')} "
-                 f"{_fmt(r['pml_ms'], '10.1f')} {_fmt(ratio, '7.1f')} {_fmt(floor, '8.2f')} "
-                 f"{_fmt(r['ml_peak_mb'], '7.0f')} {_fmt(r['pml_peak_mb'], '7.0f')}  "
-                 f"{'PML skipped: ' + r['pml_skipped'] if r['pml_skipped'] else ''}")
-  return "\n".join(lines)
+    rows.append([r["loss"], r["batch"], r["ml_ms"], r["pml_ms"], ratio, floor, r["ml_peak_mb"],
+                 r["pml_peak_mb"], " PML skipped: " + r["pml_skipped"] if r["pml_skipped"] else ""])
+  return harness.table(columns, rows)
 
 
 def _plot(results, family: str, names, path: str) -> None:
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(figsize=(6.5, 4.2))
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  colours = {}
-  for name in names:
-    for impl, style in (("ml", "-o"), ("pml", "--s")):
-      pts = [(r["batch"], r[f"{impl}_ms"]) for r in results
-             if r["loss"] == name and r[f"{impl}_ms"] is not None]
-      if not pts:
-        continue
-      kw = {"color": colours[name]} if name in colours else {}
-      (line,) = ax.loglog(*zip(*pts), style, label=f"{name} ({'ours' if impl == 'ml' else 'PML'})",
-                          **kw)
-      colours[name] = line.get_color()
+  lines = []
+  for i, name in enumerate(names):
+    for impl, fmt, who in (("ml", "-o", "ours"), ("pml", "--s", "PML")):
+      lines.append(harness.Line(f"{name} ({who})", [
+          (r["batch"], r[f"{impl}_ms"]) for r in results
+          if r["loss"] == name and r[f"{impl}_ms"] is not None], fmt, color=f"C{i}"))
   floors = {}
   for r in results:
     if r["loss"] in names and r.get("floor_ms") is not None:
       floors.setdefault(r["batch"], []).append(r["floor_ms"])
-  floor = [(b, statistics.median(v)) for b, v in sorted(floors.items())]
-  if floor:
-    ax.loglog(*zip(*floor), ":", color="black", label="fused-GEMM floor (min of x @ x.T)")
-  ax.set_xlabel("batch size B")
-  ax.set_ylabel(f"loss + gradient, median ms (D={_DIM.value})")
-  ax.set_title(f"{family}: metric_learning (solid) vs pytorch-metric-learning (dashed)",
-               fontsize=9)
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  lines.append(harness.Line("fused-GEMM floor (min of x @ x.T)",
+                            [(b, statistics.median(v)) for b, v in sorted(floors.items())],
+                            ":", color="black"))
+  harness.loglog_plot(
+      path, lines, xlabel="batch size B", ylabel=f"loss + gradient, median ms (D={_DIM.value})",
+      title=f"{family}: metric_learning (solid) vs pytorch-metric-learning (dashed)",
+      figsize=(6.5, 4.2), dpi=110, fontsize=9)
 
 
 def main(argv):
@@ -368,31 +302,26 @@ def main(argv):
   if _SINGLE.value:
     _single(_SINGLE.value)
     return
-  import jax  # pylint: disable=import-outside-toplevel
   names = tuple(_LOSSES.value) or ALL
   unknown = sorted(set(names) - set(ALL))
   if unknown:
     raise ValueError(f"unknown losses {unknown}; known: {list(ALL)}")
-  load = os.getloadavg()
+  load = harness.loadavg()
   results = []
   for name in names:
     for batch in map(int, _BATCH_SIZES.value):
       results.append(_point(name, batch))
       print(_table(results[-1:]).splitlines()[-1], flush=True)
-  meta = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "loadavg_start": load, "loadavg_end": os.getloadavg(),
+  meta = {**harness.machine(), "loadavg_start": load, "loadavg_end": harness.loadavg(),
           "repeats": _REPEATS.value}
   print(f"\n{meta}\n{_table(results)}")
-  with open(_OUT.value, "w") as f:
-    json.dump({"meta": meta, "results": results}, f, indent=1)
+  harness.write_json(_OUT.value, {"meta": meta, "results": results})
   if _PLOT_DIR.value:
     os.makedirs(_PLOT_DIR.value, exist_ok=True)
     for family, members in FAMILIES.items():
       if any(r["loss"] in members for r in results):
         _plot(results, family, members,
               os.path.join(_PLOT_DIR.value, f"loss_benchmark_{family}.png"))
-  print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":

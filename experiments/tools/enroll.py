@@ -1,6 +1,7 @@
 """Enroll a gallery of classes, by name, into an index: no retraining.
 
-``python -m experiments.enroll --workdir=W --gallery=PATH --index=OUT.npz [--append|--overwrite]``
+``python -m experiments.tools.enroll --workdir=W --gallery=PATH --index=OUT.npz
+[--append|--overwrite]``
 
 ``PATH`` is an image folder ``ROOT/CLASS_NAME/IMAGE.png`` (classes named after
 their folders) or an ``.npz`` of ``inputs`` and ``labels`` (class names from its
@@ -22,7 +23,7 @@ an older version) is refused too, since it cannot be checked; enroll that
 gallery again with ``--overwrite`` (or into a new ``--index``). Every refusal is
 one line (exit status 2) and writes nothing.
 
-Query it with ``python -m experiments.query --workdir=W --index=OUT.npz --inputs=...``.
+Query it with ``python -m experiments.tools.query --workdir=W --index=OUT.npz --inputs=...``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from experiments import embed as embed_lib
+from experiments.tools import embed as embed_lib
 from metric_learning import distances
 from metric_learning import index as index_lib
 from metric_learning import training

@@ -18,22 +18,15 @@ interleaved, ``--repeats`` times each, and reports medians. With ``--memory``
 each (method, B) point also runs in a subprocess that reports its peak
 resident memory. Prints a table, writes JSON and a log-log PNG plot.
 
-  python -m experiments.benchmark --batch_sizes=1024,4096 --dim=128 --repeats=5
+  python -m experiments.benchmarks.benchmark --batch_sizes=1024,4096 --dim=128 --repeats=5
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import resource
-import statistics
-import subprocess
-import sys
-import time
-
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096"], "Batch sizes B.")
 _DIM = flags.DEFINE_integer("dim", 128, "Embedding dimension D.")
@@ -52,25 +45,17 @@ _SINGLE = flags.DEFINE_string("single", "", "Internal: 'method:B' for a memory s
 MARGIN = 0.2
 
 
-def _data(batch: int, dim: int):
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, dim)).astype(np.float32)
-  y = (np.arange(batch) // 4).astype(np.int32)
-  return x, y
-
-
 def _jax_runner(method: str, batch: int, dim: int, block: int):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   import metric_learning as ml  # pylint: disable=import-outside-toplevel
 
-  x, y = _data(batch, dim)
-  x, y = jnp.asarray(x), jnp.asarray(y)
+  x, y = harness.embeddings(batch, dim)
   if method == "floor":
-    fn = jax.jit(lambda e: jnp.min(jnp.matmul(e, e.T), axis=1))
-  elif method == "autodiff":
+    return harness.gemm_floor(x)
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  if method == "autodiff":
     def naive(e, labels):
       sq = jnp.sum(e * e, 1)
       d = jnp.sqrt(jnp.maximum(sq[:, None] + sq[None, :] - 2 * e @ e.T, 1e-12))
@@ -84,10 +69,9 @@ def _jax_runner(method: str, batch: int, dim: int, block: int):
     block_size = {"streaming": block, "dense": batch, "default": None}[method]
     fn = jax.jit(jax.value_and_grad(lambda e, labels: ml.batch_hard_triplet_loss(
         e, labels, margin=MARGIN, block_size=block_size)))
-  args = (x,) if method == "floor" else (x, y)
 
   def run():
-    jax.block_until_ready(fn(*args))
+    jax.block_until_ready(fn(x, y))
 
   return run
 
@@ -99,7 +83,7 @@ def _pml_runner(batch: int, dim: int):
     from pytorch_metric_learning import miners  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
-  x, y = _data(batch, dim)
+  x, y = harness.embeddings(batch, dim)
   miner, loss_fn = miners.BatchHardMiner(), losses.TripletMarginLoss(margin=MARGIN)
   labels = torch.from_numpy(y).long()
 
@@ -122,12 +106,12 @@ def _skip(method, batch):
 
 
 def _peak_rss_mb(method: str, batch: int) -> float | None:
-  cmd = [sys.executable, "-m", "experiments.benchmark", f"--single={method}:{batch}",
-         f"--dim={_DIM.value}", f"--block_size={_BLOCK.value}"]
-  out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  if out.returncode != 0:
+  try:
+    return harness.in_fresh_process("experiments.benchmarks.benchmark",
+                                    f"--single={method}:{batch}",
+                                    *harness.flag_args("dim", "block_size"))["peak_rss_mb"]
+  except harness.FreshProcessError:
     return None
-  return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def _single(spec: str) -> None:
@@ -135,40 +119,16 @@ def _single(spec: str) -> None:
   run = _runner(method, int(batch), _DIM.value, _BLOCK.value)
   run()
   run()
-  print(json.dumps({"peak_rss_mb": _vm_hwm_kb() / 1024}))
-
-
-def _vm_hwm_kb() -> float:
-  """Peak resident set of this process image. Unlike ru_maxrss, which Linux keeps
-  across execve (a child would report its parent's peak), VmHWM starts afresh."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return float(line.split()[1])
-  except OSError:
-    pass
-  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+  harness.report(peak_rss_mb=harness.peak_rss_mb())
 
 
 def _plot(results, path):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(figsize=(6, 4))
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  for method in _METHODS.value:
-    pts = [(r["batch"], r["median_ms"]) for r in results if r["method"] == method
-           and r["median_ms"] is not None]
-    if pts:
-      ax.loglog(*zip(*pts), marker="o", label=method)
-  ax.set_xlabel("batch size B")
-  ax.set_ylabel(f"loss + gradient, median ms (D={_DIM.value})")
-  ax.set_title("Batch-hard triplet loss")
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  harness.loglog_plot(
+      path, [harness.Line(method, [(r["batch"], r["median_ms"]) for r in results
+                                   if r["method"] == method and r["median_ms"] is not None])
+             for method in _METHODS.value],
+      xlabel="batch size B", ylabel=f"loss + gradient, median ms (D={_DIM.value})",
+      title="Batch-hard triplet loss")
 
 
 def main(argv):
@@ -176,55 +136,38 @@ def main(argv):
   if _SINGLE.value:
     _single(_SINGLE.value)
     return
-  import jax  # pylint: disable=import-outside-toplevel
   results = []
   for batch in map(int, _BATCH_SIZES.value):
     runners = {}
     for method in _METHODS.value:
-      if _skip(method, batch):
-        continue
-      run = _runner(method, batch, _DIM.value, _BLOCK.value)
-      if run is None:
-        continue
-      run()                                  # compile / warm up
-      runners[method] = run
-    times = {m: [] for m in runners}
-    for _ in range(_REPEATS.value):          # interleaved
-      for method, run in runners.items():
-        start = time.perf_counter()
-        run()
-        times[method].append(1e3 * (time.perf_counter() - start))
+      run = None if _skip(method, batch) else _runner(method, batch, _DIM.value, _BLOCK.value)
+      if run is not None:
+        runners[method] = run
+    timings = harness.interleaved(runners, rounds=_REPEATS.value, warmup=1)
     for method in _METHODS.value:
       row = {"method": method, "batch": batch, "dim": _DIM.value,
-             "median_ms": statistics.median(times[method]) if method in times else None,
-             "runs_ms": times.get(method)}
-      if _MEMORY.value and method in times:
+             "median_ms": 1e3 * timings.median(method) if method in runners else None,
+             "runs_ms": timings.ms(method) if method in runners else None}
+      if _MEMORY.value and method in runners:
         row["peak_rss_mb"] = _peak_rss_mb(method, batch)
       results.append(row)
   floor = {r["batch"]: r["median_ms"] for r in results if r["method"] == "floor"}
   pml = {r["batch"]: r["median_ms"] for r in results if r["method"] == "pml"}
-  header = f"{'method':<10} {'B':>7} {'median ms':>10} {'x floor':>8} {'pml / this':>10}"
-  if _MEMORY.value:
-    header += f" {'peak MB':>8}"
-  print(f"\ndevice: {jax.devices()[0].device_kind}, D={_DIM.value}, repeats={_REPEATS.value}")
-  print(header)
+  meta = harness.machine()
+  columns = [("method", "<10"), ("B", ">7"), ("median ms", ">10.1f"), ("x floor", ">8.2f"),
+             ("pml / this", ">10.1f")] + ([("peak MB", ">8.0f")] if _MEMORY.value else [])
+  rows = []
   for r in results:
     if r["median_ms"] is None:
       continue
     f, p = floor.get(r["batch"]), pml.get(r["batch"])
-    line = (f"{r['method']:<10} {r['batch']:>7} {r['median_ms']:>10.1f} "
-            f"{r['median_ms'] / f if f else float('nan'):>8.2f} "
-            f"{p / r['median_ms'] if p else float('nan'):>10.1f}")
-    if _MEMORY.value:
-      line += f" {r.get('peak_rss_mb') or float('nan'):>8.0f}"
-    print(line)
-  meta = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__}
-  with open(_OUTPUT.value, "w") as f:
-    json.dump({"meta": meta, "results": results}, f, indent=1)
+    rows.append([r["method"], r["batch"], r["median_ms"], r["median_ms"] / f if f else None,
+                 p / r["median_ms"] if p else None, r.get("peak_rss_mb")])
+  print(f"\ndevice: {meta['device']}, D={_DIM.value}, repeats={_REPEATS.value}")
+  print(harness.table(columns, rows))
+  harness.write_json(_OUTPUT.value, {"meta": meta, "results": results})
   if _PLOT.value:
     _plot(results, _PLOT.value)
-  print(f"wrote {_OUTPUT.value}" + (f" and {_PLOT.value}" if _PLOT.value else ""))
 
 
 if __name__ == "__main__":

@@ -10,21 +10,20 @@ memory: each backend runs once more in a fresh subprocess that reports its own
 peak resident memory (``VmHWM``) and its resident memory before the index
 (``base_rss_mb``: interpreter, libraries, data).
 
-  python -m experiments.search_benchmark --out=/tmp/search.json
-  python -m experiments.search_benchmark --gallery=3000 --queries=50 --dim=16 --repeats=1
+  python -m experiments.benchmarks.search_benchmark --out=/tmp/search.json
+  python -m experiments.benchmarks.search_benchmark --gallery=3000 --queries=50 --dim=16 --repeats=1
 """
 
 from __future__ import annotations
 
-import json
-import statistics
-import subprocess
-import sys
+import functools
 import time
 
 import numpy as np
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _GALLERY = flags.DEFINE_integer("gallery", 1_000_000, "Gallery size.")
 _QUERIES = flags.DEFINE_integer("queries", 10_000, "Number of queries.")
@@ -71,32 +70,21 @@ def _create(backend: str, x, y):
   return index
 
 
-def _status(field: str) -> float:
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
-
-
 def _single(backend: str) -> None:
   from metric_learning import index as index_lib  # pylint: disable=import-outside-toplevel,unused-import
   if backend != "jax":
     index_lib._import_faiss()  # pylint: disable=protected-access
   x, y, q = data(_GALLERY.value, _QUERIES.value, _DIM.value)
-  base = _status("VmRSS")
+  base = harness.rss_mb()
   _create(backend, x, y).search(q, k=_K.value)
-  print(json.dumps({"peak_rss_mb": _status("VmHWM"), "base_rss_mb": base}))
+  harness.report(peak_rss_mb=harness.peak_rss_mb(), base_rss_mb=base)
 
 
 def _memory(backend: str) -> dict:
-  args = [f"--{name}={flag.value}" for name, flag in (
-      ("gallery", _GALLERY), ("queries", _QUERIES), ("dim", _DIM), ("k", _K),
-      ("metric", _METRIC), ("nlist", _NLIST), ("nprobe", _NPROBE), ("M", _M),
-      ("ef_search", _EF))]
-  proc = subprocess.run([sys.executable, "-m", "experiments.search_benchmark",
-                         f"--single={backend}", *args],
-                        capture_output=True, text=True, check=False)
-  if proc.returncode:
-    raise RuntimeError(f"{backend} memory run failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return harness.in_fresh_process(
+      "experiments.benchmarks.search_benchmark", f"--single={backend}",
+      *harness.flag_args("gallery", "queries", "dim", "k", "metric", "nlist", "nprobe", "M",
+                         "ef_search"))
 
 
 def main(argv):
@@ -112,16 +100,15 @@ def main(argv):
     start = time.perf_counter()
     index = _create(backend, x, y)
     build = time.perf_counter() - start
-    index.search(q, k=_K.value)                     # warm-up (jit compilation)
-    times = []
-    for _ in range(_REPEATS.value):
-      start = time.perf_counter()
-      idx, _ = index.search(q, k=_K.value)
-      times.append(time.perf_counter() - start)
+    # One backend at a time (a 1M-row index each): timed alone, after a warm-up
+    # search (jit compilation).
+    timings = harness.interleaved({backend: functools.partial(index.search, q, k=_K.value)},
+                                  rounds=_REPEATS.value, warmup=1)
+    idx, _ = timings.values[backend][-1]
     if index.exact and truth is None:
       truth = idx
     row = {"backend": backend, "exact": index.exact, "build_s": build,
-           "search_s": statistics.median(times), "times_s": times}
+           "search_s": timings.median(backend), "times_s": timings.seconds[backend]}
     if truth is not None:
       row["recall_at_k"] = float(np.mean([len(set(a) & set(b)) / _K.value
                                           for a, b in zip(idx, truth)]))
@@ -130,17 +117,15 @@ def main(argv):
     rows.append(row)
     del index
   print(f"gallery {_GALLERY.value} x {_DIM.value}, {_QUERIES.value} queries, k={_K.value}")
-  print(f"{'backend':11} {'exact':>5} {'build s':>8} {'search s':>9} {'recall':>7} "
-        f"{'peak MB':>8} {'base MB':>8}")
-  for r in rows:
-    print(f"{r['backend']:11} {str(r['exact']):>5} {r['build_s']:8.2f} {r['search_s']:9.2f} "
-          f"{r.get('recall_at_k', float('nan')):7.3f} {r.get('peak_rss_mb', float('nan')):8.0f} "
-          f"{r.get('base_rss_mb', float('nan')):8.0f}")
-  with open(_OUT.value, "w") as f:
-    json.dump({"flags": {k: v for k, v in flags.FLAGS.flag_values_dict().items()
-                         if k in ("gallery", "queries", "dim", "k", "metric", "nlist",
-                                  "nprobe", "M", "ef_search", "repeats")},
-               "results": rows}, f, indent=1)
+  print(harness.table(
+      [("backend", "<11"), ("exact", ">5"), ("build s", ">8.2f"), ("search s", ">9.2f"),
+       ("recall", ">7.3f"), ("peak MB", ">8.0f"), ("base MB", ">8.0f")],
+      [[r["backend"], str(r["exact"]), r["build_s"], r["search_s"], r.get("recall_at_k"),
+        r.get("peak_rss_mb"), r.get("base_rss_mb")] for r in rows]))
+  harness.write_json(_OUT.value, {
+      "flags": harness.flag_values("gallery", "queries", "dim", "k", "metric", "nlist",
+                                   "nprobe", "M", "ef_search", "repeats"),
+      "results": rows})
 
 
 if __name__ == "__main__":

@@ -23,25 +23,23 @@ subprocess that reports its peak resident memory (``VmHWM``: ``ru_maxrss``
 would carry the parent's peak over ``fork``/``exec``; whole process:
 interpreter, library, data) and its resident memory just before the call (``base_rss_mb``).
 
-  python -m experiments.eval_benchmark --out=/tmp/eval.json
-  python -m experiments.eval_benchmark --n=2000 --classes=370 --reid_queries=100 \
+  python -m experiments.benchmarks.eval_benchmark --out=/tmp/eval.json
+  python -m experiments.benchmarks.eval_benchmark --n=2000 --classes=370 --reid_queries=100 \
       --reid_gallery=600 --reid_ids=40 --repeats=1 --out=/tmp/eval.json   # smoke
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import json
+import os
 import platform
-import resource
-import statistics
-import subprocess
-import sys
-import time
 
 import numpy as np
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import harness
 
 _N = flags.DEFINE_integer("n", 60502, "Retrieval: number of embeddings.")
 _CLASSES = flags.DEFINE_integer("classes", 11316, "Retrieval: number of classes.")
@@ -148,53 +146,34 @@ def _methods(case: str) -> list[str]:
   return ["ours", "ours_sort"]
 
 
-def _rss_mb() -> float:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def _single(spec: str) -> None:
   case, method = spec.split(":")
   build, fn = _runner(case, method)
   arrays = build()
-  base = _rss_mb()
+  base = harness.rss_mb()
   fn(*arrays)
-  # ru_maxrss survives fork + exec on Linux (a child starts at its parent's
-  # peak), so the peak of this process's own address space is read instead.
-  with open("/proc/self/status") as f:
-    peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-  print(json.dumps({"peak_rss_mb": peak, "base_rss_mb": base}))
+  harness.report(peak_rss_mb=harness.peak_rss_mb(), base_rss_mb=base)
 
 
 def _memory(case: str, method: str) -> dict:
-  args = [f"--{k}={v.value}" for k, v in (
-      ("n", _N), ("classes", _CLASSES), ("dim", _DIM), ("noise", _NOISE),
-      ("reid_queries", _REID_Q), ("reid_gallery", _REID_G), ("reid_ids", _REID_IDS),
-      ("chunk_size", _CHUNK))]
-  proc = subprocess.run([sys.executable, "-m", "experiments.eval_benchmark",
-                         f"--single={case}:{method}", *args],
-                        capture_output=True, text=True, check=False)
-  if proc.returncode:
-    raise RuntimeError(f"{case}:{method} memory run failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return harness.in_fresh_process(
+      "experiments.benchmarks.eval_benchmark", f"--single={case}:{method}",
+      *harness.flag_args("n", "classes", "dim", "noise", "reid_queries", "reid_gallery",
+                         "reid_ids", "chunk_size"))
 
 
 def run_case(case: str) -> list[dict]:
   methods = _methods(case)
   runners = {m: _runner(case, m) for m in methods}
   arrays = runners[methods[0]][0]()
-  times = {m: [] for m in methods}
-  values = {}
-  for repeat in range(_REPEATS.value + 1):        # the first round is the warm-up
-    for m in methods:
-      start = time.perf_counter()
-      values[m] = runners[m][1](*arrays)
-      if repeat:
-        times[m].append(time.perf_counter() - start)
+  timings = harness.interleaved(
+      {m: functools.partial(fn, *arrays) for m, (_, fn) in runners.items()},
+      rounds=_REPEATS.value, warmup=1)
+  values = {m: timings.values[m][-1] for m in methods}
   rows = []
   for m in methods:
-    row = {"case": case, "method": m, "median_s": statistics.median(times[m]),
-           "times_s": times[m], "values": values[m]}
+    row = {"case": case, "method": m, "median_s": timings.median(m),
+           "times_s": timings.seconds[m], "values": values[m]}
     common = [k for k in values[m] if k in values[methods[0]] and k != "num_queries"]
     row["max_abs_diff_vs_ours"] = max(abs(values[m][k] - values[methods[0]][k])
                                       for k in common)
@@ -210,19 +189,17 @@ def main(argv):
     _single(_SINGLE.value)
     return
   rows = [row for case in _CASES.value for row in run_case(case)]
-  print(f"{'case':10} {'method':10} {'median s':>9} {'peak MB':>8} {'base MB':>8} "
-        f"{'max|Δ|':>8}  values")
-  for r in rows:
-    shown = {k: round(v, 4) for k, v in r["values"].items()}
-    print(f"{r['case']:10} {r['method']:10} {r['median_s']:9.2f} "
-          f"{r.get('peak_rss_mb', float('nan')):8.0f} {r.get('base_rss_mb', float('nan')):8.0f} "
-          f"{r['max_abs_diff_vs_ours']:8.1e}  {shown}")
-  with open(_OUT.value, "w") as f:
-    json.dump({"flags": {k: v for k, v in flags.FLAGS.flag_values_dict().items()
-                         if k in ("n", "classes", "dim", "noise", "reid_queries",
-                                  "reid_gallery", "reid_ids", "repeats", "chunk_size")},
-               "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
-               "results": rows}, f, indent=1)
+  print(harness.table(
+      [("case", "<10"), ("method", "<10"), ("median s", ">9.2f"), ("peak MB", ">8.0f"),
+       ("base MB", ">8.0f"), ("max|Δ|", ">8.1e"), (" values", "")],
+      [[r["case"], r["method"], r["median_s"], r.get("peak_rss_mb"), r.get("base_rss_mb"),
+        r["max_abs_diff_vs_ours"], f" {({k: round(v, 4) for k, v in r['values'].items()})}"]
+       for r in rows]))
+  harness.write_json(_OUT.value, {
+      "flags": harness.flag_values("n", "classes", "dim", "noise", "reid_queries",
+                                   "reid_gallery", "reid_ids", "repeats", "chunk_size"),
+      "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+      "results": rows})
 
 
 if __name__ == "__main__":

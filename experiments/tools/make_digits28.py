@@ -6,7 +6,7 @@ mass sits at the centre, as MNIST does. The result (1,797 real handwritten
 digits, ``inputs`` [n, 28, 28] uint8 and ``labels`` [n]) is what
 ``experiments/configs/mnist_npz.py`` was checked on offline:
 
-  python -m experiments.make_digits28 --output=digits28.npz
+  python -m experiments.tools.make_digits28 --output=digits28.npz
   python -m experiments.main --config=experiments/configs/mnist_npz.py \\
       --config.data.path=digits28.npz --workdir=workdir/digits28
 """
