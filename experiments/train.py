@@ -275,8 +275,10 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
                                 local_rows=streamed)
   embed_fn = training.make_embed_fn(graphdef)
   train_embed_fn = training.make_embed_fn(graphdef, train=True)   # what the loss sees
-  margin = loss_registry.arguments(config.loss.name).get("margin", 0.2)
-  margin = loss_settings.get("margin", margin)
+  # The triplet margin of the training statistics: the loss's own for a triplet
+  # hinge (trait ``triplet_margin``), else the statistics' default 0.2.
+  hinge_margin = loss_registry.triplet_margin(config.loss.name, loss_settings)
+  margin = 0.2 if hinge_margin is None else hinge_margin
 
   # ---------------------------------------------------------- restore ---- #
   # Claimed only now: a wrong data path, sampler or weights file writes nothing.
@@ -307,9 +309,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   log = logger_lib.MetricLogger(workdir, enabled=is_main, resume_step=first_step)
   # "No active anchor" means "no gradient" only for hinge losses with a margin;
   # a soft margin (softplus) is never exactly 0.
-  loss_args = {**loss_registry.arguments(config.loss.name), **loss_settings}
-  monitor = training.HealthMonitor(patience=config.health_patience, check_inactive=(
-      "margin" in loss_args and not loss_args.get("soft", False)))
+  monitor = training.HealthMonitor(patience=config.health_patience,
+                                   check_inactive=hinge_margin is not None)
   warnings = []
 
   saved = [first_step]

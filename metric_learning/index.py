@@ -27,7 +27,7 @@ Embeddings of different encoders are not comparable, so an index can record
 which encoder made it: ``model``, a small JSON-able dict such as
 :func:`metric_learning.training.model_identity` gives (the run's config hash
 and checkpoint step). It is saved and loaded with the index and kept by
-:meth:`EmbeddingIndex.add`; ``experiments.enroll`` and ``experiments.query``
+:meth:`EmbeddingIndex.add`; ``experiments.tools.enroll`` and ``experiments.tools.query``
 refuse an index whose ``model`` is not the ``--workdir``'s.
 
   >>> index = ml.index.EmbeddingIndex.create(np.zeros((1, 2)), [0],

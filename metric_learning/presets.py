@@ -26,13 +26,18 @@ triplets. A preset pins all of that down:
                            divided by the active pair terms.
 ``pml_npair``              pytorch-metric-learning ``NPairsLoss()``: Sohn's N-pair loss
                            on L2-normalised embeddings (cosine similarities).
+                           ``l2_penalty=λ`` is on the raw rows, as PML's
+                           ``embedding_regularizer=LpRegularizer(power=2)``,
+                           ``embedding_reg_weight=λ``.
 =========================  ============================================================
 
 On PK batches (every anchor has a positive and a negative) each preset equals
 its source. Elsewhere, presets follow this library's edge handling (anchors
 without a positive or negative are left out; never NaN), not the source's.
 A normalising preset normalises a memory bank (``ref_embeddings``) too, so
-batch and bank rows are compared on the same sphere.
+batch and bank rows are compared on the same sphere. Penalties on the
+embeddings themselves (``pml_npair``'s ``l2_penalty``) see the raw rows: a
+penalty on unit vectors would be a constant with no gradient.
 """
 
 from __future__ import annotations
@@ -56,13 +61,25 @@ class Preset:
   defaults: dict[str, Any]
   normalize: bool
   description: str
+  # For a normalising preset: ``raw_penalty(raw_embeddings, labels, kwargs)``
+  # returns (a penalty on the raw rows or None, kwargs for the loss on the
+  # normalised rows), so that a penalty on the embeddings is not computed on
+  # unit vectors, where it would be a constant.
+  raw_penalty: Callable[..., tuple[jax.Array | None, dict]] | None = None
 
   def __call__(self, embeddings: jax.Array, labels: jax.Array, **overrides) -> jax.Array:
+    kwargs = {**self.defaults, **overrides}
+    penalty = None
     if self.normalize:
+      if self.raw_penalty is not None:
+        penalty, kwargs = self.raw_penalty(embeddings, labels, kwargs)
       embeddings = distances.l2_normalize(embeddings)
-      if overrides.get("ref_embeddings") is not None:
-        overrides["ref_embeddings"] = distances.l2_normalize(overrides["ref_embeddings"])
-    return self.loss(embeddings, labels, **{**self.defaults, **overrides})
+      if kwargs.get("ref_embeddings") is not None:
+        kwargs["ref_embeddings"] = distances.l2_normalize(kwargs["ref_embeddings"])
+    loss = self.loss(embeddings, labels, **kwargs)
+    if penalty is None:
+      return loss
+    return (loss + penalty.astype(loss.dtype)).astype(loss.dtype)
 
 
 _PRESETS = {
@@ -97,7 +114,9 @@ _PRESETS = {
                "pytorch-metric-learning MarginLoss defaults (all triplets)."),
         Preset("pml_npair", pairs.npair_loss,
                dict(definition="sohn", reduction="mean"), True,
-               "pytorch-metric-learning NPairsLoss defaults (Sohn 2016)."),
+               "pytorch-metric-learning NPairsLoss defaults (Sohn 2016); "
+               "l2_penalty is on the raw rows.",
+               raw_penalty=pairs._npair_raw_l2_penalty),  # pylint: disable=protected-access
     )
 }
 

@@ -630,10 +630,10 @@ def test_unknown_evaluator_lists_the_known_ones():
 
 
 def test_bad_argument_names_the_field_and_the_evaluator():
-  with pytest.raises(ValueError, match="evals: 'knn' has no argument 'foo'; its arguments "
-                                       "are: query, gallery, k, metric"):
+  with pytest.raises(ValueError, match=r"evals.foo is not an argument of evaluator 'knn'; its "
+                                       r"arguments are \['gallery', 'k', 'metric', 'query'\]"):
     evaluators.create("knn", query="a", gallery="b", foo=1)
-  with pytest.raises(ValueError, match="evals: 'retrieval' needs argument\\(s\\) 'split'"):
+  with pytest.raises(ValueError, match="evals.split is required by evaluator 'retrieval'"):
     evaluators.create("retrieval", ks=(1,))
 
 

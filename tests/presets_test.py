@@ -119,3 +119,36 @@ def test_hermans_and_batch_all_equal_pytorch_metric_learning_equivalents():
     got = ml.batch_all_triplet_loss(x, y, margin=0.3, reduction=reduction)
     np.testing.assert_allclose(got, want.item(), rtol=1e-4)
   del pml
+
+
+def test_pml_npair_l2_penalty_is_on_the_raw_rows():
+  """PML's LpRegularizer(power=2) sees the raw embeddings: λ mean ||x_i||^2, not λ."""
+  import jax
+  import jax.numpy as jnp
+  preset = ml.presets.get("pml_npair")
+  x, y = _pk(1, batch=8, dim=5, scale=2.0)
+  x64 = x.astype(np.float64)
+  sq = np.sum(x64 * x64, axis=1)
+  assert not np.allclose(sq, 1.0)
+  for lam in (0.5, 2.0):
+    base = preset(x, y)
+    np.testing.assert_allclose(preset(x, y, l2_penalty=lam) - base, lam * np.mean(sq),
+                               rtol=1e-4)
+    g0 = jax.grad(lambda e: preset(e, y))(jnp.asarray(x))
+    g = jax.grad(lambda e, lam=lam: preset(e, y, l2_penalty=lam))(jnp.asarray(x))
+    np.testing.assert_allclose(g - g0, 2 * lam * x64 / len(x), rtol=1e-4, atol=1e-6)
+  # The loss term itself still sees the normalised rows, padding rows take no part,
+  # and "none" adds the penalty to every row, as npair_loss does.
+  np.testing.assert_allclose(preset(x, y, l2_penalty=0.0), preset(x, y), rtol=1e-6)
+  w = np.ones(8, bool)
+  w[-1] = False
+  padded = x.copy()
+  padded[-1] = np.nan
+  np.testing.assert_allclose(
+      preset(padded, y, where=w, l2_penalty=1.0) - preset(padded, y, where=w),
+      np.mean(sq[:-1]), rtol=1e-4)
+  np.testing.assert_allclose(
+      preset(x, y, reduction="none", l2_penalty=1.0) - preset(x, y, reduction="none"),
+      np.full(8, np.mean(sq)), rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError):
+    preset(x, y, l2_penalty=-1.0)

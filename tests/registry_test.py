@@ -2,6 +2,7 @@
 settings fail naming them."""
 
 import functools
+import inspect
 
 import numpy as np
 import optax
@@ -59,12 +60,16 @@ def test_loss_arguments_are_the_functions_keywords_without_runtime_ones(name):
     arrays = (np.random.default_rng(1).normal(size=(4 * per_class, 3)).astype(np.float32),)
   value = float(loss(x, y, *arrays))
   fn = ml.presets.get(name) if name in ml.presets.NAMES else loss_registry.LOSSES[name]
-  default = fn(x, y, *arrays, **loss_registry.REQUIRED_DEFAULTS.get(name, {}))
+  params = inspect.signature(getattr(fn, "loss", fn)).parameters
+  required = {k: v for k, v in args.items()      # what the function itself cannot default
+              if k in params and params[k].default is inspect.Parameter.empty}
+  assert set(required) <= ({"temperature", "bias"} if name == "sigmoid_loss" else set())
+  default = fn(x, y, *arrays, **required)
   assert np.isfinite(value) and value == pytest.approx(float(default), rel=1e-6)
 
 
 def test_loss_registry_errors_name_the_setting_and_the_loss():
-  with pytest.raises(ValueError, match=r"loss.margin is not an argument of "
+  with pytest.raises(ValueError, match=r"loss.margin is not an argument of loss "
                      r"'multi_similarity_loss'; its arguments are \['alpha'"):
     loss_registry.create("multi_similarity_loss", margin=0.1)
   with pytest.raises(ValueError, match=r"loss name: unknown loss 'hinge'; there are \d+ loss "
@@ -73,7 +78,7 @@ def test_loss_registry_errors_name_the_setting_and_the_loss():
   with pytest.raises(ValueError, match=r"unknown loss 'batch_hard_triplet_los'; did you mean "
                      r"'batch_hard_triplet_loss'\?$"):
     loss_registry.create("batch_hard_triplet_los")
-  with pytest.raises(ValueError, match=r"loss.marginn is not an argument of 'contrastive_loss'; "
+  with pytest.raises(ValueError, match=r"loss.marginn is not an argument of loss 'contrastive_loss'; "
                      r"did you mean loss.margin"):
     loss_registry.create("contrastive_loss", marginn=0.1)
 
@@ -81,14 +86,14 @@ def test_loss_registry_errors_name_the_setting_and_the_loss():
 def test_model_registry_errors_and_defaults():
   assert models.arguments("resnet18")["embedding_dim"] == 128
   assert "stages" not in models.arguments("resnet50")        # fixed by the name
-  with pytest.raises(ValueError, match=r"model.dropout is not an argument of 'cnn'"):
+  with pytest.raises(ValueError, match=r"model.dropout is not an argument of model 'cnn'"):
     models.create("cnn", (8, 8, 1), dropout=0.1)
   with pytest.raises(ValueError, match=r"unknown model 'vit'; did you mean 'vit_[sb]16'\?"):
     models.create("vit", (8, 8, 1))
 
 
 def test_data_registry_errors_and_default_split():
-  with pytest.raises(ValueError, match=r"data.path is not an argument of 'digits'"):
+  with pytest.raises(ValueError, match=r"data.path is not an argument of dataset 'digits'"):
     data_registry.create("digits", path="x")
   with pytest.raises(ValueError, match=r"data name: unknown dataset 'imagenet'"):
     data_registry.create("imagenet")
@@ -104,7 +109,7 @@ def test_schedules_match_their_definitions():
   assert float(exp(15000)) == pytest.approx(3e-4)
   assert float(exp(25000)) == pytest.approx(3e-7, rel=1e-4)
   assert float(exp(20000)) == pytest.approx(3e-4 * 0.001 ** 0.5, rel=1e-4)
-  with pytest.raises(ValueError, match=r"schedule 'cosine' has no argument 'gamma'"):
+  with pytest.raises(ValueError, match=r"schedule.gamma is not an argument of schedule 'cosine'"):
     optim.make_schedule("cosine", learning_rate=1.0, num_steps=10, gamma=0.1)
 
 
@@ -115,17 +120,29 @@ def test_optimizers_are_optax_with_clipping():
   updates, _ = tx.update(grads, tx.init(params), params)
   assert float(optax.tree.norm(updates)) == pytest.approx(1.0)
   assert "weight_decay" in optim.optimizer_arguments("adamw")
-  with pytest.raises(ValueError, match=r"optimizer 'adam' has no argument 'weight_decay'"):
+  with pytest.raises(ValueError, match=r"optimizer.weight_decay is not an argument of optimizer 'adam'"):
     optim.make_optimizer("adam", 1e-3, weight_decay=0.1)
   with pytest.raises(ValueError, match=r"optimizer name: unknown optimizer 'adagrad2'; the optimizer names are adam, adamw"):
     optim.make_optimizer("adagrad2", 1e-3)
 
 
-def test_registries_are_plain_dicts():
+def test_every_kind_of_part_uses_the_one_registry_mechanism():
+  from metric_learning import registry
+  from metric_learning.training import parallel
   for table in (loss_registry.LOSSES, models.MODELS, data_registry.DATASETS,
-                optim.OPTIMIZERS, optim.SCHEDULES, evaluators.EVALUATORS):
-    assert type(table) is dict and table
+                optim.OPTIMIZERS, optim.SCHEDULES, evaluators.EVALUATORS, parallel.MODES):
+    assert isinstance(table, registry.Registry) and len(table), table
+    name = sorted(table)[0]
+    with pytest.raises(ValueError, match=rf"unknown {table.kind} '{name}x'; did you mean "
+                       rf"'{name}'\?"):
+      table.lookup(name + "x")
   assert isinstance(models.MODELS["resnet50"], functools.partial)
+  # Traits replace the parallel tables.
+  assert data_registry.STREAMED == set(data_registry.DATASETS.names(streamed=True))
+  assert loss_registry.proxies_per_class("subcenter_arcface_loss", {"sub_centers": 3}) == 3
+  assert loss_registry.triplet_margin("hermans", {}) is None          # soft margin
+  assert loss_registry.triplet_margin("pml", {}) == 0.05
+  assert loss_registry.triplet_margin("contrastive_loss", {}) is None
 
 
 def test_experiments_is_not_an_installed_package():

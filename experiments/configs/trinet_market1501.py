@@ -21,7 +21,7 @@ bounding_box_test/ and query/.
 
 Weights: ``--config.model.weights=PATH.safetensors``, torchvision's ImageNet
 ResNet-50 in torchvision's parameter names (for instance
-``python -m experiments.export_weights --model=resnet50 --out=resnet50.safetensors``
+``python -m experiments.tools.export_weights --model=resnet50 --out=resnet50.safetensors``
 on a machine with torchvision). Without weights the run starts from random
 initialisation and is not comparable to the paper.
 

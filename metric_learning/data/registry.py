@@ -28,15 +28,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
-from typing import Callable
 from typing import Sequence
 
 import numpy as np
 from absl import logging
 
-from metric_learning import _validation
+from metric_learning import registry
 from metric_learning.data import datasets
 from metric_learning.data import files
 from metric_learning.data import protocols
@@ -142,43 +140,30 @@ def idx(*, path: str = "", seen_classes: Sequence[int] | None = None,
                        prefix_train=prefix_train, prefix_test=prefix_test)
 
 
-DATASETS: dict[str, Callable[..., dict]] = {
-    "digits": digits,
-    "npz": npz,
-    "idx": idx,
-    "image_folder": image_folder,
-    "cub200": cub200,
-    "cars196": cars196,
-    "sop": sop,
-    "inshop": inshop,
-    "market1501": market1501,
-    "dukemtmc": dukemtmc,
-    "msmt17": msmt17,
-    "lfw": lfw,
-}
-
-# Datasets of image files, decoded and augmented per batch by
+# ``streamed``: image files, decoded and augmented per batch by
 # :mod:`metric_learning.data.pipeline` (``config.augment`` holds a
-# :class:`metric_learning.data.transforms.Transform`); the others are arrays in memory.
-STREAMED = frozenset({"image_folder", "cub200", "cars196", "sop", "inshop", "market1501",
-                      "dukemtmc", "msmt17", "lfw"})
+# :class:`metric_learning.data.transforms.Transform`; every streamed dataset also
+# takes ``skip_bad_files``); the others are arrays in memory.
+DATASETS = registry.Registry("dataset", field="data name")
+DATASETS.register("digits", digits)
+DATASETS.register("npz", npz)
+DATASETS.register("idx", idx)
+for _name, _loader in (("image_folder", image_folder), ("cub200", cub200),
+                       ("cars196", cars196), ("sop", sop), ("inshop", inshop),
+                       ("market1501", market1501), ("dukemtmc", dukemtmc),
+                       ("msmt17", msmt17), ("lfw", lfw)):
+  DATASETS.register(_name, _loader, streamed=True, defaults={"skip_bad_files": False})
 
-
-def _check_name(name: str) -> None:
-  if name not in DATASETS:
-    raise ValueError(_validation.unknown_name(name, DATASETS, field="data name", kind="dataset"))
+# The names of the streamed datasets (trait ``streamed``).
+STREAMED = frozenset(DATASETS.names(streamed=True))
 
 
 def arguments(name: str) -> dict[str, Any]:
   """The settings dataset ``name`` accepts, with their defaults.
 
-  Image datasets (:data:`STREAMED`) also take ``skip_bad_files`` (see :func:`create`).
+  Image datasets (trait ``streamed``) also take ``skip_bad_files`` (see :func:`create`).
   """
-  _check_name(name)
-  args = {p.name: p.default for p in inspect.signature(DATASETS[name]).parameters.values()}
-  if name in STREAMED:
-    args["skip_bad_files"] = False
-  return args
+  return DATASETS.arguments(name)
 
 
 def create(name: str, **settings) -> dict[str, datasets.Dataset]:
@@ -205,7 +190,7 @@ def create(name: str, **settings) -> dict[str, datasets.Dataset]:
       ``skip_bad_files``) image files that cannot be decoded: one line giving
       their number and the first few paths with the reasons.
   """
-  _validation.known_settings(settings, arguments(name), field="data", owner=repr(name))
+  DATASETS.check_settings(name, settings, field="data")
   if name not in STREAMED:
     return DATASETS[name](**settings)
   skip = settings.pop("skip_bad_files", False)

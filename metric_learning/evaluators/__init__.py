@@ -25,10 +25,9 @@ from metric_learning import _extras
 
 _extras.require_extra("experiments", "metric_learning.evaluators")
 
-import inspect
 from typing import Any
 
-from metric_learning import _validation
+from metric_learning import registry
 from metric_learning.evaluators.base import Evaluator
 from metric_learning.evaluators.base import embed_dataset
 from metric_learning.evaluators.clustering import ClusteringEvaluator
@@ -41,9 +40,16 @@ from metric_learning.evaluators.verification import VerificationEvaluator
 from metric_learning.evaluators.verification import verification_pairs
 from metric_learning.evaluators.verification import verification_report
 
-EVALUATORS: dict[str, type[Evaluator]] = {
-    cls.name: cls for cls in (RetrievalEvaluator, ClusteringEvaluator, KnnEvaluator,
-                              VerificationEvaluator, ReidEvaluator, FewShotEvaluator)}
+EVALUATORS = registry.Registry("evaluator", field="evals", signature=registry.class_init)
+for _cls in (RetrievalEvaluator, ClusteringEvaluator, KnnEvaluator, VerificationEvaluator,
+             ReidEvaluator, FewShotEvaluator):
+  EVALUATORS.register(_cls.name, _cls)
+
+
+def arguments(name: str) -> dict[str, Any]:
+  """The arguments of evaluator ``name`` with their defaults
+  (:data:`metric_learning.registry.REQUIRED` for those it needs)."""
+  return EVALUATORS.arguments(name)
 
 
 def create(name: str, **kwargs: Any) -> Evaluator:
@@ -67,27 +73,14 @@ def create(name: str, **kwargs: Any) -> Evaluator:
     >>> evaluators.create("knn", query="test", gallery="train", foo=1)
     Traceback (most recent call last):
     ...
-    ValueError: evals: 'knn' has no argument 'foo'; its arguments are: query, gallery, k, metric.
+    ValueError: evals.foo is not an argument of evaluator 'knn'; its arguments are ['gallery', 'k', 'metric', 'query'].
   """
-  if name not in EVALUATORS:
-    raise ValueError(_validation.unknown_name(name, EVALUATORS, field="evals", kind="evaluator"))
+  EVALUATORS.check_settings(name, kwargs, field="evals")
   cls = EVALUATORS[name]
-  params = [p for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY]
-  known = [p.name for p in params]
-  for key in kwargs:
-    if key not in known:
-      raise ValueError(f"evals: {name!r} has no argument {key!r}; its arguments are: "
-                       f"{', '.join(known)}.")
-  missing = [p.name for p in params if p.default is inspect.Parameter.empty
-             and p.name not in kwargs]
-  if missing:
-    raise ValueError(f"evals: {name!r} needs argument(s) {', '.join(map(repr, missing))}; "
-                     f"its arguments are: {', '.join(known)}.")
   return cls(**kwargs)
 
 
-__all__ = ("EVALUATORS", "ClusteringEvaluator", "Evaluator", "FewShotEvaluator",
+__all__ = ("EVALUATORS", "arguments", "ClusteringEvaluator", "Evaluator", "FewShotEvaluator",
            "KnnEvaluator", "ReidEvaluator", "RetrievalEvaluator", "VerificationEvaluator",
            "create", "embed_dataset", "fewshot_episodes", "verification_pairs",
            "verification_report")

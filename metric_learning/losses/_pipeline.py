@@ -34,7 +34,7 @@ NEG_LOG = -1e30
 # The automatic path of every in-batch loss (``block_size=None``): one dense
 # [anchors, candidates] matrix up to AUTO_DENSE_ROWS anchor rows, blocks of
 # AUTO_BLOCK_ROWS rows above. Decided from static shapes, at trace time.
-# Measured on 2 CPU cores (experiments/loss_benchmark.py): from ~512 rows on a
+# Measured on 2 CPU cores (experiments/benchmarks/loss_benchmark.py): from ~512 rows on a
 # [256, candidates] block stays in cache and is as fast as or faster than the
 # dense matrix, and memory is O(block · candidates) instead of O(anchors · candidates).
 AUTO_DENSE_ROWS = 512

@@ -392,7 +392,10 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   paper also penalises the embeddings' norms: ``l2_penalty=λ`` adds
   :math:`\lambda \cdot \mathrm{mean}_i \|x_i\|^2` over the real rows of the
   batch (not the bank), to every reduction (to each row's term with
-  ``"none"``); PML's ``NPairsLoss`` has no such term, so the default is 0.
+  ``"none"``). PML's ``NPairsLoss`` adds it only when given
+  ``embedding_regularizer=LpRegularizer(power=2)`` (weight
+  ``embedding_reg_weight``), on the raw rows, so the default is 0; the
+  ``"pml_npair"`` preset applies ``l2_penalty`` to the raw rows too.
 
   ``definition="all_pairs"`` is a generalisation to any labels that does not
   depend on the row order: every positive pair :math:`(i, j)` is a term, with
@@ -438,8 +441,21 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
   loss = _npair(batch, definition, reduction)
-  if isinstance(l2_penalty, (int, float)) and l2_penalty == 0:
+  if _is_zero(l2_penalty):
     return loss
+  return _add_penalty(loss, _l2_penalty(batch, l2_penalty))
+
+
+def _is_zero(value) -> bool:
+  return isinstance(value, (int, float)) and value == 0
+
+
+def _add_penalty(loss: jax.Array, penalty: jax.Array) -> jax.Array:
+  return (loss + penalty.astype(loss.dtype)).astype(loss.dtype)
+
+
+def _l2_penalty(batch: _pipeline.Batch, l2_penalty) -> jax.Array:
+  """``l2_penalty * mean ||x_i||^2`` over the batch's real rows (not the bank)."""
   # Padding rows were zeroed in prepare. Under axis_name the mean is global:
   # every device reports it and differentiates only its own rows' share.
   own = jnp.sum(batch.anchors * batch.anchors)
@@ -448,8 +464,24 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
     total, count = jax.lax.psum((own, count), batch.axis_name)
   count = jnp.maximum(count, 1)
   share = l2_penalty * own / count
-  penalty = share + jax.lax.stop_gradient(l2_penalty * total / count - share)
-  return (loss + penalty.astype(loss.dtype)).astype(loss.dtype)
+  return share + jax.lax.stop_gradient(l2_penalty * total / count - share)
+
+
+def _npair_raw_l2_penalty(embeddings: jax.Array, labels: jax.Array,
+                          kwargs: dict) -> tuple[jax.Array | None, dict]:
+  """For a caller that normalises the rows before :func:`npair_loss` (the
+  ``"pml_npair"`` preset): Sohn's penalty on the *raw* rows, and the keyword
+  arguments with ``l2_penalty`` removed, for the loss on the normalised rows.
+
+  The penalty is ``None`` when ``l2_penalty`` is absent or a literal 0.
+  """
+  l2_penalty = kwargs.get("l2_penalty", 0.0)
+  if _is_zero(l2_penalty):
+    return None, kwargs
+  _pipeline.check_options(l2_penalty=l2_penalty)
+  batch = _pipeline.prepare(embeddings, labels, kwargs.get("where"),
+                            axis_name=kwargs.get("axis_name"))
+  return _l2_penalty(batch, l2_penalty), {**kwargs, "l2_penalty": 0.0}
 
 
 def _npair(batch: _pipeline.Batch, definition: str, reduction: str) -> jax.Array:

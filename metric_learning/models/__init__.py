@@ -31,7 +31,6 @@ from metric_learning import _extras
 _extras.require_extra("experiments", "metric_learning.models")
 
 import functools
-import inspect
 import os
 from typing import Any
 from typing import Sequence
@@ -39,6 +38,7 @@ from typing import Sequence
 from flax import nnx
 
 from metric_learning import _validation
+from metric_learning import registry
 from metric_learning.models.base import Encoder
 from metric_learning.models.base import FrozenBatchNorm
 from metric_learning.models.base import normalize_inputs
@@ -59,22 +59,17 @@ __all__ = [
     "load_weights", "normalize_inputs", "save_weights",
 ]
 
-MODELS = {
-    "mlp": MLP,
-    "cnn": CNN,
-    "resnet18": functools.partial(ResNet, stages=(2, 2, 2, 2), bottleneck=False),
-    "resnet34": functools.partial(ResNet, stages=(3, 4, 6, 3), bottleneck=False),
-    "resnet50": functools.partial(ResNet, stages=(3, 4, 6, 3), bottleneck=True),
-    "vit_s16": functools.partial(VisionTransformer, dim=384, depth=12, num_heads=6,
-                                 patch_size=16),
-    "vit_b16": functools.partial(VisionTransformer, dim=768, depth=12, num_heads=12,
-                                 patch_size=16),
-}
-
-
-def _check_name(name: str) -> None:
-  if name not in MODELS:
-    raise ValueError(_validation.unknown_name(name, MODELS, field="model name", kind="model"))
+MODELS = registry.Registry("model", runtime=("input_shape", "rngs"),
+                           signature=registry.class_init)
+MODELS.register("mlp", MLP)
+MODELS.register("cnn", CNN)
+MODELS.register("resnet18", functools.partial(ResNet, stages=(2, 2, 2, 2), bottleneck=False))
+MODELS.register("resnet34", functools.partial(ResNet, stages=(3, 4, 6, 3), bottleneck=False))
+MODELS.register("resnet50", functools.partial(ResNet, stages=(3, 4, 6, 3), bottleneck=True))
+MODELS.register("vit_s16", functools.partial(VisionTransformer, dim=384, depth=12, num_heads=6,
+                                             patch_size=16))
+MODELS.register("vit_b16", functools.partial(VisionTransformer, dim=768, depth=12,
+                                             num_heads=12, patch_size=16))
 
 
 def arguments(name: str) -> dict[str, Any]:
@@ -88,15 +83,8 @@ def arguments(name: str) -> dict[str, Any]:
     >>> arguments("resnet50")["input_norm"], arguments("mlp")["input_norm"]
     ('imagenet', None)
   """
-  _check_name(name)
-  entry = MODELS[name]
-  fixed = entry.keywords if isinstance(entry, functools.partial) else {}
-  cls = entry.func if isinstance(entry, functools.partial) else entry
-  params = inspect.signature(cls.__init__).parameters.values()
-  out = {p.name: p.default for p in params
-         if p.kind is p.KEYWORD_ONLY and p.name not in ("rngs", *fixed)}
-  out["weights"] = None
-  return out
+  # Every model also takes ``weights`` (handled by :func:`create`, not the class).
+  return {**MODELS.arguments(name), "weights": None}
 
 
 def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
@@ -124,7 +112,8 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
     >>> m(jnp.zeros((2, 8, 8, 1))).shape
     (2, 4)
   """
-  _validation.known_settings(kwargs, arguments(name), field="model", owner=repr(name))
+  MODELS.check(name)
+  _validation.known_settings(kwargs, arguments(name), field="model", owner=f"model {name!r}")
   model = MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
   if not weights:
     return model

@@ -17,21 +17,17 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
-from typing import Callable
 
 import optax
 
-from metric_learning import _validation
+from metric_learning import registry
 
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "sgd": optax.sgd,
-    "rmsprop": optax.rmsprop,
-    "lamb": optax.lamb,
-}
+# Optax constructors by name; the learning rate (or schedule) is supplied by
+# :func:`make_optimizer`, so it is not a setting.
+OPTIMIZERS = registry.Registry("optimizer", runtime=("learning_rate",))
+for _name in ("adam", "adamw", "sgd", "rmsprop", "lamb"):
+  OPTIMIZERS.register(_name, getattr(optax, _name))
 
 
 def _constant(learning_rate: float, decay_steps: int) -> optax.Schedule:
@@ -54,32 +50,23 @@ def _exponential(learning_rate: float, decay_steps: int, *, final_fraction: floa
                                  transition_begin=decay_begin)
 
 
-SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
-    "constant": _constant,
-    "cosine": _cosine,
-    "exponential": _exponential,
-}
-
-
-def _check(name: str, table: dict, what: str) -> None:
-  if name not in table:
-    raise ValueError(_validation.unknown_name(name, table, field=f"{what} name", kind=what))
+# Schedules by name, ``schedule(learning_rate, decay_steps, **settings)``, after
+# the warm-up :func:`make_schedule` adds.
+SCHEDULES = registry.Registry("schedule", runtime=("learning_rate", "decay_steps"))
+SCHEDULES.register("constant", _constant)
+SCHEDULES.register("cosine", _cosine)
+SCHEDULES.register("exponential", _exponential)
 
 
 def optimizer_arguments(name: str) -> dict[str, Any]:
   """Keyword arguments the Optax constructor ``name`` accepts (besides the
   learning rate, which the schedule supplies), with their defaults."""
-  _check(name, OPTIMIZERS, "optimizer")
-  params = inspect.signature(OPTIMIZERS[name]).parameters.values()
-  return {p.name: p.default for p in params
-          if p.name != "learning_rate" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+  return OPTIMIZERS.arguments(name)
 
 
 def schedule_arguments(name: str) -> dict[str, Any]:
   """Keyword arguments of the schedule ``name``, with their defaults."""
-  _check(name, SCHEDULES, "schedule")
-  params = inspect.signature(SCHEDULES[name]).parameters.values()
-  return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+  return SCHEDULES.arguments(name)
 
 
 def make_schedule(name: str, *, learning_rate: float, num_steps: int, warmup_steps: int = 0,
@@ -96,11 +83,8 @@ def make_schedule(name: str, *, learning_rate: float, num_steps: int, warmup_ste
   Returns:
     An Optax schedule ``step -> learning rate``.
   """
-  _check(name, SCHEDULES, "schedule")
-  unknown = sorted(set(kwargs) - set(schedule_arguments(name)))
-  if unknown:
-    raise ValueError(f"schedule {name!r} has no argument {unknown[0]!r}; its arguments are "
-                     f"{sorted(schedule_arguments(name))}.")
+  SCHEDULES.check(name)
+  SCHEDULES.check_settings(name, kwargs, field="schedule")
   warmup = min(int(warmup_steps), max(num_steps - 1, 0))
   decay = SCHEDULES[name](learning_rate, max(num_steps - warmup, 1), **kwargs)
   return optax.join_schedules(
@@ -121,11 +105,8 @@ def make_optimizer(name: str, learning_rate: float | optax.Schedule, *,
   Returns:
     An ``optax.GradientTransformation``.
   """
-  _check(name, OPTIMIZERS, "optimizer")
-  unknown = sorted(set(kwargs) - set(optimizer_arguments(name)))
-  if unknown:
-    raise ValueError(f"optimizer {name!r} has no argument {unknown[0]!r}; its arguments "
-                     f"are {sorted(optimizer_arguments(name))} and grad_clip.")
+  OPTIMIZERS.check(name)
+  OPTIMIZERS.check_settings(name, kwargs, field="optimizer")
   if grad_clip < 0:
     raise ValueError(f"grad_clip must be >= 0; got {grad_clip}.")
   chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []

@@ -31,9 +31,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from metric_learning import registry
 from metric_learning.training import state as state_lib
 
-MODES = ("none", "pmap", "mesh")
+# The data-parallel modes by name: each builds a :class:`Runner`.
+MODES = registry.Registry("parallel mode", field="parallel")
 AXIS = "batch"
 
 
@@ -71,38 +73,53 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
   Returns:
     A :class:`Runner`.
   """
-  if mode not in MODES:
-    raise ValueError(f"parallel must be one of {list(MODES)}; got {mode!r}.")
-  if mode == "none":
-    loss_fn = make_loss(None)
-    step = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn), donate_argnums=0)
-    return Runner(step, lambda s: s, lambda s: s, mode)
+  runner = MODES.lookup(mode, field="parallel")(graphdef, tx, make_loss, batch_size,
+                                               local_rows=local_rows)
+  return dataclasses.replace(runner, mode=mode)
 
-  if mode == "pmap":
-    local = jax.local_device_count()
-    _check_divisible(batch_size, jax.device_count(), mode)
-    per_process = batch_size // jax.process_count()
-    loss_fn = make_loss(AXIS)
-    pstep = jax.pmap(state_lib.make_train_step(graphdef, tx, loss_fn, axis_name=AXIS),
-                     axis_name=AXIS, donate_argnums=0)
 
-    def own_rows(batch):
-      start = 0 if local_rows else jax.process_index() * per_process
-      return {k: v[start:start + per_process].reshape((local, -1) + v.shape[1:])
-              for k, v in batch.items()}
+@MODES.register("none")
+def _single_device(graphdef, tx, make_loss, batch_size, *, local_rows):
+  """One device: the jitted step on the whole batch."""
+  del batch_size, local_rows
+  step = jax.jit(state_lib.make_train_step(graphdef, tx, make_loss(None)), donate_argnums=0)
+  return Runner(step, lambda s: s, lambda s: s, "none")
 
-    def step(state, batch):
-      state, metrics = pstep(state, own_rows(batch))
-      return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
-    put = lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a, (local,) + a.shape), s)
-    # The first local copy; with several processes the mapped array spans
-    # devices of other processes too, so read this process's own shard.
-    get = lambda s: jax.tree.map(
-        lambda a: a.addressable_data(0).reshape(a.shape[1:]), s)
-    return Runner(step, put, get, mode)
+@MODES.register("pmap")
+def _pmap(graphdef, tx, make_loss, batch_size, *, local_rows):
+  """``jax.pmap`` over the local devices; the loss mines over the global batch
+  (``axis_name``) and the gradients are summed over devices."""
+  mode = "pmap"
+  local = jax.local_device_count()
+  _check_divisible(batch_size, jax.device_count(), mode)
+  per_process = batch_size // jax.process_count()
+  loss_fn = make_loss(AXIS)
+  pstep = jax.pmap(state_lib.make_train_step(graphdef, tx, loss_fn, axis_name=AXIS),
+                   axis_name=AXIS, donate_argnums=0)
 
-  # mode == "mesh"
+  def own_rows(batch):
+    start = 0 if local_rows else jax.process_index() * per_process
+    return {k: v[start:start + per_process].reshape((local, -1) + v.shape[1:])
+            for k, v in batch.items()}
+
+  def step(state, batch):
+    state, metrics = pstep(state, own_rows(batch))
+    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+  put = lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a, (local,) + a.shape), s)
+  # The first local copy; with several processes the mapped array spans
+  # devices of other processes too, so read this process's own shard.
+  get = lambda s: jax.tree.map(
+      lambda a: a.addressable_data(0).reshape(a.shape[1:]), s)
+  return Runner(step, put, get, mode)
+
+
+@MODES.register("mesh")
+def _mesh(graphdef, tx, make_loss, batch_size, *, local_rows):
+  """``jax.jit`` over a one-axis mesh with the batch sharded: the loss sees the
+  global array, so no axis name is needed."""
+  mode = "mesh"
   _check_divisible(batch_size, jax.device_count(), mode)
   mesh = jax.make_mesh((jax.device_count(),), (AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -133,6 +150,8 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
     return multihost_utils.global_array_to_host_local_array(state, mesh, P())
 
   return Runner(step, put, get, mode)
+
+
 
 
 def host_state(state) -> Any:

@@ -70,7 +70,7 @@ Each concept is one module: :mod:`.retrieval`, :mod:`.reid`, :mod:`.faces` and
 :mod:`._common`.
 """
 
-from metric_learning.data.protocols._common import _hidden as _hidden  # used by experiments/embed
+from metric_learning.data.protocols._common import _hidden as _hidden  # used by experiments/tools/embed
 from metric_learning.data.protocols.faces import lfw
 from metric_learning.data.protocols.idx_format import idx
 from metric_learning.data.protocols.idx_format import read_idx
