@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metric_learning import _kernels
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
@@ -299,7 +300,7 @@ def _top_k(q, g, k, metric, block):
   """
   n = g.shape[0]
   if block >= n:
-    d = distances_lib._pairwise(q, g, metric)  # pylint: disable=protected-access
+    d = _kernels.pairwise(q, g, metric)
     neg, idx = jax.lax.top_k(-d, k)
     return idx, -neg
   blocks = -(-n // block)
@@ -310,7 +311,7 @@ def _top_k(q, g, k, metric, block):
     best_d, best_i = carry
     rows, start = xs
     index = start + jnp.arange(block, dtype=jnp.int32)
-    d = distances_lib._pairwise(q, rows, metric)  # pylint: disable=protected-access
+    d = _kernels.pairwise(q, rows, metric)
     d = jnp.where(index[None, :] < n, d, jnp.inf)
     neg, pos = jax.lax.top_k(-d, kb)
     cand_d = jnp.concatenate([best_d, -neg], axis=1)

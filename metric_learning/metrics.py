@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metric_learning import _extras
+from metric_learning import _kernels
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 
@@ -57,7 +58,7 @@ def _ranking_distances(x, y, metric):
   and is the costliest step after the matmul on CPU.
   """
   metric = "sqeuclidean" if metric == "euclidean" else metric
-  return distances_lib._pairwise(x, y, metric)  # pylint: disable=protected-access
+  return _kernels.pairwise(x, y, metric)
 
 
 def _chunked(fn, chunk_size: int, *query_arrays):

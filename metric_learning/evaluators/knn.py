@@ -25,14 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metric_learning import distances as distances_lib
+from metric_learning import _kernels
 from metric_learning.evaluators import base
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "exclude_self"))
 def _top_k_block(queries, offset, gallery, *, k, metric, exclude_self):
   # The distance form of every metric (for "dot", -x.y): smaller = closer.
-  d = distances_lib._pairwise(queries, gallery, metric)  # pylint: disable=protected-access
+  d = _kernels.pairwise(queries, gallery, metric)
   if exclude_self:
     rows = offset + jnp.arange(queries.shape[0])
     d = jnp.where(rows[:, None] == jnp.arange(gallery.shape[0])[None, :], jnp.inf, d)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from metric_learning import distances as distances_lib
+from metric_learning import _kernels
 from metric_learning import metrics
 from metric_learning.evaluators import base
 
@@ -236,7 +236,7 @@ class VerificationEvaluator(base.Evaluator):
     else:
       first, second, same, fold = self._sampled(data)
     # Minus the distance form (for "dot", -(-x.y) = the similarity itself).
-    scores = -np.asarray(distances_lib._paired(  # pylint: disable=protected-access
+    scores = -np.asarray(_kernels.paired(
         jnp.asarray(x[first]), jnp.asarray(x[second]), self.metric), np.float64)
     return verification_report(scores, same, fold)
 

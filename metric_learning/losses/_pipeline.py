@@ -22,6 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _kernels
 from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
@@ -71,7 +72,7 @@ class Batch:
 
   def distances(self, metric: str) -> jax.Array:
     """Differentiable ``[A, C]`` distances."""
-    return distances_lib._pairwise(self.anchors, self.candidates, metric)  # pylint: disable=protected-access
+    return _kernels.pairwise(self.anchors, self.candidates, metric)
 
   def references(self):
     """The reference rows as anchors: ``(rows [R, D], PairMasks [R, C])``.

@@ -24,6 +24,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _kernels
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
 from metric_learning.losses import _pipeline
@@ -266,7 +267,7 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
   _, s = _cosine(batch)                                           # [A, C]
-  s_cc = 1.0 - distances_lib._pairwise(batch.candidates, batch.candidates, "cosine")  # pylint: disable=protected-access
+  s_cc = 1.0 - _kernels.pairwise(batch.candidates, batch.candidates, "cosine")
   masks = batch.masks()
   t = jnp.tan(alpha) ** 2
   u, v = 4.0 * t * s, 4.0 * t * s_cc
