@@ -9,7 +9,7 @@ from metric_learning import masks
 from metric_learning import memory
 from metric_learning import metrics
 from metric_learning import mining
-from metric_learning import presets
+from metric_learning.losses import presets
 from metric_learning import reductions
 from metric_learning.distances import l2_normalize
 from metric_learning.distances import paired_distances

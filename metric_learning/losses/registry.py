@@ -5,7 +5,7 @@ callable ``loss(embeddings, labels, **kw)``, with its traits: ``proxies`` (a
 proxy / classifier loss: a third array of class vectors, and the setting that
 gives how many per class), ``triplet_margin`` (the setting holding a triplet
 hinge's margin, which the trainer's statistics and health monitor use);
-presets (``metric_learning.presets``) are entries too, so ``"hermans"`` and
+presets (``metric_learning.losses.presets``) are entries too, so ``"hermans"`` and
 ``"batch_hard_triplet_loss"`` are chosen the same way. :func:`arguments` lists
 the settings a name accepts (its own keyword arguments with their defaults;
 for a preset, the pinned values win over the underlying loss's defaults), and
@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 from typing import Callable
 
-from metric_learning import presets
+from metric_learning.losses import presets
 from metric_learning import registry as registry_lib
 from metric_learning.losses import contrastive
 from metric_learning.losses import pair_based

@@ -11,8 +11,9 @@ import reference as ref
 from jax.test_util import check_grads
 
 import metric_learning as ml
+from metric_learning import _kernels
 from metric_learning import distances as distances_lib
-from metric_learning import pair_mining
+from metric_learning import mining
 
 TYPES = ("all", "hard", "semihard", "easy")
 
@@ -27,7 +28,7 @@ def _where(w, batch):
 
 
 def test_pair_margin_matches_loops():
-  fn = jax.jit(functools.partial(pair_mining.pair_margin, pos_margin=0.9, neg_margin=1.6))
+  fn = jax.jit(functools.partial(mining.pair_margin, pos_margin=0.9, neg_margin=1.6))
   for _, batch, _, x, y, w in cases.all_cases():
     s, d = ref.Setup(x, y, w), ref.distance_matrix(x, x, "euclidean")
     got = fn(ml.pairwise_distances(x), y, where=_where(w, batch))
@@ -44,7 +45,7 @@ def test_pair_margin_matches_loops():
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_triplet_margin_matches_loops(kind):
-  fn = jax.jit(functools.partial(pair_mining.triplet_margin, margin=0.5, type=kind))
+  fn = jax.jit(functools.partial(mining.triplet_margin, margin=0.5, type=kind))
   for _, batch, _, x, y, w in cases.all_cases():
     s, d = ref.Setup(x, y, w), ref.distance_matrix(x, x, "euclidean")
     got = fn(ml.pairwise_distances(x), y, where=_where(w, batch))
@@ -63,7 +64,7 @@ def test_triplet_margin_matches_loops(kind):
 def test_triplet_types_partition_the_triplets():
   x, y, w = cases.make("padding", 12, 5)
   d = ml.pairwise_distances(x)
-  masks = {t: np.asarray(pair_mining.triplet_margin(d, y, margin=0.4, type=t,
+  masks = {t: np.asarray(mining.triplet_margin(d, y, margin=0.4, type=t,
                                                     where=jnp.asarray(w)).mask)
            for t in TYPES}
   np.testing.assert_array_equal(masks["hard"] | masks["semihard"], masks["all"])
@@ -74,7 +75,7 @@ def test_triplet_types_partition_the_triplets():
 
 
 def test_multi_similarity_pairs_matches_loops():
-  fn = jax.jit(functools.partial(pair_mining.multi_similarity_pairs, epsilon=0.3))
+  fn = jax.jit(functools.partial(mining.multi_similarity_pairs, epsilon=0.3))
   for _, batch, _, x, y, w in cases.all_cases():
     s = ref.Setup(x, y, w)
     sim = 1.0 - ref.distance_matrix(x, x, "cosine")
@@ -95,13 +96,13 @@ def test_multi_similarity_pairs_matches_loops():
 def test_input_errors_name_the_argument():
   d, y = jnp.zeros((4, 4)), jnp.array([0, 0, 1, 1])
   with pytest.raises(ValueError, match="type must be one of"):
-    pair_mining.triplet_margin(d, y, type="medium")
+    mining.triplet_margin(d, y, type="medium")
   with pytest.raises(ValueError, match="distances must be a square"):
-    pair_mining.pair_margin(jnp.zeros((4, 3)), y)
+    mining.pair_margin(jnp.zeros((4, 3)), y)
   with pytest.raises(ValueError, match="labels must have shape \\[4\\]"):
-    pair_mining.multi_similarity_pairs(d, jnp.array([0, 1, 1]))
+    mining.multi_similarity_pairs(d, jnp.array([0, 1, 1]))
   with pytest.raises(ValueError, match="epsilon must be non-negative"):
-    pair_mining.multi_similarity_pairs(d, y, epsilon=-0.1)
+    mining.multi_similarity_pairs(d, y, epsilon=-0.1)
 
 
 def test_global_batch_under_pmap_equals_one_device():
@@ -115,14 +116,14 @@ def test_global_batch_under_pmap_equals_one_device():
   @functools.partial(jax.pmap, axis_name="data")
   def step(ds, ss, ys, ws):
     kw = dict(where=ws, axis_name="data")
-    return (pair_mining.pair_margin(ds, ys, pos_margin=1.0, neg_margin=2.0, **kw),
-            pair_mining.triplet_margin(ds, ys, margin=0.5, **kw),
-            pair_mining.multi_similarity_pairs(ss, ys, **kw))
+    return (mining.pair_margin(ds, ys, pos_margin=1.0, neg_margin=2.0, **kw),
+            mining.triplet_margin(ds, ys, margin=0.5, **kw),
+            mining.multi_similarity_pairs(ss, ys, **kw))
 
   pm, tm, ms = step(shard(d), shard(s), shard(y), shard(w))
-  one = (pair_mining.pair_margin(d, y, pos_margin=1.0, neg_margin=2.0, where=w),
-         pair_mining.triplet_margin(d, y, margin=0.5, where=w),
-         pair_mining.multi_similarity_pairs(s, y, where=w))
+  one = (mining.pair_margin(d, y, pos_margin=1.0, neg_margin=2.0, where=w),
+         mining.triplet_margin(d, y, margin=0.5, where=w),
+         mining.multi_similarity_pairs(s, y, where=w))
   for got, want in zip(jax.tree.leaves((pm, tm, ms)), jax.tree.leaves(one)):
     np.testing.assert_array_equal(np.asarray(got).reshape(want.shape), want, strict=True)
 
@@ -160,7 +161,7 @@ def test_pair_and_triplet_margin_equal_pytorch_metric_learning_index_sets():
       xt, yt = torch.tensor(x[keep]), torch.tensor(y[keep], dtype=torch.long)
       d = ml.pairwise_distances(x)
       wj = _where(w, 12)
-      ours = pair_mining.pair_margin(d, y, pos_margin=0.6, neg_margin=1.1, where=wj)
+      ours = mining.pair_margin(d, y, pos_margin=0.6, neg_margin=1.1, where=wj)
       a1, p, a2, n = miners.PairMarginMiner(pos_margin=0.6, neg_margin=1.1)(xt, yt)
       assert _as_set(*np.nonzero(np.asarray(ours.positive))) == _as_set(
           keep[a1.numpy()], keep[p.numpy()])
@@ -168,7 +169,7 @@ def test_pair_and_triplet_margin_equal_pytorch_metric_learning_index_sets():
           keep[a2.numpy()], keep[n.numpy()])
       mined += int(ours.positive.sum()) * int(ours.negative.sum())
       for kind in TYPES:
-        ours = pair_mining.triplet_margin(d, y, margin=0.3, type=kind, where=wj)
+        ours = mining.triplet_margin(d, y, margin=0.3, type=kind, where=wj)
         mined *= max(1, int(ours.mask.sum()))
         a, p, n = miners.TripletMarginMiner(margin=0.3, type_of_triplets=kind)(xt, yt)
         assert _as_set(*np.nonzero(np.asarray(ours.mask))) == _as_set(
@@ -185,7 +186,7 @@ def test_multi_similarity_pairs_equal_pytorch_metric_learning_index_sets():
       x, y, w, keep = _real_rows(pattern, 12, 4, seed)
       xt, yt = torch.tensor(x[keep]), torch.tensor(y[keep], dtype=torch.long)
       s = 1.0 - ml.pairwise_distances(x, metric="cosine")
-      ours = pair_mining.multi_similarity_pairs(s, y, epsilon=0.2, where=_where(w, 12))
+      ours = mining.multi_similarity_pairs(s, y, epsilon=0.2, where=_where(w, 12))
       a1, p, a2, n = miners.MultiSimilarityMiner(epsilon=0.2)(xt, yt)
       mined += len(a1) + len(a2)
       assert _as_set(*np.nonzero(np.asarray(ours.positive))) == _as_set(
@@ -224,11 +225,11 @@ def test_dot_metric_values_diagonal_and_dtypes():
 def test_dot_metric_internal_form_is_a_distance_and_others_are_unchanged():
   x = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)
   sim = ml.pairwise_distances(x, metric="dot")
-  np.testing.assert_array_equal(distances_lib._pairwise(x, x, "dot"), -sim)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(_kernels.pairwise(x, x, "dot"), -sim)
   # The ranking helper orders each row as the distance form does.
-  rank = distances_lib._row_ranking(x, x, "dot")  # pylint: disable=protected-access
+  rank = _kernels.row_ranking(x, x, "dot")
   np.testing.assert_array_equal(np.argsort(rank, axis=1), np.argsort(-sim, axis=1))
-  np.testing.assert_array_equal(distances_lib._paired(x, x[::-1], "dot"),  # pylint: disable=protected-access
+  np.testing.assert_array_equal(_kernels.paired(x, x[::-1], "dot"),
                                 -ml.paired_distances(x, x[::-1], metric="dot"))
   assert distances_lib.METRICS == ("euclidean", "sqeuclidean", "cosine")
   # The triplet family takes "dot" (tests/losses_test.py); losses that square or

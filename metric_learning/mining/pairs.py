@@ -1,6 +1,6 @@
 r"""Pair and triplet miners that return fixed-shape masks.
 
-The miners of :mod:`metric_learning.mining` pick one candidate per anchor;
+The per-anchor miners (:mod:`metric_learning.mining.anchors`) pick one candidate per anchor;
 these select *sets*: every positive pair, negative pair or triplet that passes
 a test, as boolean masks over ``[anchors, batch]`` pairs or
 ``[anchors, batch, batch]`` triplets. The shapes never depend on the data, so
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from metric_learning import _validation
-from metric_learning import mining
+from metric_learning.mining import blocks
 
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
@@ -82,9 +82,8 @@ def pair_margin(distances: jax.Array, labels: jax.Array, *, pos_margin=0.2,
   Example:
     >>> import jax.numpy as jnp
     >>> import metric_learning as ml
-    >>> from metric_learning import pair_mining
     >>> x = jnp.array([[0.0], [0.5], [1.0], [3.0]])
-    >>> pairs = pair_mining.pair_margin(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]),
+    >>> pairs = ml.mining.pair_margin(ml.pairwise_distances(x), jnp.array([0, 0, 1, 1]),
     ...                                 pos_margin=0.4, neg_margin=1.0)
     >>> pairs.positive.astype(int).tolist()
     [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
@@ -95,7 +94,7 @@ def pair_margin(distances: jax.Array, labels: jax.Array, *, pos_margin=0.2,
     Musgrave, Belongie, Lim. PyTorch Metric Learning. 2020.
     https://arxiv.org/abs/2008.09164
   """
-  distances, masks = mining._square(distances, labels, where, axis_name)  # pylint: disable=protected-access
+  distances, masks = blocks.square_batch(distances, labels, where, axis_name)
   return MinedPairs(positive=masks.positive & (distances > pos_margin),
                     negative=masks.negative & (distances < neg_margin))
 
@@ -129,12 +128,11 @@ def triplet_margin(distances: jax.Array, labels: jax.Array, *, margin=0.2,
   Example:
     >>> import jax.numpy as jnp
     >>> import metric_learning as ml
-    >>> from metric_learning import pair_mining
     >>> x = jnp.array([[0.0], [1.0], [1.5], [4.0]])
     >>> d, y = ml.pairwise_distances(x), jnp.array([0, 0, 1, 1])
-    >>> pair_mining.triplet_margin(d, y, margin=0.2).num_triplets.tolist()
+    >>> ml.mining.triplet_margin(d, y, margin=0.2).num_triplets.tolist()
     [0, 1, 2, 0]
-    >>> pair_mining.triplet_margin(d, y, margin=0.2, type="easy").num_triplets.tolist()
+    >>> ml.mining.triplet_margin(d, y, margin=0.2, type="easy").num_triplets.tolist()
     [2, 1, 0, 2]
 
   References:
@@ -142,7 +140,7 @@ def triplet_margin(distances: jax.Array, labels: jax.Array, *, margin=0.2,
     https://arxiv.org/abs/2008.09164
   """
   _validation.choice(type, "type", TRIPLET_TYPES)
-  distances, masks = mining._square(distances, labels, where, axis_name)  # pylint: disable=protected-access
+  distances, masks = blocks.square_batch(distances, labels, where, axis_name)
   gap = distances[:, None, :] - distances[:, :, None]             # [i, j, k]: D_ik - D_ij
   exists = masks.positive[:, :, None] & masks.negative[:, None, :]
   if type == "easy":
@@ -187,10 +185,9 @@ def multi_similarity_pairs(similarities: jax.Array, labels: jax.Array, *, epsilo
   Example:
     >>> import jax.numpy as jnp
     >>> import metric_learning as ml
-    >>> from metric_learning import pair_mining
     >>> x = jnp.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
     >>> s = ml.pairwise_distances(x, metric="dot")
-    >>> pairs = pair_mining.multi_similarity_pairs(s, jnp.array([0, 0, 1, 1]))
+    >>> pairs = ml.mining.multi_similarity_pairs(s, jnp.array([0, 0, 1, 1]))
     >>> pairs.positive.astype(int).tolist()
     [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
     >>> pairs.negative.astype(int).tolist()
@@ -202,9 +199,23 @@ def multi_similarity_pairs(similarities: jax.Array, labels: jax.Array, *, epsilo
     https://arxiv.org/abs/1904.06627
   """
   _validation.nonnegative(epsilon, "epsilon")
-  similarities, masks = mining._square(similarities, labels, where, axis_name)  # pylint: disable=protected-access
-  _, min_pos, has_pos = mining.masked_argmin(similarities, masks.positive)
-  _, max_neg, has_neg = mining.masked_argmax(similarities, masks.negative)
-  positive = masks.positive & has_neg[:, None] & (similarities - epsilon < max_neg[:, None])
-  negative = masks.negative & has_pos[:, None] & (similarities + epsilon > min_pos[:, None])
-  return MinedPairs(positive=positive, negative=negative)
+  similarities, masks = blocks.square_batch(similarities, labels, where, axis_name)
+  return multi_similarity_selection(similarities, masks.positive, masks.negative,
+                                    epsilon=epsilon)
+
+
+def multi_similarity_selection(similarities: jax.Array, positive: jax.Array,
+                               negative: jax.Array, *, epsilon=0.1) -> MinedPairs:
+  r"""The multi-similarity mining rule on ``[anchors, candidates]`` blocks.
+
+  The rule of :func:`multi_similarity_pairs` without its input checks, for any
+  rows (a block of anchors, a memory bank's columns): ``positive`` and
+  ``negative`` are the candidate masks of each row. A row without negatives
+  keeps no positives, and a row without positives keeps no negatives.
+  :func:`metric_learning.multi_similarity_loss` mines with it.
+  """
+  _, min_pos, has_pos = blocks.masked_argmin(similarities, positive)
+  _, max_neg, has_neg = blocks.masked_argmax(similarities, negative)
+  keep_pos = positive & has_neg[:, None] & (similarities - epsilon < max_neg[:, None])
+  keep_neg = negative & has_pos[:, None] & (similarities + epsilon > min_pos[:, None])
+  return MinedPairs(positive=keep_pos, negative=keep_neg)

@@ -1,0 +1,325 @@
+"""The building blocks the miners share with the losses.
+
+Masked arg-max/min with "no candidate" flags, streamed triplet cubes, the
+sort-free and sorted semi-hard windows, and :func:`square_batch`, which checks a
+miner's ``(distances, labels, where, axis_name)`` and builds its masks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from metric_learning import _sharding
+from metric_learning import _validation
+from metric_learning import masks as masks_lib
+from metric_learning import reductions
+from metric_learning.mining.selections import TripletSelection
+
+# Elements of one [anchors_chunk, candidates, candidates] block in the anchor
+# streaming of triplet-cube computations (batch-all, semi-hard, ...).
+_CUBE_BUDGET = 1 << 22
+# Columns per chunk of first_argmax (measured on 2 CPU cores: 256 of a 4096-wide row).
+_ARGMAX_CHUNK = 256
+
+
+
+def masked_argmax(values: jax.Array, mask: jax.Array):
+  """Row-wise argmax over ``mask``: (index or -1, value or 0, any).
+
+  Ties go to the lowest index (:func:`first_argmax`: plain max reductions that
+  XLA vectorises, unlike a variadic (value, index) argmax).
+  """
+  index, _ = first_argmax(jnp.where(mask, values, -jnp.inf))
+  found = jnp.any(mask, axis=-1)
+  value = jnp.take_along_axis(values, index[..., None], axis=-1)[..., 0]
+  return jnp.where(found, index, -1), jnp.where(found, value, 0), found
+
+
+def masked_argmin(values: jax.Array, mask: jax.Array):
+  """Row-wise argmin over ``mask``: (index or -1, value or 0, any)."""
+  index, value, found = masked_argmax(-values, mask)
+  return index, -value, found
+
+
+def hard_indices(scores: jax.Array, masks: masks_lib.PairMasks, *,
+                 positive: str = "hard"):
+  """Indices only (no values) of the batch-hard selection: the losses' fast path.
+
+  ``scores`` need only order each row like its distances. Returns
+  ``(positive_index, negative_index, valid)`` with -1 where invalid; ties go
+  to the first column.
+  """
+  sign = 1 if positive == "hard" else -1
+  pi, has_pos = first_argmax(jnp.where(masks.positive, sign * scores, -jnp.inf))
+  ni, has_neg = first_argmax(jnp.where(masks.negative, -scores, -jnp.inf))
+  valid = has_pos & has_neg
+  return jnp.where(valid, pi, -1), jnp.where(valid, ni, -1), valid
+
+
+def first_argmax(keys: jax.Array, chunk: int = _ARGMAX_CHUNK):
+  """``(index of the first maximum along the last axis, any key > -inf)``.
+
+  ``jnp.argmax`` is a two-operand reduction that XLA CPU does not vectorise, and
+  "maximum, then first column equal to it" reads the row twice. Rows longer
+  than ``2 * chunk`` are cut into chunks instead: one vectorised pass keeps each
+  chunk's maximum, and only the first chunk holding the row's maximum is read
+  again. Exact (the same comparisons on the same values). A row holding NaN
+  gets some column in range (XLA CPU's vectorised max may skip a NaN); the
+  losses turn such a batch into a NaN value through their NaN guard.
+  """
+  size = keys.shape[-1]
+  lead = keys.shape[:-1]
+  if size <= 2 * chunk:   # (``initial``: an empty row gives (0, False), not an error)
+    best = jnp.max(keys, axis=-1, keepdims=True, initial=-jnp.inf)
+    columns = jax.lax.broadcasted_iota(jnp.int32, keys.shape, keys.ndim - 1)
+    index = jnp.min(jnp.where(keys == best, columns, size - 1), axis=-1,
+                    initial=max(size - 1, 0))
+    return index, best[..., 0] > -jnp.inf
+  pad = -size % chunk
+  tiles = jnp.pad(keys, [(0, 0)] * len(lead) + [(0, pad)], constant_values=-jnp.inf)
+  tiles = tiles.reshape(lead + (-1, chunk))
+  tile_best = jnp.max(tiles, axis=-1)                        # [..., chunks]
+  best = jnp.max(tile_best, axis=-1)
+  tile = jnp.argmax(tile_best, axis=-1).astype(jnp.int32)    # first tile holding it
+  within = jnp.take_along_axis(tiles, tile[..., None, None], axis=-2)[..., 0, :]
+  columns = jax.lax.broadcasted_iota(jnp.int32, within.shape, within.ndim - 1)
+  offset = jnp.min(jnp.where(within == best[..., None], columns, chunk), axis=-1)
+  index = jnp.where(offset < chunk, tile * chunk + offset, size - 1)
+  return index, best > -jnp.inf
+
+
+def gather_rows(values: jax.Array, index: jax.Array) -> jax.Array:
+  """``values[i, index[i, ...]]`` with -1 (nothing selected) read as column 0."""
+  return jnp.take_along_axis(values, jnp.maximum(index, 0), axis=-1)
+
+
+def select_triplets(distances: jax.Array, masks: masks_lib.PairMasks, *,
+                    positive: str = "hard") -> TripletSelection:
+  """Hardest negative and the hardest (or easiest) positive of every anchor."""
+  pi, ni, valid = hard_indices(distances, masks, positive=positive)
+  index = jnp.stack([pi, ni], axis=-1)
+  chosen = jnp.where(valid[:, None], gather_rows(distances, index), 0)
+  return TripletSelection(positive_index=pi, negative_index=ni,
+                          positive_distance=chosen[:, 0],
+                          negative_distance=chosen[:, 1], valid=valid)
+
+
+def map_anchors(fn: Callable, *rows: jax.Array):
+  """Applies ``fn`` to each anchor's rows, in chunks that bound the memory.
+
+  ``fn`` gets one anchor's ``[candidates]`` rows and may build
+  ``[candidates, candidates]`` temporaries; chunks hold at most ``_CUBE_BUDGET``
+  such elements and are rematerialised in the backward pass, so memory stays
+  O(chunk · candidates²) instead of O(anchors · candidates²).
+  """
+  anchors, candidates = rows[0].shape
+  chunk = max(1, min(anchors, _CUBE_BUDGET // max(1, candidates * candidates)))
+  if chunk >= anchors:
+    return jax.vmap(fn)(*rows)
+  rows = [_sharding.replicate(r) for r in rows]     # see _sharding: Explicit meshes
+  return jax.lax.map(jax.checkpoint(lambda r: fn(*r)), rows, batch_size=chunk)
+
+
+def triplet_cube(d: jax.Array, pos: jax.Array, neg: jax.Array):
+  """One anchor's ``d_ap - d_an`` for all (positive j, negative k), and the mask."""
+  return d[:, None] - d[None, :], pos[:, None] & neg[None, :]
+
+
+def facenet_cube(d: jax.Array, pos: jax.Array, neg: jax.Array, margin):
+  """FaceNet semi-hard triplets of one anchor: ``d_ap < d_an < d_ap + margin``."""
+  gap, mask = triplet_cube(d, pos, neg)
+  return gap, mask & (gap < 0) & (gap > -margin)
+
+
+def tfa_negatives(d: jax.Array, pos: jax.Array, neg: jax.Array):
+  """TFA semi-hard negative for each positive j of one anchor (index or -1)."""
+  farther = neg[None, :] & (d[None, :] > d[:, None])            # [j, k]
+  near_i, _, found = masked_argmin(jnp.broadcast_to(d, farther.shape), farther)
+  far_i, _, has_neg = masked_argmax(d, neg)
+  index = jnp.where(found, near_i, far_i)
+  valid = pos & has_neg
+  return jnp.where(valid, index, -1), valid
+
+
+_INT_OF_WIDTH = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
+
+
+def _sortable_bits(x: jax.Array) -> jax.Array:
+  """Integer keys that order like the float values (IEEE bits, negatives flipped)."""
+  itype = _INT_OF_WIDTH[jnp.dtype(x.dtype).itemsize]
+  bits = jax.lax.bitcast_convert_type(x, itype)
+  magnitude = jnp.array(jnp.iinfo(itype).max, itype)
+  return bits ^ ((bits >> (8 * jnp.dtype(itype).itemsize - 1)) & magnitude)
+
+
+def _from_sortable_bits(bits: jax.Array, dtype) -> jax.Array:
+  magnitude = jnp.array(jnp.iinfo(bits.dtype).max, bits.dtype)
+  shift = 8 * jnp.dtype(bits.dtype).itemsize - 1
+  return jax.lax.bitcast_convert_type(bits ^ ((bits >> shift) & magnitude), dtype)
+
+
+def sort_rows(x: jax.Array) -> jax.Array:
+  """Each row of float values in increasing order, not differentiable.
+
+  Sorted as integer keys of the same width: XLA CPU sorts one int32 operand
+  3–5× faster than a float32 one (whose comparator orders NaN and -0) or an
+  (index, key) pair. Values are returned bit for bit.
+  """
+  x = jax.lax.stop_gradient(x)
+  keys = jax.lax.sort(_sortable_bits(x), dimension=x.ndim - 1, is_stable=False)
+  return _from_sortable_bits(keys, x.dtype)
+
+
+def count_below(sorted_rows: jax.Array, t: jax.Array, side: str = "left") -> jax.Array:
+  """Per row, #{entries < t} (``side="right"``: <= t) of each query in ``t``."""
+  # The default binary search ("scan") loses an Explicit mesh's row sharding
+  # inside vmap; "sort" keeps it, at several times the cost, so it is used only
+  # for explicitly sharded rows.
+  method = ("sort" if _sharding.is_explicitly_sharded(sorted_rows)
+            or _sharding.is_explicitly_sharded(t) else "scan")
+  return jax.vmap(lambda k, q: jnp.searchsorted(k, q, side=side, method=method))(
+      sorted_rows, t)
+
+
+class SortedNegatives:
+  """Each row's negative distances in increasing order, for O(C log C) triplet sums.
+
+  Built from ``[rows, C]`` distances ``d`` and the negative mask; not
+  differentiable (see :func:`window_sums` for the gradient).
+
+  * ``count_below(t)`` = #{k in N(i): D_ik < t} (``side="right"``: <= t);
+  * ``sum_first(n)`` = the sum of the n smallest (D_ik - base), with base the
+    row's smallest negative distance (a constant shift that keeps the prefix
+    sums small, so that ``n (t - base) - sum_first(n)`` does not cancel).
+  """
+
+  def __init__(self, d, neg):
+    self.keys = sort_rows(jnp.where(neg, d, jnp.inf))
+    self.count = jnp.sum(neg, -1)
+    self.base = self.keys[:, :1]
+    real = jnp.arange(d.shape[-1])[None, :] < self.count[:, None]
+    self.prefix = jnp.cumsum(jnp.where(real, self.keys - self.base, 0), axis=-1)
+
+  def count_below(self, t, side="left"):
+    return count_below(self.keys, jax.lax.stop_gradient(t), side)
+
+  def sum_first(self, n):
+    s = jnp.take_along_axis(self.prefix, jnp.maximum(n - 1, 0), -1)
+    return jnp.where(n > 0, s, 0)
+
+
+def window_sums(d, pos, neg, margin, lower: bool):
+  r"""Per anchor row, the hinge sum over (j, k) in its triplet windows, with counts.
+
+  :math:`\sum_{j \in P(i)} \sum_k (m + D_{ij} - D_{ik})` over the negatives k
+  with [``lower``: :math:`D_{ij} <`] :math:`D_{ik} < D_{ij} + m` (batch-all
+  without ``lower``, FaceNet semi-hard with it). Returns ``(sums, triplets,
+  active)``, each ``[rows]``: the sums, how many triplets the anchor has
+  (batch-all: :math:`|P(i)| |N(i)|`; semi-hard: those in the windows) and how
+  many of them have a non-zero term.
+
+  From sorted negatives, :math:`n (m + D_{ij} - b) - \sum_k (D_{ik} - b)` over
+  the n negatives of each window: O(C log C) per row instead of the O(C²) cube.
+  The sum is piecewise linear in the distances, and its gradient is a count:
+  :math:`\partial / \partial D_{ij}` is the size of j's window and
+  :math:`\partial / \partial D_{ik} = -|\{j : k \text{ in } j\text{'s window}\}|`,
+  found by sorting the windows' ends. No gradient flows through a sort or a
+  gather.
+  """
+  fixed = jax.lax.stop_gradient(d)
+  negs = SortedNegatives(fixed, neg)
+  upper = fixed + margin                           # t_j, as the comparisons round it
+  hi = negs.count_below(upper, "left")             # D_ik < t_j
+  lo = negs.count_below(fixed, "right") if lower else jnp.zeros_like(hi)
+  n = jnp.where(pos, jnp.maximum(hi - lo, 0), 0)
+  inside = negs.sum_first(hi) - negs.sum_first(lo)
+  values = jnp.where(n > 0, n * (margin + fixed - negs.base) - inside, 0)
+  # Per negative k: the positives whose window holds it. #{j: t_j > D_ik}, less
+  # (with ``lower``) #{j: D_ij >= D_ik}, read exactly as the windows compare:
+  # where t_j rounds to D_ij itself (m absorbed) j's window is empty, and
+  # D_ij > D_ik is tested as prev(D_ij) >= D_ik.
+  size = d.shape[-1]
+  ends = sort_rows(jnp.where(pos, upper, -jnp.inf))
+  covers = size - count_below(ends, fixed, "right")
+  if lower:
+    starts = jnp.where(upper > fixed, fixed, jnp.nextafter(fixed, -jnp.inf))
+    starts = sort_rows(jnp.where(pos, starts, -jnp.inf))
+    covers = covers - (size - count_below(starts, fixed, "left"))
+    # Only with m = 0 (empty windows) and coincident points can a flushed
+    # subnormal prev(0) make this negative; the true count is then 0.
+    covers = jnp.maximum(covers, 0)
+  slope = (jnp.where(pos, n, 0) - jnp.where(neg, covers, 0)).astype(d.dtype)
+  sums = jnp.sum(values, -1) + jnp.sum(slope * (d - fixed), -1)
+  active = jnp.sum(n, -1)
+  triplets = jnp.sum(pos, -1) * negs.count if not lower else active
+  return sums, triplets, active
+
+
+def tfa_selection(distances, positive, negative):
+  """:func:`tfa_negatives` of every anchor row at once: O(C log C) per row.
+
+  For each positive j, the first negative farther than D_ij (the lowest column
+  among equal distances), or else the farthest negative (lowest column too).
+  """
+  keys = jnp.where(negative, jax.lax.stop_gradient(distances), jnp.inf)
+  order = jnp.argsort(keys, axis=-1)                 # stable: ties keep column order
+  keys = jnp.take_along_axis(keys, order, -1)
+  count = jnp.sum(negative, -1)[:, None]
+  after = count_below(keys, distances, "right")      # first negative farther than D_ij
+  last = jnp.maximum(count - 1, 0)
+  farthest = count_below(keys, jnp.take_along_axis(keys, last, -1))
+  position = jnp.clip(jnp.where(after < count, after, farthest), 0, keys.shape[-1] - 1)
+  index = jnp.take_along_axis(order, position, -1)
+  valid = positive & (count > 0)
+  return jnp.where(valid, index, -1), valid
+
+
+def semi_hard_counts(distances, positive, negative, margin):
+  """Per anchor: #{(j, k): j in P(i), k in N(i), D_ij < D_ik < D_ij + m}.
+
+  From sorted negatives: O(C log C) per anchor, no [C, C] cube.
+  """
+  negs = SortedNegatives(distances, negative)
+  hi = negs.count_below(distances + margin, "left")
+  lo = negs.count_below(distances, "right")
+  return jnp.sum(jnp.where(positive, jnp.maximum(hi - lo, 0), 0), -1)
+
+
+# --------------------------------------------------------------------------- #
+# The miners' inputs (square case: candidates = the batch). With ``axis_name``
+# (inside pmap / shard_map) ``distances`` is [local anchors, global batch]:
+# this device's rows against every device's rows, gathered in device order;
+# indices then refer to the global batch.
+# --------------------------------------------------------------------------- #
+
+
+def _across_devices(distances, labels, where, axis_name):
+  labels = jnp.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array [batch]; got shape {labels.shape}.")
+  labels = _validation.int_vector(labels, labels.shape[0], "labels", "labels")
+  where = _validation.bool_vector(where, labels.shape[0], "where", "labels")
+  gather = lambda v: jax.lax.all_gather(v, axis_name, tiled=True)
+  all_labels, all_where = gather(labels), gather(where)
+  distances = jnp.asarray(distances)
+  if distances.shape != (labels.shape[0], all_labels.shape[0]):
+    raise ValueError(f"with axis_name, distances must be [local, global] = "
+                     f"[{labels.shape[0]}, {all_labels.shape[0]}]; got {distances.shape}.")
+  n = labels.shape[0]
+  self_index = jax.lax.axis_index(axis_name) * n + jnp.arange(n)
+  return distances, masks_lib.pair_masks(labels, where, all_labels, all_where, self_index)
+
+
+def square_batch(distances, labels, where, axis_name=None):
+  """Validated ``(distances, PairMasks)`` of a miner's inputs (see the note above)."""
+  if axis_name is not None:
+    return _across_devices(distances, labels, where, axis_name)
+  distances = _validation.square_matrix(distances, "distances")
+  masks = masks_lib.square_masks(labels, where)
+  if masks.positive.shape != distances.shape:
+    raise ValueError(f"labels must have shape [{distances.shape[0]}] to match "
+                     f"distances; got shape {jnp.shape(labels)}.")
+  return distances, masks
