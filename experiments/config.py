@@ -114,11 +114,12 @@ def validate(config) -> None:
   validate_augment(config.data.name, config.augment)
   for name, spec in dict(config.evals).items():
     spec = dict(spec)
-    if "type" not in spec:
-      raise ConfigError(f"config.evals.{name}.type is missing; choose one of "
+    if "name" not in spec:
+      hint = " (evaluators are chosen by name, no longer by type)" if "type" in spec else ""
+      raise ConfigError(f"config.evals.{name}.name is missing{hint}; choose one of "
                         f"{sorted(evaluators.EVALUATORS)}.")
     try:
-      evaluators.create(spec.pop("type"), **spec)
+      evaluators.create(spec.pop("name"), **spec)
     except ValueError as e:
       raise ConfigError(f"config.evals.{name}: {e}") from None
   if config.parallel != "none" and (p * k) % jax.device_count():
@@ -178,6 +179,15 @@ def config_differences(saved: dict, current: dict, defaults=()) -> list[str]:
           for k in sorted(set(a) | set(b))
           if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RESUMABLE_CHANGES
           and not (k not in a and k in defaults)]
+
+
+def upgrade_saved(saved: dict) -> dict:
+  """A recorded ``config.json`` in today's schema: runs recorded before every
+  section chose its part with ``name`` named their evaluators by ``type``."""
+  for spec in saved.get("evals", {}).values():
+    if isinstance(spec, dict) and "type" in spec and "name" not in spec:
+      spec["name"] = spec.pop("type")
+  return saved
 
 
 def load_config_file(path: str):
@@ -265,7 +275,7 @@ def section_defaults(config) -> dict:
       "schedule": {"warmup_steps": 0, **optim.schedule_arguments(config.schedule.name)},
       "augment": _augment_defaults(config.data.name),
   }
-  out["evals"] = {name: _evaluator_defaults(spec["type"])
+  out["evals"] = {name: _evaluator_defaults(spec["name"])
                   for name, spec in config.evals.items()}
   return out
 

@@ -88,7 +88,7 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
                         "cannot be checked against this config; use another --workdir or "
                         "--fresh.")
     with open(path) as f:
-      saved = json.load(f)
+      saved = config_lib.upgrade_saved(json.load(f))
     diff = config_lib.config_differences(saved, current, defaults)
     if diff:
       raise ConfigError(f"workdir {workdir!r} was made by a different config ("
@@ -134,7 +134,7 @@ def make_evaluators(config) -> dict[str, evaluators.Evaluator]:
   out = {}
   for name, spec in dict(config.evals).items():
     spec = dict(spec)
-    out[name] = evaluators.create(spec.pop("type"), **spec)
+    out[name] = evaluators.create(spec.pop("name"), **spec)
   return out
 
 

@@ -80,3 +80,37 @@ def test_a_workdir_recorded_without_defaults_still_resumes():
   changed, changed_defaults = config_lib.resolve(cfg)
   assert config_lib.config_differences(old, changed, changed_defaults) == [
       "loss.reduction: '<absent>' → 'sum'"]
+
+
+def test_every_section_chooses_its_part_with_name_evals_too():
+  cfg = test_config.get_config()
+  assert all("name" in spec and "type" not in spec
+             for spec in config_lib.to_json(cfg)["evals"].values())
+  with cfg.unlocked():
+    cfg.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"^config\.evals\.seen\.name is missing \(evaluators are chosen by "
+                           r"name, no longer by type\); choose one of \['clustering'"):
+    config_lib.validate(cfg)
+
+
+def test_a_workdir_whose_evals_were_chosen_by_type_still_resumes(tmp_path):
+  """A config.json written when evaluators were chosen with ``type``: the run
+  resumes (train) and re-evaluates (tools.evaluate) as if it said ``name``."""
+  from experiments import train
+  from experiments.tools import evaluate
+  cfg = test_config.get_config()
+  with cfg.unlocked():
+    cfg.num_steps = 2
+    cfg.raw_baseline = False
+  workdir = str(tmp_path / "w")
+  train.claim_workdir(cfg, workdir, fresh=False)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    saved = json.load(f)
+  for spec in saved["evals"].values():
+    spec["type"] = spec.pop("name")
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  train.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
+  assert evaluate.recorded_config(workdir).evals.seen.name == "retrieval"

@@ -146,7 +146,7 @@ def test_a_changed_config_in_a_used_workdir_is_refused_and_fresh_moves_it_aside(
                      r"'multi_similarity_loss';.* num_steps: 6 → 8\)"):
     train.train_and_evaluate(cfg, copy)
   assert sorted(os.listdir(copy)) == before            # nothing written
-  cfg.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  cfg.evals = {"seen": {"name": "retrieval", "split": "seen"}}
   summary = train.train_and_evaluate(cfg, copy, fresh=True)
   assert summary["resumed_from_step"] == 0 and summary["steps"] == 8
   aside = [d for d in os.listdir(tmp_path) if d.startswith("used.old-")]
@@ -156,7 +156,7 @@ def test_a_changed_config_in_a_used_workdir_is_refused_and_fresh_moves_it_aside(
 def _light(cfg):
   """The test config with one cheap evaluator, for runs that check one part each."""
   cfg.num_steps, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = 2, 1, 0, 2
-  cfg.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  cfg.evals = {"seen": {"name": "retrieval", "split": "seen"}}
   cfg.raw_baseline, cfg.plots = False, False
   return cfg
 
@@ -256,7 +256,7 @@ def test_unknown_names_fail_fast_listing_the_valid_ones(tmp_path):
                        rf"\w+ '{value}'; "):
       train.train_and_evaluate(cfg, str(tmp_path / section))
   cfg = test_config.get_config()
-  cfg.evals.seen.type = "recall"
+  cfg.evals.seen.name = "recall"
   with pytest.raises(train.ConfigError, match="config.evals.seen: .*unknown evaluator"):
     train.train_and_evaluate(cfg, str(tmp_path / "evals"))
   assert not os.listdir(tmp_path)
@@ -320,7 +320,7 @@ def test_every_shipped_config_validates_and_its_evaluators_exist(name):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   config_lib.validate(cfg)
   for spec in cfg.evals.values():
-    assert spec["type"] in evaluators.EVALUATORS
+    assert spec["name"] in evaluators.EVALUATORS
 
 
 @pytest.mark.parametrize("name", [*RECIPES, "mnist_npz"])

@@ -53,7 +53,7 @@ def test_the_trainer_warns_when_the_hinge_goes_dead(tmp_path, caplog):
   c = default_config.get_config()
   c.optimizer.learning_rate = 1e-3
   c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 0, 300
-  c.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  c.evals = {"seen": {"name": "retrieval", "split": "seen"}}
   c.raw_baseline = c.plots = c.progress_bar = False
   summary = train.train_and_evaluate(c, str(tmp_path))
   (warning,) = summary["health_warnings"]
@@ -74,7 +74,7 @@ def test_the_trainer_checks_inactivity_only_for_hinge_losses(tmp_path):
   c.loss = {"name": "hermans"}
   c.optimizer.learning_rate = 1e-3
   c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 200, 20, 0, 200
-  c.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  c.evals = {"seen": {"name": "retrieval", "split": "seen"}}
   c.raw_baseline = c.plots = c.progress_bar = False
   assert train.train_and_evaluate(c, str(tmp_path))["health_warnings"] == []
   # The check would have fired for a hinge: no triplet violates m=0.2 for 3+ log steps.

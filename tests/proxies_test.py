@@ -254,11 +254,11 @@ def test_labels_are_validated_naming_the_arguments():
   x, p = jnp.ones((4, 3)), jnp.ones((2, 3))
   with pytest.raises(ValueError, match=r"labels must index the rows of proxies.*\[5\]"):
     px.proxy_anchor_loss(x, jnp.array([0, 1, 5, 0]), p)
-  with pytest.raises(ValueError, match=r"labels must index the rows of weights.*\[-1\]"):
+  with pytest.raises(ValueError, match=r"labels must index the rows of proxies.*\[-1\]"):
     px.arcface_loss(x, jnp.array([0, -1, 1, 0]), p)
   # Padding rows may hold any label.
   px.cosface_loss(x, jnp.array([0, -1, 1, 7]), p, where=jnp.array([True, False, True, False]))
-  with pytest.raises(ValueError, match="centers must have num_classes \\* 3 rows"):
+  with pytest.raises(ValueError, match="proxies must have num_classes \\* 3 rows"):
     px.soft_triple_loss(x, jnp.array([0, 0, 0, 0]), jnp.ones((4, 3)), centers_per_class=3)
   with pytest.raises(ValueError, match="sub_centers must be a positive int"):
     px.subcenter_arcface_loss(x, jnp.array([0, 0, 0, 0]), p, sub_centers=0)

@@ -68,6 +68,53 @@ def test_loss_arguments_are_the_functions_keywords_without_runtime_ones(name):
   assert np.isfinite(value) and value == pytest.approx(float(default), rel=1e-6)
 
 
+# The one keyword order every loss follows after its hyper-parameters.
+CALL_ARGUMENTS = ("where", "reduction", "block_size", "ref_embeddings", "ref_labels",
+                  "ref_where", "axis_name")
+
+
+def _signature_problems(fn, proxies: bool) -> list[str]:
+  params = list(inspect.signature(fn).parameters.values())
+  names = [p.name for p in params]
+  problems = []
+  positional = [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+  expected = ["embeddings", "labels"] + (["proxies"] if proxies else [])
+  if positional != expected:
+    problems.append(f"positional arguments {positional}, expected {expected}")
+  tail = [n for n in names if n in CALL_ARGUMENTS]
+  if tail != [n for n in CALL_ARGUMENTS if n in tail]:
+    problems.append(f"call arguments in the order {tail}, expected {list(CALL_ARGUMENTS)}")
+  if tail and any(n not in CALL_ARGUMENTS for n in names[names.index(tail[0]):]):
+    problems.append(f"a hyper-parameter after {tail[0]!r}: {names}")
+  if proxies is False and "where" not in names:
+    problems.append("no where argument")
+  return problems
+
+
+@pytest.mark.parametrize("name", sorted(loss_registry.LOSSES.names()))
+def test_every_loss_takes_its_arguments_in_one_order(name):
+  """``(embeddings, labels[, proxies], *, hyper-parameters..., where, reduction,
+  block_size, ref_embeddings, ref_labels, ref_where, axis_name)``: one shape
+  for every loss, one name for the proxy array."""
+  fn = loss_registry.LOSSES[name]
+  if name in ml.presets.NAMES:
+    fn = fn.loss
+  proxies = loss_registry.LOSSES.traits(name).get("proxies", False)
+  assert _signature_problems(fn, proxies) == []
+
+
+def test_the_signature_check_finds_a_wrong_order():
+  def bad(embeddings, labels, *, where=None, margin=0.1, reduction="mean"):
+    del embeddings, labels, where, margin, reduction
+  def swapped(embeddings, labels, *, margin=0.1, reduction="mean", where=None):
+    del embeddings, labels, where, margin, reduction
+  def weights(embeddings, labels, weights, *, where=None):
+    del embeddings, labels, weights, where
+  assert len(_signature_problems(bad, False)) == 1
+  assert len(_signature_problems(swapped, False)) == 1
+  assert len(_signature_problems(weights, True)) == 1
+
+
 def test_loss_registry_errors_name_the_setting_and_the_loss():
   with pytest.raises(ValueError, match=r"loss.margin is not an argument of loss "
                      r"'multi_similarity_loss'; its arguments are \['alpha'"):

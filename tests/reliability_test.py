@@ -187,7 +187,7 @@ def test_a_streamed_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path)
   cfg.augment = dict(size=(10, 10), resize=(14, 14), flip=True, erasing=0.5,
                      color_jitter=0.3)
   cfg.sampler.p, cfg.sampler.k = 3, 2
-  cfg.evals = {"seen": dict(type="retrieval", split="seen")}
+  cfg.evals = {"seen": dict(name="retrieval", split="seen")}
   cfg.log_every, cfg.plots, cfg.raw_baseline = 1, False, False
   whole = train.train_and_evaluate(cfg, str(tmp_path / "whole"))
   resumed_dir = str(tmp_path / "resumed")

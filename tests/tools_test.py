@@ -416,7 +416,7 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   cfg.model = dict(name="cnn", widths=(4,), embedding_dim=4)
   cfg.augment = dict(size=(12, 10), eval_resize=(16, 14), flip=True, tta="flip")
   cfg.sampler.p, cfg.sampler.k = 2, 2
-  cfg.evals = {"unseen": dict(type="retrieval", split="unseen")}
+  cfg.evals = {"unseen": dict(name="retrieval", split="unseen")}
   cfg.num_steps, cfg.plots, cfg.raw_baseline = 2, False, False
   run = str(tmp_path / "run")
   train.train_and_evaluate(cfg, run)

@@ -72,7 +72,7 @@ def test_batch_must_divide_over_devices(tmp_path):
 def test_train_and_evaluate_runs_data_parallel(mode, tmp_path):
   cfg = test_config.get_config()
   cfg.parallel = mode
-  cfg.evals = {"seen": {"type": "retrieval", "split": "seen"}}
+  cfg.evals = {"seen": {"name": "retrieval", "split": "seen"}}
   summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
   cfg.parallel = "none"
   single = train_lib.train_and_evaluate(cfg, str(tmp_path / "single"))

@@ -25,14 +25,14 @@ import ml_collections
 def evals():
   """The evaluators of a class-disjoint split (train / seen / unseen)."""
   return {
-      "seen": dict(type="retrieval", split="seen"),
-      "unseen": dict(type="retrieval", split="unseen"),
-      "seen_clustering": dict(type="clustering", split="seen"),
-      "unseen_clustering": dict(type="clustering", split="unseen"),
-      "seen_knn": dict(type="knn", query="seen", gallery="train", k=(1, 5)),
-      "unseen_fewshot": dict(type="fewshot", split="unseen", ways=5, shots=(1, 5),
+      "seen": dict(name="retrieval", split="seen"),
+      "unseen": dict(name="retrieval", split="unseen"),
+      "seen_clustering": dict(name="clustering", split="seen"),
+      "unseen_clustering": dict(name="clustering", split="unseen"),
+      "seen_knn": dict(name="knn", query="seen", gallery="train", k=(1, 5)),
+      "unseen_fewshot": dict(name="fewshot", split="unseen", ways=5, shots=(1, 5),
                              queries=15, episodes=600),
-      "unseen_verification": dict(type="verification", split="unseen"),
+      "unseen_verification": dict(name="verification", split="unseen"),
   }
 
 

@@ -28,7 +28,7 @@ def get_config():
   c.schedule = dict(name="cosine", warmup_steps=500)
   c.augment = dict(size=(224, 224), random_resized_crop=(0.16, 1.0), flip=True,
                    eval_resize=(256, 256))
-  c.evals = {"inshop": dict(type="retrieval", split="query", gallery="gallery",
+  c.evals = {"inshop": dict(name="retrieval", split="query", gallery="gallery",
                             ks=(1, 10, 20, 30, 40, 50))}
   c.num_steps = 20000
   c.log_every = 100

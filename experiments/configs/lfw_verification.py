@@ -30,7 +30,7 @@ def get_config():
   c.optimizer = dict(name="sgd", learning_rate=0.1, momentum=0.9)
   c.schedule = dict(name="cosine", warmup_steps=1000)
   c.augment = dict(size=(112, 112), flip=True)
-  c.evals = {"verification": dict(type="verification", split="test", pairs="protocol")}
+  c.evals = {"verification": dict(name="verification", split="test", pairs="protocol")}
   c.num_steps = 50000
   c.log_every = 100
   c.eval_every = 5000

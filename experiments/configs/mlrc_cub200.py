@@ -41,7 +41,7 @@ def mlrc(dataset: str, margin: float):
   c.schedule = dict(name="constant", warmup_steps=0)
   c.augment = dict(size=(227, 227), random_resized_crop=(0.16, 1.0), flip=True,
                    eval_resize=(256, 256))
-  c.evals = {"test": dict(type="retrieval", split="test", ks=(1, 2, 4, 8))}
+  c.evals = {"test": dict(name="retrieval", split="test", ks=(1, 2, 4, 8))}
   c.num_steps = 20000
   c.log_every = 100
   c.eval_every = 2000

@@ -14,5 +14,5 @@ from experiments.configs import mlrc_cub200
 
 def get_config():
   c = mlrc_cub200.mlrc("sop", margin=0.0451)
-  c.evals = {"test": dict(type="retrieval", split="test", ks=(1, 10, 100))}
+  c.evals = {"test": dict(name="retrieval", split="test", ks=(1, 10, 100))}
   return c

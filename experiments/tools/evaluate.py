@@ -51,7 +51,7 @@ def recorded_config(workdir: str) -> ml_collections.ConfigDict:
     raise embed_lib.ToolError(f"--workdir: {path!r} not found; give the --workdir of a "
                               "training run (python -m experiments.main --workdir=...).")
   with open(path) as f:
-    saved = json.load(f)
+    saved = config_lib.upgrade_saved(json.load(f))
 
   def tuples(x):
     if isinstance(x, dict):

@@ -51,11 +51,9 @@ def _similarities(anchors: jax.Array, normalized_candidates: jax.Array) -> jax.A
 
 def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
                 where: jax.Array | None = None, reduction: str = "mean",
-                ref_embeddings: jax.Array | None = None,
-                ref_labels: jax.Array | None = None,
-                ref_where: jax.Array | None = None,
-                axis_name: str | None = None,
-                block_size: int | None = None) -> jax.Array:
+                block_size: int | None = None, ref_embeddings: jax.Array | None = None,
+                ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                axis_name: str | None = None) -> jax.Array:
   r"""NT-Xent / InfoNCE (Chen et al. 2020) with labels: one term per positive pair.
 
   With :math:`z_{ij} = s_{ij} / \tau` (cosine similarity over temperature), each
@@ -132,11 +130,9 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
 
 def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
                 where: jax.Array | None = None, reduction: str = "mean",
-                ref_embeddings: jax.Array | None = None,
-                ref_labels: jax.Array | None = None,
-                ref_where: jax.Array | None = None,
-                axis_name: str | None = None,
-                block_size: int | None = None) -> jax.Array:
+                block_size: int | None = None, ref_embeddings: jax.Array | None = None,
+                ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                axis_name: str | None = None) -> jax.Array:
   r"""Supervised contrastive loss (Khosla et al. 2020), the :math:`L^{sup}_{out}` form.
 
   With :math:`z_{ij} = s_{ij} / \tau` and :math:`A(i) = P(i) \cup N(i)` (every

@@ -12,9 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _kernels
 from metric_learning import _sharding
 from metric_learning import _validation
-from metric_learning import distances as distances_lib
 from metric_learning import mining
 from metric_learning import reductions
 from metric_learning.losses import _pipeline
@@ -23,15 +23,11 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
-                     metric: str = "euclidean", where: jax.Array | None = None,
-                     reduction: str = "mean",
-                     ref_embeddings: jax.Array | None = None,
-                     ref_labels: jax.Array | None = None,
-                     ref_where: jax.Array | None = None,
-                     axis_name: str | None = None, pos_margin=0.0,
-                     squared: bool = True,
-                     reduce_separately: bool = False,
-                     block_size: int | None = None) -> jax.Array:
+                     metric: str = "euclidean", pos_margin=0.0, squared: bool = True,
+                     reduce_separately: bool = False, where: jax.Array | None = None,
+                     reduction: str = "mean", block_size: int | None = None,
+                     ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
+                     ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
   r"""Contrastive loss (Hadsell, Chopra, LeCun 2006) over all pairs in the batch.
 
   .. math::
@@ -97,7 +93,7 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
   shape = (lambda h: 0.5 * h * h) if squared else (lambda h: h)
 
   def rows(anchors, masks):
-    d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
     pos = _pipeline.terms(shape(jax.nn.relu(d - pos_margin)), masks.positive, axis=-1)
     neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
     return pos, neg
@@ -110,11 +106,9 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
 
 def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                           metric: str = "euclidean", where: jax.Array | None = None,
-                          reduction: str = "mean",
-                          axis_name: str | None = None,
-                          ref_embeddings: jax.Array | None = None,
-                          ref_labels: jax.Array | None = None,
-                          ref_where: jax.Array | None = None) -> jax.Array:
+                          reduction: str = "mean", ref_embeddings: jax.Array | None = None,
+                          ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                          axis_name: str | None = None) -> jax.Array:
   r"""Lifted structured loss (Oh Song, Xiang, Jegelka, Savarese 2016).
 
   .. math::
@@ -164,7 +158,7 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
   lse_j = batch.gather(lse)
   if batch.num_refs:
     rows, ref_masks = batch.references()
-    d_ref = distances_lib._pairwise(rows, batch.candidates, metric)  # pylint: disable=protected-access
+    d_ref = _kernels.pairwise(rows, batch.candidates, metric)
     lse_j = jnp.concatenate([lse_j, _pipeline.log_sum_exp(margin - d_ref,
                                                           ref_masks.negative)[0]])
   j_ij = jnp.logaddexp(lse[:, None], lse_j[None, :]) + d
@@ -173,14 +167,12 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
   return batch.finish(t, reduction)
 
 
-def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0,
-                          beta=50.0, base=0.5, epsilon=0.1,
-                          where: jax.Array | None = None, reduction: str = "mean",
+def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0, beta=50.0,
+                          base=0.5, epsilon=0.1, where: jax.Array | None = None,
+                          reduction: str = "mean", block_size: int | None = None,
                           ref_embeddings: jax.Array | None = None,
-                          ref_labels: jax.Array | None = None,
-                          ref_where: jax.Array | None = None,
-                          axis_name: str | None = None,
-                          block_size: int | None = None) -> jax.Array:
+                          ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                          axis_name: str | None = None) -> jax.Array:
   r"""Multi-similarity loss with its pair mining (Wang et al. 2019).
 
   On cosine similarities :math:`S_{ij}`, anchor :math:`i` keeps the positives
@@ -233,12 +225,11 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
                             ref_where, axis_name)
 
   def rows(anchors, masks):
-    s = 1.0 - distances_lib._pairwise(anchors, batch.candidates, "cosine")  # pylint: disable=protected-access
+    s = 1.0 - _kernels.pairwise(anchors, batch.candidates, "cosine")
     s_const = jax.lax.stop_gradient(s)
-    _, min_pos, _ = mining.masked_argmin(s_const, masks.positive)
-    _, max_neg, _ = mining.masked_argmax(s_const, masks.negative)
-    keep_pos = masks.positive & (s_const - epsilon < max_neg[:, None])
-    keep_neg = masks.negative & (s_const + epsilon > min_pos[:, None])
+    kept = mining.multi_similarity_selection(s_const, masks.positive, masks.negative,
+                                             epsilon=epsilon)
+    keep_pos, keep_neg = kept.positive, kept.negative
     pos = _pipeline.log1p_sum_exp(-alpha * (s - base), keep_pos) / alpha
     neg = _pipeline.log1p_sum_exp(beta * (s - base), keep_neg) / beta
     used = jnp.any(keep_pos, -1) & jnp.any(keep_neg, -1)
@@ -253,13 +244,10 @@ NPAIR_DEFINITIONS = ("sohn", "all_pairs")
 
 
 def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.2,
-                metric: str = "euclidean", key: jax.Array | None = None,
-                where: jax.Array | None = None,
-                reduction: str = "mean_nonzero",
-                axis_name: str | None = None, weighting: str = "pairs",
-                ref_embeddings: jax.Array | None = None,
-                ref_labels: jax.Array | None = None,
-                ref_where: jax.Array | None = None) -> jax.Array:
+                metric: str = "euclidean", key: jax.Array | None = None, weighting: str = "pairs",
+                where: jax.Array | None = None, reduction: str = "mean_nonzero",
+                ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
+                ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
   r"""Margin-based loss (Wu, Manmatha, Smola, Krähenbühl 2017).
 
   .. math::
@@ -364,12 +352,10 @@ def _second_occurrences(batch: _pipeline.Batch):
   return first, real & (rank == 1)
 
 
-def npair_loss(embeddings: jax.Array, labels: jax.Array, *,
-               where: jax.Array | None = None, reduction: str = "mean",
-               axis_name: str | None = None, definition: str = "sohn",
-               ref_embeddings: jax.Array | None = None,
-               ref_labels: jax.Array | None = None,
-               ref_where: jax.Array | None = None, l2_penalty=0.0) -> jax.Array:
+def npair_loss(embeddings: jax.Array, labels: jax.Array, *, definition: str = "sohn",
+               l2_penalty=0.0, where: jax.Array | None = None, reduction: str = "mean",
+               ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
+               ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
   r"""Multi-class N-pair loss (Sohn 2016).
 
   With inner products :math:`s_{ij} = x_i^\top x_j` and a batch of pairs

@@ -264,10 +264,10 @@ def proxy_nca_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,
   return _per_row(batch, values, num_classes, reduction)
 
 
-def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Array, *,
-                     centers_per_class: int = 10, la=20.0, gamma=0.1, margin=0.01,
+def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array, *,
+                     centers_per_class: int = 10, la=20.0, gamma=0.1, margin=0.01, center_reg=0.0,
                      where: jax.Array | None = None, reduction: str = "mean",
-                     axis_name: str | None = None, center_reg=0.0) -> jax.Array:
+                     axis_name: str | None = None) -> jax.Array:
   r"""SoftTriple loss (Qian, Shang, Sun, Hu, Li, Jin 2019).
 
   Each class :math:`c` has :math:`K` centres; the similarity to a class is a
@@ -296,7 +296,7 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
-    centers: ``[num_classes * centers_per_class, dim]``; class ``c`` owns rows
+    proxies: ``[num_classes * centers_per_class, dim]``; class ``c`` owns rows
       ``c * K`` to ``c * K + K - 1`` (normalised internally).
     centers_per_class: :math:`K`, a static positive int.
     la: :math:`\lambda > 0`, the scale of the class logits.
@@ -327,8 +327,8 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
   _validation.positive(la, "la")
   _validation.positive(gamma, "gamma")
   per_class = _static_count(centers_per_class, "centers_per_class")
-  batch, cos, num_classes = _similarities(embeddings, labels, centers, where, axis_name,
-                                          name="centers", per_class=per_class)
+  batch, cos, num_classes = _similarities(embeddings, labels, proxies, where, axis_name,
+                                          name="proxies", per_class=per_class)
   cos = cos.reshape(cos.shape[0], num_classes, per_class)
   weights = jax.nn.softmax(cos / gamma, axis=-1)
   sim = jnp.sum(weights * cos, axis=-1)
@@ -336,7 +336,7 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
   loss = _per_row(batch, values, num_classes, reduction)
   if (isinstance(center_reg, (int, float)) and center_reg == 0) or per_class == 1:
     return loss
-  w = distances_lib.l2_normalize(centers.astype(cos.dtype)).reshape(num_classes, per_class, -1)
+  w = distances_lib.l2_normalize(proxies.astype(cos.dtype)).reshape(num_classes, per_class, -1)
   gram = jnp.einsum("ckd,cld->ckl", w, w, precision=jax.lax.Precision.HIGHEST)
   upper = jnp.triu(jnp.ones((per_class, per_class), bool), k=1)
   spread = jnp.sum(jnp.where(upper, jnp.sqrt(jnp.where(upper, 2.0 + 1e-5 - 2.0 * gram, 1.0)),
@@ -353,7 +353,7 @@ def soft_triple_loss(embeddings: jax.Array, labels: jax.Array, centers: jax.Arra
 # --------------------------------------------------------------------------- #
 
 
-def normalized_softmax_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array,
+def normalized_softmax_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,
                             *, temperature=0.05, where: jax.Array | None = None,
                             reduction: str = "mean",
                             axis_name: str | None = None) -> jax.Array:
@@ -369,7 +369,7 @@ def normalized_softmax_loss(embeddings: jax.Array, labels: jax.Array, weights: j
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
-    weights: ``[num_classes, dim]`` class weights (normalised internally).
+    proxies: ``[num_classes, dim]`` class weights, the proxies (normalised internally).
     temperature: :math:`T > 0`.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
@@ -393,8 +393,8 @@ def normalized_softmax_loss(embeddings: jax.Array, labels: jax.Array, weights: j
   """
   _check_reduction(reduction)
   _validation.positive(temperature, "temperature")
-  batch, cos, num_classes = _similarities(embeddings, labels, weights, where, axis_name,
-                                          name="weights")
+  batch, cos, num_classes = _similarities(embeddings, labels, proxies, where, axis_name,
+                                          name="proxies")
   values = _cross_entropy(cos / temperature, batch.labels, num_classes)
   return _per_row(batch, values, num_classes, reduction)
 
@@ -414,7 +414,7 @@ def _arc_target(margin):
   return target
 
 
-def arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *,
+def arcface_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array, *,
                  margin=0.5, scale=64.0, where: jax.Array | None = None,
                  reduction: str = "mean", axis_name: str | None = None) -> jax.Array:
   r"""ArcFace: additive angular margin loss (Deng, Guo, Xue, Zafeiriou 2019).
@@ -437,7 +437,7 @@ def arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
-    weights: ``[num_classes, dim]`` class weights (normalised internally).
+    proxies: ``[num_classes, dim]`` class weights, the proxies (normalised internally).
     margin: additive angular margin :math:`m \ge 0`, in radians.
     scale: logit scale :math:`s > 0`.
     where: optional ``[batch]`` bool; False marks padding rows.
@@ -462,13 +462,13 @@ def arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *
   """
   _check_reduction(reduction, margin=margin)
   _validation.positive(scale, "scale")
-  batch, cos, num_classes = _similarities(embeddings, labels, weights, where, axis_name,
-                                          name="weights")
+  batch, cos, num_classes = _similarities(embeddings, labels, proxies, where, axis_name,
+                                          name="proxies")
   values = _margin_softmax(cos, batch.labels, num_classes, _arc_target(margin), scale)
   return _per_row(batch, values, num_classes, reduction)
 
 
-def cosface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *,
+def cosface_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array, *,
                  margin=0.35, scale=64.0, where: jax.Array | None = None,
                  reduction: str = "mean", axis_name: str | None = None) -> jax.Array:
   r"""CosFace: large margin cosine loss (Wang et al. 2018).
@@ -483,7 +483,7 @@ def cosface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
-    weights: ``[num_classes, dim]`` class weights (normalised internally).
+    proxies: ``[num_classes, dim]`` class weights, the proxies (normalised internally).
     margin: cosine margin :math:`m \ge 0`.
     scale: logit scale :math:`s > 0`.
     where: optional ``[batch]`` bool; False marks padding rows.
@@ -508,13 +508,13 @@ def cosface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *
   """
   _check_reduction(reduction, margin=margin)
   _validation.positive(scale, "scale")
-  batch, cos, num_classes = _similarities(embeddings, labels, weights, where, axis_name,
-                                          name="weights")
+  batch, cos, num_classes = _similarities(embeddings, labels, proxies, where, axis_name,
+                                          name="proxies")
   values = _margin_softmax(cos, batch.labels, num_classes, lambda c: c - margin, scale)
   return _per_row(batch, values, num_classes, reduction)
 
 
-def subcenter_arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: jax.Array,
+def subcenter_arcface_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,
                            *, sub_centers: int = 3, margin=0.5, scale=64.0,
                            where: jax.Array | None = None, reduction: str = "mean",
                            axis_name: str | None = None) -> jax.Array:
@@ -530,7 +530,7 @@ def subcenter_arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: ja
   Args:
     embeddings: ``[batch, dim]`` floating array (normalised internally).
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
-    weights: ``[num_classes * sub_centers, dim]``; class ``c`` owns rows
+    proxies: ``[num_classes * sub_centers, dim]``; class ``c`` owns rows
       ``c * K`` to ``c * K + K - 1`` (normalised internally).
     sub_centers: :math:`K`, a static positive int.
     margin: additive angular margin :math:`m \ge 0`, in radians.
@@ -559,8 +559,8 @@ def subcenter_arcface_loss(embeddings: jax.Array, labels: jax.Array, weights: ja
   _check_reduction(reduction, margin=margin)
   _validation.positive(scale, "scale")
   per_class = _static_count(sub_centers, "sub_centers")
-  batch, cos, num_classes = _similarities(embeddings, labels, weights, where, axis_name,
-                                          name="weights", per_class=per_class)
+  batch, cos, num_classes = _similarities(embeddings, labels, proxies, where, axis_name,
+                                          name="proxies", per_class=per_class)
   cos = jnp.max(cos.reshape(cos.shape[0], num_classes, per_class), axis=-1)
   values = _margin_softmax(cos, batch.labels, num_classes, _arc_target(margin), scale)
   return _per_row(batch, values, num_classes, reduction)

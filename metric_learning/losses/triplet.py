@@ -9,9 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from metric_learning import _kernels
 from metric_learning import _sharding
 from metric_learning import _validation
-from metric_learning import distances as distances_lib
 from metric_learning import masks as masks_lib
 from metric_learning import mining
 from metric_learning import reductions
@@ -63,7 +63,7 @@ def triplet_margin_loss(anchors: jax.Array, positives: jax.Array,
                      f"got {a.shape}, {p.shape} and {n.shape}.")
   dtype = _validation.compute_dtype(a.dtype)
   a, p, n = (v.astype(dtype) for v in (a, p, n))
-  gap = distances_lib._paired(a, p, metric) - distances_lib._paired(a, n, metric)  # pylint: disable=protected-access
+  gap = _kernels.paired(a, p, metric) - _kernels.paired(a, n, metric)
   return _pipeline.triplet_term(gap, margin, soft).astype(anchors.dtype)
 
 
@@ -77,8 +77,8 @@ def _triplet_terms(batch: _pipeline.Batch, positive_index, negative_index, valid
   """
   index = jax.lax.stop_gradient(jnp.stack([positive_index, negative_index]))
   chosen = _sharding.take_rows(batch.candidates, jnp.maximum(index, 0))
-  dp = distances_lib._paired(batch.anchors, chosen[0], metric)  # pylint: disable=protected-access
-  dn = distances_lib._paired(batch.anchors, chosen[1], metric)  # pylint: disable=protected-access
+  dp = _kernels.paired(batch.anchors, chosen[0], metric)
+  dn = _kernels.paired(batch.anchors, chosen[1], metric)
   return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft), valid), dp
 
 
@@ -91,7 +91,7 @@ def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
 
   def select(a, labels, where, self_index):
     # Only indices are used: rank by a per-row monotone score, not the distances.
-    scores = distances_lib._row_ranking(a, cands, metric)  # pylint: disable=protected-access
+    scores = _kernels.row_ranking(a, cands, metric)
     m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
                              batch.candidate_where, self_index)
     return mining.hard_indices(scores, m, positive=positive)
@@ -133,7 +133,7 @@ def _selection_terms(batch: _pipeline.Batch, selection, *, margin, metric: str,
 
     def dist(index):
       index = jax.lax.stop_gradient(jnp.maximum(index, 0))
-      return distances_lib._paired(a, jnp.take(batch.candidates, index, axis=0), metric)  # pylint: disable=protected-access
+      return _kernels.paired(a, jnp.take(batch.candidates, index, axis=0), metric)
 
     dp, dn = dist(selection.positive_index), dist(selection.negative_index)
     gap = dp[:, :, None] - dn[:, None, :]
@@ -149,7 +149,7 @@ def _selection_terms(batch: _pipeline.Batch, selection, *, margin, metric: str,
 
 def selected_triplet_loss(embeddings: jax.Array, selection, *, margin=0.2,
                           metric: str = "euclidean", soft: bool = False,
-                          reduction: str = "mean", where: jax.Array | None = None,
+                          where: jax.Array | None = None, reduction: str = "mean",
                           axis_name: str | None = None) -> jax.Array:
   r"""Triplet loss on the triplets a miner selected.
 
@@ -287,7 +287,7 @@ def _cube_rows(batch: _pipeline.Batch, metric: str, row_terms):
   Used only where the terms do not decompose (soft margins).
   """
   def rows(anchors, masks):
-    d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
     return reductions.Terms(*mining.map_anchors(row_terms, d, masks.positive, masks.negative))
   return rows
 
@@ -303,15 +303,12 @@ def _window_terms(d, pos, neg, margin, lower: bool):
   return reductions.Terms(sums, triplets.astype(d.dtype), active.astype(d.dtype))
 
 
-def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
-                           margin=0.2, metric: str = "euclidean", soft: bool = False,
-                           where: jax.Array | None = None,
-                           reduction: str = "mean_nonzero",
-                           ref_embeddings: jax.Array | None = None,
-                           ref_labels: jax.Array | None = None,
-                           ref_where: jax.Array | None = None,
-                           axis_name: str | None = None,
-                           block_size: int | None = None) -> jax.Array:
+def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
+                           metric: str = "euclidean", soft: bool = False,
+                           where: jax.Array | None = None, reduction: str = "mean_nonzero",
+                           block_size: int | None = None, ref_embeddings: jax.Array | None = None,
+                           ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                           axis_name: str | None = None) -> jax.Array:
   r"""Batch-all triplet loss (Hermans et al. 2017): every valid triplet.
 
   .. math::
@@ -372,20 +369,18 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     rows = _cube_rows(batch, metric, row)
   else:
     def rows(anchors, masks):
-      d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+      d = _kernels.pairwise(anchors, batch.candidates, metric)
       return _window_terms(d, masks.positive, masks.negative, margin, lower=False)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
-def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
-                           margin=0.2, metric: str = "euclidean",
-                           definition: str = "facenet", soft: bool = False,
-                           where: jax.Array | None = None, reduction: str = "mean",
+def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
+                           metric: str = "euclidean", definition: str = "facenet",
+                           soft: bool = False, where: jax.Array | None = None,
+                           reduction: str = "mean", block_size: int | None = None,
                            ref_embeddings: jax.Array | None = None,
-                           ref_labels: jax.Array | None = None,
-                           ref_where: jax.Array | None = None,
-                           axis_name: str | None = None,
-                           block_size: int | None = None) -> jax.Array:
+                           ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                           axis_name: str | None = None) -> jax.Array:
   r"""Semi-hard triplet loss under the FaceNet or the TensorFlow Addons definition.
 
   * ``"facenet"`` (Schroff et al. 2015): every triplet with
@@ -449,7 +444,7 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
     rows = _cube_rows(batch, metric, facenet_row)
   else:
     def rows(anchors, masks):
-      d = distances_lib._pairwise(anchors, batch.candidates, metric)  # pylint: disable=protected-access
+      d = _kernels.pairwise(anchors, batch.candidates, metric)
       if definition == "facenet":
         return _window_terms(d, masks.positive, masks.negative, margin, lower=True)
       # TFA: the first negative farther than D_ij, else the farthest one.
@@ -459,14 +454,11 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *,
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
-def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
-                    margin2=0.1, metric: str = "euclidean",
-                    where: jax.Array | None = None,
-                    reduction: str = "mean",
-                    axis_name: str | None = None, soft: bool = False,
-                    ref_embeddings: jax.Array | None = None,
-                    ref_labels: jax.Array | None = None,
-                    ref_where: jax.Array | None = None) -> jax.Array:
+def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, margin2=0.1,
+                    metric: str = "euclidean", soft: bool = False, where: jax.Array | None = None,
+                    reduction: str = "mean", ref_embeddings: jax.Array | None = None,
+                    ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+                    axis_name: str | None = None) -> jax.Array:
   r"""Batch-hard quadruplet loss (Chen et al. 2017).
 
   .. math::
@@ -519,7 +511,7 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   # One candidate x candidate matrix serves both terms: the anchors' rows of it
   # drive the batch-hard selection, all of it the closest negative pair.
   x = jax.lax.stop_gradient(batch.candidates)
-  d = distances_lib._pairwise(x, x, metric)  # pylint: disable=protected-access
+  d = _kernels.pairwise(x, x, metric)
   masks = batch.masks()
   pi, ni, valid = mining.hard_indices(jnp.take(d, batch.self_index, axis=0), masks)
   first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=soft)
@@ -536,7 +528,7 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
   k, l, found = mining.map_anchors(hardest_pair, masks.negative)
   xk = jnp.take(batch.candidates, k, axis=0)
   xl = jnp.take(batch.candidates, l, axis=0)
-  dnn = distances_lib._paired(xk, xl, metric)  # pylint: disable=protected-access
+  dnn = _kernels.paired(xk, xl, metric)
   second = jnp.where(valid & found, _pipeline.triplet_term(dp - dnn, margin2, soft), 0)
   values = first.values + second
   terms = reductions.Terms(values, first.counts,
