@@ -1,6 +1,7 @@
 """Mask miners (pair margin, triplet margin, multi-similarity) and the "dot" metric."""
 
 import functools
+import math
 
 import cases
 import jax
@@ -248,3 +249,107 @@ def test_dot_metric_gradient():
     np.testing.assert_allclose(g, 2 * np.tile(x.sum(0), (4, 1)), rtol=1e-12, strict=True)
   gz = jax.grad(lambda a: jnp.sum(ml.pairwise_distances(a, metric="dot")))(jnp.zeros((3, 2)))
   assert np.all(gz == 0)
+
+
+# --------------------------------------------------------------------------- #
+# Any pair miner feeds the pair losses (``pairs=MinedPairs``).
+# --------------------------------------------------------------------------- #
+
+
+class _Mined(ref.Setup):
+  """The reference batch with only a miner's selected pairs."""
+
+  def __init__(self, x, y, w, pairs):
+    super().__init__(x, y, w)
+    self.pos, self.neg = np.asarray(pairs.positive), np.asarray(pairs.negative)
+
+  def positives(self, i):
+    return [j for j in super().positives(i) if self.pos[i, j]]
+
+  def negatives(self, i):
+    return [k for k in super().negatives(i) if self.neg[i, k]]
+
+
+def _ms_on_pairs(s, alpha, beta, base):
+  out = []
+  for i in range(len(s.labels)):
+    kp, kn = s.positives(i), s.negatives(i)
+    if not kp or not kn:
+      out.append((0.0, 0, 0))
+      continue
+    sim = lambda j, i=i: 1.0 - s.d(i, j, "cosine")
+    value = (math.log1p(sum(math.exp(-alpha * (sim(j) - base)) for j in kp)) / alpha
+             + math.log1p(sum(math.exp(beta * (sim(k) - base)) for k in kn)) / beta)
+    out.append((value, 1, int(value > 0)))
+  return out
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_contrastive_loss_on_a_miners_pairs_matches_loops(reduction):
+  for pattern, batch, _, x, y, w in cases.all_cases():
+    where = _where(w, batch)
+    pairs = mining.pair_margin(ml.pairwise_distances(x), y, pos_margin=1.0, neg_margin=2.5,
+                               where=where)
+    got = ml.contrastive_loss(x, y, margin=1.5, pairs=pairs, where=where, reduction=reduction)
+    want = ref.reduce(ref.contrastive(_Mined(x, y, w, pairs), "euclidean", 1.5), reduction)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=pattern)
+
+
+def test_multi_similarity_loss_on_any_miners_pairs_matches_loops():
+  for pattern, batch, _, x, y, w in cases.all_cases():
+    where = _where(w, batch)
+    d = ml.pairwise_distances(x, metric="cosine")
+    for pairs in (mining.pair_margin(d, y, pos_margin=0.3, neg_margin=0.9, where=where),
+                  mining.multi_similarity_pairs(1.0 - d, y, epsilon=0.2, where=where)):
+      got = ml.multi_similarity_loss(x, y, pairs=pairs, where=where, reduction="sum")
+      want = ref.reduce(_ms_on_pairs(_Mined(x, y, w, pairs), 2.0, 50.0, 0.5), "sum")
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=pattern)
+
+
+def test_multi_similarity_loss_with_its_own_miners_pairs_equals_the_built_in_mining():
+  for pattern, batch, _, x, y, w in cases.all_cases():
+    where = _where(w, batch)
+    sims = 1.0 - ml.pairwise_distances(x, metric="cosine")
+    pairs = mining.multi_similarity_pairs(sims, y, epsilon=0.3, where=where)
+    for reduction in ("sum", "none"):
+      np.testing.assert_allclose(
+          ml.multi_similarity_loss(x, y, pairs=pairs, where=where, reduction=reduction),
+          ml.multi_similarity_loss(x, y, epsilon=0.3, where=where, reduction=reduction),
+          rtol=1e-6, atol=1e-7, err_msg=pattern)
+
+
+def test_every_pair_selected_equals_no_miner_and_streaming_agrees():
+  x, y, w = cases.make("padding", 12, 5)
+  everything = mining.MinedPairs(positive=jnp.ones((12, 12), bool),
+                                 negative=jnp.ones((12, 12), bool))
+  refs = np.random.default_rng(3).normal(size=(4, 5)).astype(np.float32)
+  bank = dict(ref_embeddings=refs, ref_labels=np.array([100, 105, 7, 8], np.int32))
+  for loss in (ml.contrastive_loss, ml.multi_similarity_loss):
+    np.testing.assert_allclose(loss(x, y, pairs=everything, where=w, **bank),
+                               loss(x, y, where=w, **bank) if loss is ml.contrastive_loss
+                               else loss(x, y, epsilon=10.0, where=w, **bank), rtol=1e-6)
+    pairs = mining.pair_margin(ml.pairwise_distances(x), y, pos_margin=1.0, neg_margin=2.5)
+    np.testing.assert_allclose(loss(x, y, pairs=pairs, where=w, block_size=5),
+                               loss(x, y, pairs=pairs, where=w), rtol=1e-6)
+
+
+def test_gradients_through_a_miners_pairs_match_finite_differences():
+  x, y, _ = cases.make("pk", 7, 3)
+  x = jnp.asarray(x, jnp.float64) if jax.config.jax_enable_x64 else jnp.asarray(x)
+  pairs = mining.pair_margin(ml.pairwise_distances(x), y, pos_margin=0.5, neg_margin=3.0)
+  for loss in (functools.partial(ml.contrastive_loss, margin=3.0, squared=False),
+               ml.multi_similarity_loss):
+    check_grads(lambda e, loss=loss: loss(e, y, pairs=pairs), (x,), order=1,
+                modes=["rev"], atol=5e-2, rtol=5e-2)
+
+
+def test_pairs_of_the_wrong_shape_or_kind_fail_naming_them():
+  x, y, _ = cases.make("pk", 7, 3)
+  with pytest.raises(ValueError, match=r"pairs\.positive must be a bool \[7, 7\] mask"):
+    ml.contrastive_loss(x, y, pairs=mining.MinedPairs(positive=jnp.ones((7, 6), bool),
+                                                      negative=jnp.ones((7, 7), bool)))
+  with pytest.raises(TypeError, match="pairs must be a MinedPairs selection"):
+    ml.multi_similarity_loss(x, y, pairs=jnp.ones((7, 7), bool))
+  empty = mining.MinedPairs(positive=jnp.ones((0, 0), bool), negative=jnp.ones((0, 0), bool))
+  assert float(ml.contrastive_loss(jnp.ones((0, 3)), jnp.ones((0,), jnp.int32),
+                                   pairs=empty)) == 0.0

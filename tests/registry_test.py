@@ -69,7 +69,7 @@ def test_loss_arguments_are_the_functions_keywords_without_runtime_ones(name):
 
 
 # The one keyword order every loss follows after its hyper-parameters.
-CALL_ARGUMENTS = ("where", "reduction", "block_size", "ref_embeddings", "ref_labels",
+CALL_ARGUMENTS = ("pairs", "where", "reduction", "block_size", "ref_embeddings", "ref_labels",
                   "ref_where", "axis_name")
 
 
@@ -93,7 +93,7 @@ def _signature_problems(fn, proxies: bool) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(loss_registry.LOSSES.names()))
 def test_every_loss_takes_its_arguments_in_one_order(name):
-  """``(embeddings, labels[, proxies], *, hyper-parameters..., where, reduction,
+  """``(embeddings, labels[, proxies], *, hyper-parameters..., pairs, where, reduction,
   block_size, ref_embeddings, ref_labels, ref_where, axis_name)``: one shape
   for every loss, one name for the proxy array."""
   fn = loss_registry.LOSSES[name]

@@ -243,20 +243,51 @@ def map_row_blocks(fn, rows, block_size: int | None):
   return jax.tree.map(lambda v: v.reshape((blocks * block_size,) + v.shape[2:])[:size], out)
 
 
-def per_anchor(batch: Batch, block_size, fn):
+def mined_pair_masks(batch: Batch, pairs) -> tuple[jax.Array, jax.Array]:
+  """The ``[A, C]`` masks of a miner's selection (``MinedPairs``) for ``batch``.
+
+  A miner sees the batch (with ``axis_name``: ``[local, global]``), not a
+  memory bank: the reference columns stay as the labels make them.
+  """
+  positive, negative = getattr(pairs, "positive", None), getattr(pairs, "negative", None)
+  if positive is None or negative is None:
+    raise TypeError("pairs must be a MinedPairs selection (metric_learning.mining."
+                    f"pair_margin, multi_similarity_pairs, ...); got {type(pairs).__name__}.")
+  rows = 0 if batch.empty else batch.anchors.shape[0]
+  columns = batch.candidates.shape[0] - batch.num_refs - (1 if batch.empty else 0)
+  out = []
+  for name, mask in (("positive", positive), ("negative", negative)):
+    mask = jnp.asarray(mask)
+    if mask.shape != (rows, columns) or mask.dtype != jnp.bool_:
+      raise ValueError(f"pairs.{name} must be a bool [{rows}, {columns}] mask (anchors x "
+                       f"batch); got {mask.dtype} {mask.shape}.")
+    if batch.empty:
+      mask = jnp.zeros((1, 1), bool)
+    out.append(jnp.pad(mask, ((0, 0), (0, batch.num_refs)), constant_values=True))
+  return out[0], out[1]
+
+
+def per_anchor(batch: Batch, block_size, fn, pairs=None):
   """``fn(anchors [b, D], masks PairMasks [b, C])`` over blocks of anchor rows.
 
   The shared streaming path of the losses whose terms are per anchor row:
   ``fn`` returns a pytree of ``[b, ...]`` arrays (typically :class:`Terms`),
   computed from the block's rows against every candidate. Padding rows added
   to fill the last block are not real (``where`` False) and are dropped.
+  ``pairs`` (a ``MinedPairs``): only the selected positive and negative pairs
+  are in the masks ``fn`` sees.
   """
-  def run(anchors, labels, where, self_index):
+  def run(anchors, labels, where, self_index, *selected):
     masks = masks_lib.pair_masks(labels, where, batch.candidate_labels,
                                  batch.candidate_where, self_index)
+    if selected:
+      masks = dataclasses.replace(masks, positive=masks.positive & selected[0],
+                                  negative=masks.negative & selected[1])
     return fn(anchors, masks)
 
   rows = (batch.anchors, batch.labels, batch.where, batch.self_index)
+  if pairs is not None:
+    rows += mined_pair_masks(batch, pairs)
   return map_row_blocks(run, rows, block_rows(block_size, batch.anchors.shape[0]))
 
 

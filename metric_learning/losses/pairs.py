@@ -24,7 +24,8 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                      metric: str = "euclidean", pos_margin=0.0, squared: bool = True,
-                     reduce_separately: bool = False, where: jax.Array | None = None,
+                     reduce_separately: bool = False, pairs=None,
+                     where: jax.Array | None = None,
                      reduction: str = "mean", block_size: int | None = None,
                      ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
                      ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
@@ -63,6 +64,11 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
     pos_margin: positive margin :math:`m^+ \ge 0` (PML's ``pos_margin``).
     squared: the paper's :math:`\tfrac12 [\cdot]_+^2` (True) or the plain hinge.
     reduce_separately: reduce positive and negative pairs separately and add.
+    pairs: optional :class:`metric_learning.mining.MinedPairs` (``[batch,
+      batch]`` masks from any pair miner, e.g. :func:`metric_learning.mining.
+      pair_margin`): only the selected pairs count, reduced as without a miner
+      (pytorch-metric-learning's ``indices_tuple``). Memory-bank columns are
+      not mined and stay in.
     block_size: anchor rows per block. None (the default) is automatic: one
       dense ``[batch, candidates]`` matrix up to 512 rows, blocks of 256 rows
       above, each recomputed in the backward pass (O(256 · candidates)
@@ -98,7 +104,7 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
     neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
     return pos, neg
 
-  pos, neg = _pipeline.per_anchor(batch, block_size, rows)
+  pos, neg = _pipeline.per_anchor(batch, block_size, rows, pairs)
   if reduce_separately:
     return batch.finish(pos, reduction) + batch.finish(neg, reduction)
   return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
@@ -168,7 +174,8 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
 
 
 def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0, beta=50.0,
-                          base=0.5, epsilon=0.1, where: jax.Array | None = None,
+                          base=0.5, epsilon=0.1, pairs=None,
+                          where: jax.Array | None = None,
                           reduction: str = "mean", block_size: int | None = None,
                           ref_embeddings: jax.Array | None = None,
                           ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
@@ -194,6 +201,11 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
     beta: negative scale :math:`\beta > 0`.
     base: similarity offset :math:`\lambda`.
     epsilon: mining margin :math:`\epsilon \ge 0`.
+    pairs: optional :class:`metric_learning.mining.MinedPairs` from any pair
+      miner: the loss on exactly those pairs, without its own mining
+      (``epsilon`` unused), as pytorch-metric-learning's MultiSimilarityLoss
+      with an ``indices_tuple``. ``mining.multi_similarity_pairs`` gives the
+      built-in selection.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
@@ -227,16 +239,19 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
   def rows(anchors, masks):
     s = 1.0 - _kernels.pairwise(anchors, batch.candidates, "cosine")
     s_const = jax.lax.stop_gradient(s)
-    kept = mining.multi_similarity_selection(s_const, masks.positive, masks.negative,
-                                             epsilon=epsilon)
-    keep_pos, keep_neg = kept.positive, kept.negative
+    if pairs is None:
+      kept = mining.multi_similarity_selection(s_const, masks.positive, masks.negative,
+                                               epsilon=epsilon)
+      keep_pos, keep_neg = kept.positive, kept.negative
+    else:                     # the miner's selection is already in the masks
+      keep_pos, keep_neg = masks.positive, masks.negative
     pos = _pipeline.log1p_sum_exp(-alpha * (s - base), keep_pos) / alpha
     neg = _pipeline.log1p_sum_exp(beta * (s - base), keep_neg) / beta
     used = jnp.any(keep_pos, -1) & jnp.any(keep_neg, -1)
     t = _pipeline.terms(pos + neg, used)
     return reductions.Terms(t.values, masks.valid_anchor.astype(t.values.dtype), t.nonzero)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, pairs), reduction)
 
 
 MARGIN_WEIGHTINGS = ("pairs", "triplets")

@@ -39,7 +39,8 @@ from metric_learning.losses import triplet
 
 # Arguments supplied at call time by the caller (padding, devices, memory bank,
 # per-step randomness), never by a configuration.
-RUNTIME_ARGUMENTS = ("where", "axis_name", "ref_embeddings", "ref_labels", "ref_where", "key")
+RUNTIME_ARGUMENTS = ("pairs", "where", "axis_name", "ref_embeddings", "ref_labels", "ref_where",
+                     "key")
 
 LOSSES = registry_lib.Registry(
     "loss", runtime=RUNTIME_ARGUMENTS,
