@@ -10,7 +10,6 @@ the maths lives in the library.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ from metric_learning.training import logger as logger_lib
 from metric_learning.training import optim
 from metric_learning.training import parallel
 from metric_learning.training import plots
+from metric_learning.training import rundir
 
 class Interrupted(Exception):
   """SIGINT / SIGTERM stopped the run after saving a checkpoint at ``step``."""
@@ -74,32 +74,26 @@ def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
   ``fresh=True`` moves an existing workdir aside (``WORKDIR.old-TIMESTAMP``) —
   nothing is deleted — and starts anew.
   """
-  path = os.path.join(workdir, "config.json")
+  run = rundir.RunDir(workdir)
   current, defaults = config_lib.resolve(config)
-  used = os.path.isdir(workdir) and any(
-      os.path.exists(os.path.join(workdir, f)) for f in ("config.json", "checkpoints"))
+  used = run.used()
   if used and fresh:
     aside = f"{os.path.normpath(workdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
     os.replace(workdir, aside)
     logging.warning("--fresh: moved the previous run in %s to %s.", workdir, aside)
   elif used:
-    if not os.path.exists(path):
+    if not run.exists(rundir.CONFIG):
       raise ConfigError(f"workdir {workdir!r} holds checkpoints but no config.json, so it "
                         "cannot be checked against this config; use another --workdir or "
                         "--fresh.")
-    with open(path) as f:
-      saved = config_lib.upgrade_saved(json.load(f))
+    saved = config_lib.upgrade_saved(run.read_json(rundir.CONFIG))
     diff = config_lib.config_differences(saved, current, defaults)
     if diff:
       raise ConfigError(f"workdir {workdir!r} was made by a different config ("
                         + "; ".join(diff) + "); use another --workdir, or --fresh to move "
                         "the old run aside and start anew.")
-  os.makedirs(workdir, exist_ok=True)
-  for name, content in (("config.json", current), ("provenance.json", _provenance())):
-    tmp = os.path.join(workdir, f"{name}.tmp")
-    with open(tmp, "w") as f:
-      json.dump(content, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(workdir, name))
+  run.write_json(rundir.CONFIG, current)
+  run.write_json(rundir.PROVENANCE, _provenance())
 
 
 
@@ -292,19 +286,16 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   if jax.process_count() > 1:   # every process resumes from process 0's checkpoint
     state = checkpoint.broadcast_from_process_0(state)
     first_step = int(state.step)
-  progress_path = os.path.join(workdir, "progress.json")
-  progress = {}
-  if is_main and os.path.exists(progress_path):
-    with open(progress_path) as f:
-      progress = json.load(f)
+  run = rundir.RunDir(workdir)
+  progress = (run.read_json(rundir.PROGRESS) if is_main else None) or {}
   elapsed_before = float(progress.get(str(first_step), 0.0))
   start = time.time()
   if is_main:
     training.save_model_spec(workdir, config.model.name, input_shape,
                              {**models.arguments(config.model.name), **model_settings},
                              proxies=proxies)
-    with open(os.path.join(workdir, "labels.json"), "w") as f:
-      json.dump({str(k): v for k, v in label_names(datasets).items()}, f, indent=1)
+    run.write_json(rundir.LABELS, {str(k): v for k, v in label_names(datasets).items()},
+                   sort_keys=False)
   state = runner.put_state(state)
   log = logger_lib.MetricLogger(workdir, enabled=is_main, resume_step=first_step)
   # "No active anchor" means "no gradient" only for hinge losses with a margin;
@@ -321,10 +312,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
     checkpoint.save(manager, step, runner.get_state(state))
     saved.append(step)
     progress[str(step)] = round(elapsed_before + time.time() - start, 3)
-    tmp = f"{progress_path}.tmp"
-    with open(tmp, "w") as f:
-      json.dump(progress, f)
-    os.replace(tmp, progress_path)
+    run.write_json(rundir.PROGRESS, progress, indent=None, sort_keys=False)
 
   def evaluate(step, host):
     results, emb = run_evaluators(evals, lambda x: embed_fn(host, x), datasets,
@@ -477,11 +465,8 @@ def write_outputs(workdir, summary, emb, datasets, log, config, transform=None) 
         model=training.model_identity(workdir, summary["steps"]))
     for k in parts[1:]:
       gallery = gallery.add(emb[k], datasets[k].labels)
-    gallery.save(os.path.join(workdir, "index.npz"))
-  tmp = os.path.join(workdir, "summary.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, "summary.json"))
+    gallery.save(rundir.RunDir(workdir).path(rundir.INDEX))
+  rundir.RunDir(workdir).write_json(rundir.SUMMARY, summary)
   print(format_summary(summary))
 
 

@@ -12,6 +12,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from metric_learning.training import rundir
+
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/unseen_sweep", "Where runs go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds per variant (the split stays fixed).")
 _ONLY = flags.DEFINE_list("only", [], "Run only these variants (comma-separated names).")
@@ -99,7 +101,7 @@ def main(argv):
         c.eval_every, c.checkpoint_every = 0, c.num_steps
       workdir = os.path.join(_WORKDIR.value, f"{i}_{seed}")
       summary = train.train_and_evaluate(c, workdir, fresh=True)
-      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      with open(rundir.RunDir(workdir).path(rundir.METRICS)) as f:
         active = [r["train/active_anchor_fraction"] for r in map(json.loads, f)
                   if "train/active_anchor_fraction" in r]
       summary["dead_log_fraction"] = sum(a == 0 for a in active) / max(len(active), 1)

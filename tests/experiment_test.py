@@ -30,6 +30,18 @@ def _rows(workdir):
     return [json.loads(line) for line in f]
 
 
+def test_every_file_of_a_run_is_named_by_the_run_directory_module(run):
+  """One module owns the run directory: a run writes nothing it does not name,
+  and a temporary file of an atomic write never stays behind."""
+  from metric_learning.training import rundir
+  workdir, _ = run
+  assert set(os.listdir(workdir)) == set(rundir.FILES + rundir.FOLDERS) - {rundir.EVALS}
+  with pytest.raises(ValueError, match="'notes.txt' is not a file of a run directory"):
+    rundir.RunDir(workdir).path("notes.txt")
+  again = rundir.RunDir(workdir).read_json(rundir.SUMMARY)
+  assert again["steps"] == 6 and not any(f.endswith(".tmp") for f in os.listdir(workdir))
+
+
 def test_writes_checkpoints_events_metrics_plots_and_summary(run):
   workdir, summary = run
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]

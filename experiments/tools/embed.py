@@ -39,6 +39,7 @@ from metric_learning.data import datasets
 from metric_learning.data import protocols
 from metric_learning.data import registry as data_registry
 from metric_learning.training import embedder as embedder_lib
+from metric_learning.training import rundir
 
 IMAGE_MODES = {1: "L", 3: "RGB"}
 
@@ -98,11 +99,9 @@ def load_embedder(workdir: str) -> Callable[[np.ndarray], np.ndarray]:
 
 def workdir_transform(workdir: str):
   """The evaluation transform of a run trained on image files, else None."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  config = rundir.RunDir(workdir).read_json(rundir.CONFIG)
+  if config is None:
     return None
-  with open(path) as f:
-    config = json.load(f)
   if config.get("data", {}).get("name") not in data_registry.STREAMED:
     return None
   from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
@@ -111,7 +110,7 @@ def workdir_transform(workdir: str):
 
 def workdir_names(workdir: str) -> dict[int, str]:
   """The run's ``labels.json`` (``{label: class name}``), empty when absent."""
-  path = os.path.join(workdir, "labels.json")
+  path = rundir.RunDir(workdir).path(rundir.LABELS)
   if not os.path.isfile(path):
     return {}
   try:

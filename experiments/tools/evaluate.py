@@ -17,7 +17,6 @@ checkpoint step) and to stdout as the trainer's summary table. Checkpoints,
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -32,6 +31,7 @@ from experiments import train
 from metric_learning.data import registry as data_registry
 from metric_learning.data import transforms
 from metric_learning.training import embedder
+from metric_learning.training import rundir
 
 # What an evaluation may change; everything else is how the model was trained.
 EVALUATION_FIELDS = ("evals", "eval_batch_size", "workers", "raw_baseline")
@@ -46,12 +46,12 @@ def _workdir_argument(argv: list[str]) -> str | None:
 
 def recorded_config(workdir: str) -> ml_collections.ConfigDict:
   """``W/config.json`` as a ConfigDict (lists as tuples, as the config files write them)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise embed_lib.ToolError(f"--workdir: {path!r} not found; give the --workdir of a "
-                              "training run (python -m experiments.main --workdir=...).")
-  with open(path) as f:
-    saved = config_lib.upgrade_saved(json.load(f))
+  saved = rundir.RunDir(workdir).read_json(rundir.CONFIG)
+  if saved is None:
+    raise embed_lib.ToolError(f"--workdir: {rundir.RunDir(workdir).path(rundir.CONFIG)!r} not "
+                              "found; give the --workdir of a training run (python -m "
+                              "experiments.main --workdir=...).")
+  saved = config_lib.upgrade_saved(saved)
 
   def tuples(x):
     if isinstance(x, dict):
@@ -92,12 +92,7 @@ def run(workdir: str, config, *, step: int | None = None) -> dict:
     results.update({f"raw/{k}": v for k, v in raw.items()})
   out = {"step": int(embed.step), "results": results,
          "evals": config_lib.to_json(config)["evals"]}
-  folder = os.path.join(workdir, "evals")
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, f"step_{embed.step}.json")
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(out, f, indent=1, sort_keys=True)
-  os.replace(f"{path}.tmp", path)
+  path = rundir.RunDir(workdir).write_json(rundir.EVALS, out, f"step_{embed.step}.json")
   table = train.format_summary({**results, "steps": embed.step, "wall_time_s": 0,
                                 "skipped_updates": 0, "health_warnings": []})
   print("\n".join(table.splitlines()[:-1]))

@@ -19,12 +19,13 @@ from metric_learning.training.optim import SCHEDULES
 from metric_learning.training.optim import make_optimizer
 from metric_learning.training.optim import make_schedule
 from metric_learning.training.parallel import make_runner
+from metric_learning.training.rundir import RunDir
 from metric_learning.training.state import TrainState
 from metric_learning.training.state import init_state
 from metric_learning.training.state import make_embed_fn
 from metric_learning.training.state import make_train_step
 
-__all__ = ("HealthMonitor", "OPTIMIZERS", "SCHEDULES", "TrainState", "init_state",
+__all__ = ("HealthMonitor", "OPTIMIZERS", "RunDir", "SCHEDULES", "TrainState", "init_state",
            "load_embedder", "load_model", "make_embed_fn", "make_optimizer", "make_runner",
            "make_schedule", "make_train_step", "model_identity", "same_model",
            "save_model_spec")

@@ -16,11 +16,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from metric_learning.training import rundir
+
 
 def manager(workdir: str, *, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
   """An orbax manager for ``workdir/checkpoints``; with several processes only
   process 0 writes (every process holds the same replicated state)."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = rundir.RunDir(os.path.abspath(workdir)).path(rundir.CHECKPOINTS)
   extra: dict[str, Any] = {"create": True}
   if jax.process_count() > 1:
     os.makedirs(directory, exist_ok=True)
@@ -73,7 +75,7 @@ def latest_params(workdir: str, template):
   mgr = manager(workdir, max_to_keep=None)
   try:
     if not mgr.all_steps():
-      raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')!r}; "
+      raise FileNotFoundError(f"no checkpoint in {rundir.RunDir(workdir).path(rundir.CHECKPOINTS)!r}; "
                               "train first (python -m experiments.main --workdir=...).")
     return restore_latest(mgr, template)
   finally:

@@ -27,9 +27,10 @@ from flax import nnx
 from metric_learning import models
 from metric_learning.data.sampler import padded_batches
 from metric_learning.training import checkpoint
+from metric_learning.training import rundir
 
-MODEL_SPEC = "model.json"
-CONFIG = "config.json"
+MODEL_SPEC = rundir.MODEL_SPEC
+CONFIG = rundir.CONFIG
 # The fields of a model identity that name the encoder; "workdir" is for messages.
 IDENTITY_FIELDS = ("config_sha256", "step")
 
@@ -44,20 +45,16 @@ def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, An
   spec = {"name": name, "input_shape": [int(s) for s in input_shape],
           "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
           "proxies": None if proxies is None else [int(v) for v in proxies]}
-  os.makedirs(workdir, exist_ok=True)
-  tmp = os.path.join(workdir, f"{MODEL_SPEC}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(spec, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, MODEL_SPEC))
+  rundir.RunDir(workdir).write_json(MODEL_SPEC, spec)
 
 
 def load_model_spec(workdir: str) -> dict[str, Any]:
-  path = os.path.join(workdir, MODEL_SPEC)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path!r} not found: {workdir!r} is not a workdir of a training "
-                            "run (python -m experiments.main --workdir=... writes it).")
-  with open(path) as f:
-    return json.load(f)
+  spec = rundir.RunDir(workdir).read_json(MODEL_SPEC)
+  if spec is None:
+    raise FileNotFoundError(f"{rundir.RunDir(workdir).path(MODEL_SPEC)!r} not found: "
+                            f"{workdir!r} is not a workdir of a training run "
+                            "(python -m experiments.main --workdir=... writes it).")
+  return spec
 
 
 def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, int]:
@@ -81,7 +78,7 @@ def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, int]:
     if step is not None:
       if step not in steps:
         raise FileNotFoundError(f"no checkpoint at step {step} in "
-                                f"{os.path.join(workdir, 'checkpoints')!r}; its steps are "
+                                f"{rundir.RunDir(workdir).path(rundir.CHECKPOINTS)!r}; its steps are "
                                 f"{sorted(steps)}.")
       steps = [step]
     for step in steps:  # pylint: disable=redefined-argument-from-local
@@ -97,7 +94,7 @@ def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, int]:
   finally:
     mgr.close()
   raise FileNotFoundError(f"no restorable checkpoint in "
-                          f"{os.path.join(workdir, 'checkpoints')!r}.")
+                          f"{rundir.RunDir(workdir).path(rundir.CHECKPOINTS)!r}.")
 
 
 def model_identity(workdir: str, step: int | None = None) -> dict[str, Any]:
@@ -119,15 +116,14 @@ def model_identity(workdir: str, step: int | None = None) -> dict[str, Any]:
   Raises:
     FileNotFoundError: no ``config.json``, or (``step=None``) no checkpoint.
   """
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path!r} not found: {workdir!r} is not a workdir of a training "
-                            "run (python -m experiments.main --workdir=... writes it).")
-  with open(path) as f:
-    config = json.load(f)
+  config = rundir.RunDir(workdir).read_json(CONFIG)
+  if config is None:
+    raise FileNotFoundError(f"{rundir.RunDir(workdir).path(CONFIG)!r} not found: {workdir!r} "
+                            "is not a workdir of a training run (python -m experiments.main "
+                            "--workdir=... writes it).")
   digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
   if step is None:
-    directory = os.path.join(workdir, "checkpoints")
+    directory = rundir.RunDir(workdir).path(rundir.CHECKPOINTS)
     steps = []
     if os.path.isdir(directory):
       mgr = checkpoint.manager(workdir, max_to_keep=None)
@@ -190,5 +186,5 @@ def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 25
   embed.input_shape = input_shape
   embed.step = step
   embed.identity = (model_identity(workdir, step)
-                    if os.path.isfile(os.path.join(workdir, CONFIG)) else None)
+                    if rundir.RunDir(workdir).exists(CONFIG) else None)
   return embed

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+from metric_learning.training import rundir
 
 
 class MetricLogger:
@@ -21,12 +22,12 @@ class MetricLogger:
 
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = rundir.RunDir(workdir).path(rundir.METRICS)
     self._writer = None
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    events = os.path.join(workdir, "tensorboard")
+    events = rundir.RunDir(workdir).path(rundir.TENSORBOARD)
     kept = [r for r in self.history() if resume_step is not None and r["step"] <= resume_step]
     tmp = f"{self.path}.tmp"
     with open(tmp, "w") as f:

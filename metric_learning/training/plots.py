@@ -34,6 +34,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from metric_learning.training import rundir
+
 DPI = 100
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 # Distances are computed on at most this many points per set (n² pairs).
@@ -94,7 +96,7 @@ def save(fig: Figure, path: str) -> None:
 def all_paths(workdir: str) -> dict[str, str]:
   """The PNG path of each figure of a run: ``WORKDIR/plots/NAME.png``."""
   names = ("embedding_map", "distances", "curves", "retrieval_grid")
-  return {n: os.path.join(workdir, "plots", f"{n}.png") for n in names}
+  return {n: rundir.RunDir(workdir).path(rundir.PLOTS, f"{n}.png") for n in names}
 
 
 def _check_sets(sets: SetsType) -> list[tuple[str, np.ndarray, np.ndarray]]:
