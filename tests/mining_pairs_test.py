@@ -1,7 +1,6 @@
 """Mask miners (pair margin, triplet margin, multi-similarity) and the "dot" metric."""
 
 import functools
-import math
 
 import cases
 import jax
@@ -271,17 +270,9 @@ class _Mined(ref.Setup):
 
 
 def _ms_on_pairs(s, alpha, beta, base):
-  out = []
-  for i in range(len(s.labels)):
-    kp, kn = s.positives(i), s.negatives(i)
-    if not kp or not kn:
-      out.append((0.0, 0, 0))
-      continue
-    sim = lambda j, i=i: 1.0 - s.d(i, j, "cosine")
-    value = (math.log1p(sum(math.exp(-alpha * (sim(j) - base)) for j in kp)) / alpha
-             + math.log1p(sum(math.exp(beta * (sim(k) - base)) for k in kn)) / beta)
-    out.append((value, 1, int(value > 0)))
-  return out
+  """Every selected pair kept (no mining rule); an anchor without both counts 0."""
+  return [ref.multi_similarity_terms(s, i, s.positives(i), s.negatives(i), alpha, beta, base)
+          for i in range(len(s.labels))]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -201,13 +201,18 @@ def multi_similarity(s, alpha, beta, base, epsilon):
     max_neg = max(sim(k) for k in neg)
     kp = [j for j in pos if sim(j) - epsilon < max_neg]
     kn = [k for k in neg if sim(k) + epsilon > min_pos]
-    if not kp or not kn:
-      out.append((0.0, 1, 0))
-      continue
-    value = (math.log1p(sum(math.exp(-alpha * (sim(j) - base)) for j in kp)) / alpha
-             + math.log1p(sum(math.exp(beta * (sim(k) - base)) for k in kn)) / beta)
-    out.append((value, 1, int(value > 0)))
+    out.append(multi_similarity_terms(s, i, kp, kn, alpha, beta, base, empty_count=1))
   return out
+
+
+def multi_similarity_terms(s, i, kp, kn, alpha, beta, base, empty_count=0):
+  """Anchor i's (value, count, nonzero) on the kept positives kp and negatives kn."""
+  if not kp or not kn:
+    return (0.0, empty_count, 0)
+  sim = lambda j: 1.0 - s.d(i, j, "cosine")
+  value = (math.log1p(sum(math.exp(-alpha * (sim(j) - base)) for j in kp)) / alpha
+           + math.log1p(sum(math.exp(beta * (sim(k) - base)) for k in kn)) / beta)
+  return (value, 1, int(value > 0))
 
 
 def margin_loss(s, metric, beta, margin):
