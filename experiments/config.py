@@ -10,7 +10,6 @@ the tools read configs only through this module.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -25,7 +24,7 @@ from metric_learning import _validation
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning.data import registry as data_registry
-from metric_learning.data import transforms
+from metric_learning.data import sources
 from metric_learning.losses import registry as loss_registry
 from metric_learning.training import optim
 from metric_learning.training import parallel
@@ -128,27 +127,14 @@ def validate(config) -> None:
 
 
 def validate_augment(data_name: str, augment) -> None:
-  """``config.augment``: a :class:`~metric_learning.data.transforms.Transform` for
-  image files (:data:`~metric_learning.data.registry.STREAMED`), else the
-  in-memory augmentation (``max_shift``, ``flip``)."""
-  if data_name in data_registry.STREAMED:
-    fields = [f.name for f in dataclasses.fields(transforms.Transform)]
-    for key in augment:
-      if key not in fields:
-        raise ConfigError(f"config.augment.{key} is not a field of the image transform of "
-                          f"data {data_name!r}; its fields are {fields}.")
-    try:
-      transforms.Transform(**dict(augment))
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.augment: {e}") from None
-    return
-  for key in augment:
-    if key not in ("max_shift", "flip"):
-      raise ConfigError(f"config.augment.{key} is not a field; the in-memory data "
-                        f"{data_name!r} takes max_shift and flip (image-file datasets "
-                        f"{sorted(data_registry.STREAMED)} take a full image transform).")
-  if augment.get("max_shift", 0) < 0:
-    raise ConfigError(f"config.augment.max_shift must be >= 0; got {augment.max_shift}.")
+  """``config.augment``: the augmentation settings of the data's source kind
+  (:mod:`metric_learning.data.sources`): a
+  :class:`~metric_learning.data.transforms.Transform` for image files, shifts
+  and flips for arrays in memory."""
+  try:
+    sources.kind(data_name).check_augment(dict(augment))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.{e}") from None
 
 
 def to_json(config) -> dict:
@@ -210,9 +196,8 @@ def resolve_part_overrides(config, file_config, overrides: dict):
     _keep_given(config, section, overrides, f"--config.{section}.name={config[section].name}",
                 keep_name=True)
   # The augmentation of arrays (shifts) and of image files (a Transform) differ:
-  # a data set of the other kind does not take the file's augment section.
-  streamed = lambda name: name in data_registry.STREAMED
-  if streamed(file_config.data.get("name")) != streamed(config.data.get("name")):
+  # a data set of the other source kind does not take the file's augment section.
+  if sources.kind(file_config.data.get("name")) is not sources.kind(config.data.get("name")):
     _keep_given(config, "augment", overrides, f"--config.data.name={config.data.name}",
                 keep_name=False)
   return config
@@ -248,13 +233,6 @@ def not_a_field(field: str, known) -> str:
   return f"{field} is not a field; the fields are {sorted(known)}."
 
 
-def _augment_defaults(data_name: str) -> dict:
-  if data_name in data_registry.STREAMED:
-    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            for f in dataclasses.fields(transforms.Transform)}
-  return {"max_shift": 0, "flip": False}
-
-
 def _evaluator_defaults(kind: str) -> dict:
   cls = evaluators.EVALUATORS[kind]
   return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
@@ -273,7 +251,7 @@ def section_defaults(config) -> dict:
       "loss": loss_registry.arguments(config.loss.name),
       "optimizer": {"grad_clip": 0.0, **optim.optimizer_arguments(config.optimizer.name)},
       "schedule": {"warmup_steps": 0, **optim.schedule_arguments(config.schedule.name)},
-      "augment": _augment_defaults(config.data.name),
+      "augment": sources.kind(config.data.name).augment_defaults(),
   }
   out["evals"] = {name: _evaluator_defaults(spec["name"])
                   for name, spec in config.evals.items()}

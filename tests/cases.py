@@ -34,3 +34,14 @@ def all_cases():
   for batch, dim in SHAPES:
     for pattern in PATTERNS:
       yield (pattern, batch, dim) + make(pattern, batch, dim)
+
+
+# Images for the image-operation and transform tests.
+
+def ramp(h=8, w=6):
+  """A uint8 image whose every pixel differs: value = 3 * (row * w + col) + channel."""
+  return np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+
+
+def noise(h=32, w=24, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -6,6 +6,7 @@ import pytest
 
 from experiments import train as train_lib
 from experiments.configs import test as test_config
+import metric_learning as ml
 from metric_learning import data
 from metric_learning import models
 from metric_learning import training
@@ -13,7 +14,7 @@ from metric_learning.losses import registry
 from metric_learning.training import parallel
 
 
-def _train(mode, loss_name, loss_kwargs, steps=3):
+def _train(mode, loss_name, loss_kwargs, steps=3, **statistics):
   # SGD: Adam divides noise-level gradients (~1e-8, e.g. of biases feeding an
   # L2 normalisation) by their own scale, so summation order would show.
   digits = data.digits()
@@ -27,18 +28,24 @@ def _train(mode, loss_name, loss_kwargs, steps=3):
     extra = {} if axis_name is None else {"axis_name": axis_name}
     return lambda e, y, w: loss(e, y, where=w, **extra)
 
-  runner = parallel.make_runner(mode, graphdef, tx, make_loss, sampler.batch_size)
-  state = runner.put_state(state)
-  losses = []
+  runner = parallel.make_runner(mode, graphdef, tx, make_loss, sampler.batch_size,
+                                **statistics)
+  embed = training.make_embed_fn(graphdef, train=True)
+  host, state = state, runner.put_state(state)
+  losses, logged = [], []
   for step in range(steps):
     index = sampler.batch(step)
     where = np.ones(16, bool)
     where[[3, 12]] = False                       # padding rows on two devices
     batch = {"inputs": digits.inputs[index], "labels": digits.labels[index],
              "where": where}
+    before = embed(host, batch["inputs"]) if statistics else None   # what the loss sees
     state, metrics = runner.step(state, batch)
+    host = runner.get_state(state)
     losses.append(float(metrics["loss"]))
-  return parallel.host_state(runner.get_state(state).params), losses
+    logged.append((jax.device_get(metrics), before, batch))
+  params = parallel.host_state(runner.get_state(state).params)
+  return (params, losses, logged) if statistics else (params, losses)
 
 
 @pytest.mark.parametrize("loss_name,loss_kwargs", [
@@ -54,6 +61,23 @@ def test_pmap_and_mesh_training_equal_single_device(loss_name, loss_kwargs):
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg=mode)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=mode)
+
+
+@pytest.mark.parametrize("mode", ["none", "pmap", "mesh"])
+def test_statistics_inside_the_step_cover_the_global_batch(mode):
+  # Computed in the jitted step, on the embeddings the loss saw (before the
+  # update), over all 16 rows although each of 8 devices holds 2; skipped
+  # (reported as 0) at the steps statistics_at leaves out.
+  stats = lambda e, y, w: ml.triplet_statistics(e, y, margin=0.3, where=w)
+  _, _, logged = _train(mode, "batch_hard_triplet_loss", {"margin": 0.2}, steps=3,
+                        statistics=stats, statistics_at=lambda s: s % 2 == 1)
+  for step, (metrics, emb, batch) in enumerate(logged, start=1):
+    want = ml.triplet_statistics(emb, batch["labels"], margin=0.3, where=batch["where"])
+    assert set(want) <= set(metrics)
+    for k, v in want.items():
+      expected = float(v) if step % 2 == 1 else 0.0
+      assert float(metrics[k]) == pytest.approx(expected, rel=1e-4, abs=1e-5), (mode, step, k)
+  assert float(logged[0][0]["active_anchor_fraction"]) > 0     # not vacuous
 
 
 def test_batch_must_divide_over_devices(tmp_path):

@@ -37,7 +37,7 @@ from absl import logging
 
 from metric_learning.data import datasets
 from metric_learning.data import protocols
-from metric_learning.data import registry as data_registry
+from metric_learning.data import sources
 from metric_learning.training import embedder as embedder_lib
 from metric_learning.training import rundir
 
@@ -102,10 +102,10 @@ def workdir_transform(workdir: str):
   config = rundir.RunDir(workdir).read_json(rundir.CONFIG)
   if config is None:
     return None
-  if config.get("data", {}).get("name") not in data_registry.STREAMED:
+  kind = sources.kind(config.get("data", {}).get("name"))
+  if kind is not sources.Files:
     return None
-  from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-  return transforms.Transform(**config.get("augment", {}))   # lists become tuples
+  return kind.make_transform(config.get("augment", {}))   # lists become tuples
 
 
 def workdir_names(workdir: str) -> dict[int, str]:

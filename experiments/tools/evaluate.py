@@ -27,9 +27,9 @@ from ml_collections import config_flags
 
 from experiments import config as config_lib
 from experiments.tools import embed as embed_lib
-from experiments import train
+from experiments import evaluation
 from metric_learning.data import registry as data_registry
-from metric_learning.data import transforms
+from metric_learning.data import sources
 from metric_learning.training import embedder
 from metric_learning.training import rundir
 
@@ -81,19 +81,18 @@ def run(workdir: str, config, *, step: int | None = None) -> dict:
     raise embed_lib.ToolError(f"config error: {e}") from None
   embed = embed_lib.load_embedder(workdir) if step is None else _load_at(workdir, step)
   datasets = data_registry.create(config.data.name, **config_lib.part_settings(config.data))
-  streamed = config.data.name in data_registry.STREAMED
-  transform = transforms.Transform(**dict(config.augment)) if streamed else None
-  evals = train.make_evaluators(config)
-  results, _ = train.run_evaluators(evals, embed, datasets, config.eval_batch_size,
-                                    transform, config.workers)
+  splits = {k: sources.source(v, config.augment) for k, v in datasets.items()}
+  evals = evaluation.make_evaluators(config)
+  results, _ = evaluation.run_evaluators(evals, embed, splits, config.eval_batch_size,
+                                         config.workers)
   if config.raw_baseline:
-    raw, _ = train.run_evaluators(evals, train._raw_pixels, datasets,  # pylint: disable=protected-access
-                                  config.eval_batch_size, transform, config.workers)
+    raw, _ = evaluation.run_evaluators(evals, evaluation.raw_pixels, splits,
+                                       config.eval_batch_size, config.workers)
     results.update({f"raw/{k}": v for k, v in raw.items()})
   out = {"step": int(embed.step), "results": results,
          "evals": config_lib.to_json(config)["evals"]}
   path = rundir.RunDir(workdir).write_json(rundir.EVALS, out, f"step_{embed.step}.json")
-  table = train.format_summary({**results, "steps": embed.step, "wall_time_s": 0,
+  table = evaluation.format_summary({**results, "steps": embed.step, "wall_time_s": 0,
                                 "skipped_updates": 0, "health_warnings": []})
   print("\n".join(table.splitlines()[:-1]))
   print(f"checkpoint step {embed.step}; written to {path}")

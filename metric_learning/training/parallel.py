@@ -54,7 +54,9 @@ def _check_divisible(batch_size: int, devices: int, mode: str) -> None:
 
 
 def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Callable],
-                batch_size: int, *, local_rows: bool = False) -> Runner:
+                batch_size: int, *, local_rows: bool = False,
+                statistics: Callable | None = None,
+                statistics_at: Callable | None = None) -> Runner:
   """A runner for ``mode``.
 
   Args:
@@ -69,25 +71,31 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
       :func:`metric_learning.data.pipeline.train_batches`, which decodes only
       this process's share); by default ``step`` gets the whole global batch and
       takes this process's rows itself.
+    statistics, statistics_at: training statistics computed inside the step over
+      the global batch, at the steps ``statistics_at`` chooses (see
+      :func:`metric_learning.training.make_train_step`).
 
   Returns:
     A :class:`Runner`.
   """
-  runner = MODES.lookup(mode, field="parallel")(graphdef, tx, make_loss, batch_size,
+  make_step = lambda loss_fn, axis_name=None: state_lib.make_train_step(
+      graphdef, tx, loss_fn, axis_name=axis_name, statistics=statistics,
+      statistics_at=statistics_at)
+  runner = MODES.lookup(mode, field="parallel")(make_step, make_loss, batch_size,
                                                local_rows=local_rows)
   return dataclasses.replace(runner, mode=mode)
 
 
 @MODES.register("none")
-def _single_device(graphdef, tx, make_loss, batch_size, *, local_rows):
+def _single_device(make_step, make_loss, batch_size, *, local_rows):
   """One device: the jitted step on the whole batch."""
   del batch_size, local_rows
-  step = jax.jit(state_lib.make_train_step(graphdef, tx, make_loss(None)), donate_argnums=0)
+  step = jax.jit(make_step(make_loss(None)), donate_argnums=0)
   return Runner(step, lambda s: s, lambda s: s, "none")
 
 
 @MODES.register("pmap")
-def _pmap(graphdef, tx, make_loss, batch_size, *, local_rows):
+def _pmap(make_step, make_loss, batch_size, *, local_rows):
   """``jax.pmap`` over the local devices; the loss mines over the global batch
   (``axis_name``) and the gradients are summed over devices."""
   mode = "pmap"
@@ -95,8 +103,7 @@ def _pmap(graphdef, tx, make_loss, batch_size, *, local_rows):
   _check_divisible(batch_size, jax.device_count(), mode)
   per_process = batch_size // jax.process_count()
   loss_fn = make_loss(AXIS)
-  pstep = jax.pmap(state_lib.make_train_step(graphdef, tx, loss_fn, axis_name=AXIS),
-                   axis_name=AXIS, donate_argnums=0)
+  pstep = jax.pmap(make_step(loss_fn, AXIS), axis_name=AXIS, donate_argnums=0)
 
   def own_rows(batch):
     start = 0 if local_rows else jax.process_index() * per_process
@@ -116,7 +123,7 @@ def _pmap(graphdef, tx, make_loss, batch_size, *, local_rows):
 
 
 @MODES.register("mesh")
-def _mesh(graphdef, tx, make_loss, batch_size, *, local_rows):
+def _mesh(make_step, make_loss, batch_size, *, local_rows):
   """``jax.jit`` over a one-axis mesh with the batch sharded: the loss sees the
   global array, so no axis name is needed."""
   mode = "mesh"
@@ -125,7 +132,7 @@ def _mesh(graphdef, tx, make_loss, batch_size, *, local_rows):
                        axis_types=(jax.sharding.AxisType.Auto,))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
   loss_fn = make_loss(None)
-  jstep = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn), donate_argnums=0,
+  jstep = jax.jit(make_step(loss_fn), donate_argnums=0,
                   out_shardings=(replicated, replicated))
   per_process = batch_size // jax.process_count()
 

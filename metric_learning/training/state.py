@@ -34,7 +34,9 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int):
   return graphdef, state
 
 
-def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = None):
+def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = None,
+                    statistics: Callable | None = None,
+                    statistics_at: Callable[[jax.Array], jax.Array] | None = None):
   """``train_step(state, batch) -> (state, metrics)``, pure.
 
   ``loss_fn(embeddings, labels, where) -> scalar`` is any loss (e.g.
@@ -47,6 +49,16 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
   ``batch`` holds ``inputs``, ``labels`` and ``where``. A non-finite loss or
   gradient skips the update (parameters unchanged) and counts it in
   ``state.skipped``; nothing non-finite ever reaches the parameters.
+
+  ``metrics`` holds ``loss``, ``grad_norm`` and ``finite``, plus, with
+  ``statistics``, the scalars ``statistics(embeddings, labels, where)``
+  returns (e.g. ``functools.partial(metric_learning.triplet_statistics,
+  margin=0.2)``), computed inside the step on the embeddings the loss saw
+  (before the update, no gradient) over the **global** batch: under
+  ``axis_name`` the embeddings, labels and ``where`` of every device are
+  gathered first. ``statistics_at(new_step) -> bool`` chooses the steps that
+  compute them (a ``lax.cond``: the other steps skip the work and report 0);
+  by default every step.
   """
 
   def compute_loss(params, model_state, batch):
@@ -59,12 +71,24 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
     extra = model.loss_inputs() if hasattr(model, "loss_inputs") else {}
     loss = loss_fn(emb, batch["labels"], batch["where"], **extra)
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-    return loss, new_model_state
+    return loss, (new_model_state, emb)
+
+  def batch_statistics(step, emb, batch):
+    emb, labels, where = jax.lax.stop_gradient(emb), batch["labels"], batch["where"]
+    if axis_name is not None:   # the global batch, as the loss mines it
+      emb, labels, where = (jax.lax.all_gather(a, axis_name, tiled=True)
+                            for a in (emb, labels, where))
+    compute = lambda: {k: jnp.asarray(v, jnp.float32)
+                       for k, v in statistics(emb, labels, where).items()}
+    if statistics_at is None:
+      return compute()
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(compute))
+    return jax.lax.cond(statistics_at(step), compute, lambda: zeros)
 
   def train_step(state: TrainState, batch):
     # Dropout draws from the RNG streams inside model_state, which advance
     # functionally and are checkpointed with it.
-    (loss, model_state), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+    (loss, (model_state, emb)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params, state.model_state, batch)
     if axis_name is not None:
       grads = jax.lax.psum(grads, axis_name)
@@ -80,10 +104,11 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
         first_nonfinite_step=jnp.where(
             (state.first_nonfinite_step < 0) & ~finite, state.step + 1,
             state.first_nonfinite_step))
-    # Mining statistics cost another B x B pass: they are computed only at log
-    # steps, outside this hot path (see training.train).
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "finite": finite.astype(jnp.float32)}
+    if statistics is not None:
+      # Another B x B pass over the batch: ``statistics_at`` keeps it to log steps.
+      metrics.update(batch_statistics(state.step + 1, emb, batch))
     return new_state, metrics
 
   return train_step
