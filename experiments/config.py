@@ -167,12 +167,22 @@ def config_differences(saved: dict, current: dict, defaults=()) -> list[str]:
           and not (k not in a and k in defaults)]
 
 
+# Evaluator settings renamed since runs were first recorded: {evaluator: {old: new}}.
+_RENAMED_EVAL_SETTINGS = {"knn": {"k": "ks"}, "reid": {"ranks": "ks"}}
+
+
 def upgrade_saved(saved: dict) -> dict:
   """A recorded ``config.json`` in today's schema: runs recorded before every
-  section chose its part with ``name`` named their evaluators by ``type``."""
+  section chose its part with ``name`` named their evaluators by ``type``, and
+  the cut-offs of the k-NN and re-ID evaluators ``k`` and ``ranks`` (``ks`` now)."""
   for spec in saved.get("evals", {}).values():
-    if isinstance(spec, dict) and "type" in spec and "name" not in spec:
+    if not isinstance(spec, dict):
+      continue
+    if "type" in spec and "name" not in spec:
       spec["name"] = spec.pop("type")
+    for old, new in _RENAMED_EVAL_SETTINGS.get(spec.get("name"), {}).items():
+      if old in spec and new not in spec:
+        spec[new] = spec.pop(old)
   return saved
 
 

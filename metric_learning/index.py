@@ -154,31 +154,51 @@ class EmbeddingIndex:
       out._faiss.append(index)
     return out
 
-  def search(self, queries, *, k: int = 1, chunk_size: int = 1024,
-             gallery_block: int = 65536):
+  def search(self, queries, *, k: int = 1, exclude_self: bool = False,
+             chunk_size: int = 1024, gallery_block: int = 65536):
     """The ``k`` nearest gallery rows of each query: (indices, distances), ``[q, k]``.
 
     Ties are broken by gallery index on the jax backend. Distances are in
     ``metric`` (euclidean: not squared; dot: -x·y). The jax backend scans the
     gallery in blocks of ``gallery_block`` rows, so memory is
-    O(chunk_size · gallery_block); an approximate faiss index may return fewer
+    O(chunk_size · gallery_block), and pads the last block of queries, so one
+    compile serves every block; an approximate faiss index may return fewer
     than ``k`` hits for a query, padded with index -1 and distance inf.
+
+    ``exclude_self=True``: the queries are the gallery itself (leave-one-out,
+    as the k-NN and retrieval evaluators use it): query ``i`` never returns
+    row ``i``, and ``k`` may be at most ``len(self) - 1`` (jax backend).
+
+    Example:
+      >>> import numpy as np
+      >>> x = np.array([[0.0], [1.0], [3.0]], np.float32)
+      >>> index = EmbeddingIndex.create(x, [0, 0, 1])
+      >>> index.search(x, k=2, exclude_self=True)[0].tolist()
+      [[1, 2], [0, 2], [1, 0]]
     """
     q = np.asarray(_validation.float_matrix(np.asarray(queries, np.float32), "queries"))
     _validation.same_dim(q, self.embeddings, "queries", "index embeddings")
-    if not 1 <= k <= len(self):
-      raise ValueError(f"k must be in [1, {len(self)}]; got {k}.")
+    available = len(self) - int(bool(exclude_self))
+    if not 1 <= k <= available:
+      raise ValueError(f"k must be in [1, {available}] for an index of {len(self)} rows"
+                       f"{' (leave-one-out)' if exclude_self else ''}; got {k}.")
+    if exclude_self and (self.backend == "faiss" or len(q) != len(self)):
+      raise ValueError("exclude_self=True searches the index's own rows with the jax "
+                       f"backend: {len(self)} queries expected, got {len(q)} "
+                       f"(backend {self.backend!r}).")
     if self.backend == "faiss":
       return self._faiss_search(q, k)
     g = jnp.asarray(self.embeddings)
+    size = min(chunk_size, len(q))
     out_i, out_d = [], []
-    for start in range(0, len(q), chunk_size):
-      i, d = _top_k(jnp.asarray(q[start:start + chunk_size]), g, k, self.metric,
-                    min(gallery_block, len(self)))
-      out_i.append(i)
-      out_d.append(d)
-    return (np.concatenate([np.asarray(i) for i in out_i]),
-            np.concatenate([np.asarray(d) for d in out_d]))
+    for start in range(0, len(q), size):
+      block = q[start:start + size]
+      pad = size - len(block)
+      i, d = _top_k(jnp.asarray(np.pad(block, ((0, pad), (0, 0)))), g, start, k,
+                    self.metric, min(gallery_block, len(self)), bool(exclude_self))
+      out_i.append(np.asarray(i)[:size - pad])
+      out_d.append(np.asarray(d)[:size - pad])
+    return np.concatenate(out_i), np.concatenate(out_d)
 
   def _faiss_search(self, q: np.ndarray, k: int):
     if not self._faiss:
@@ -200,15 +220,11 @@ class EmbeddingIndex:
     return idx.astype(np.int32), np.where(missing, np.inf, d).astype(np.float32)
 
   def predict(self, queries, *, k: int = 1) -> np.ndarray:
-    """Labels by majority vote of the ``k`` nearest (ties: the nearest among them)."""
+    """Labels by majority vote of the ``k`` nearest (:func:`majority_vote`: ties go
+    to the nearest of the most frequent labels)."""
     idx, _ = self.search(queries, k=k)
-    out = []
-    for row_idx in idx:
-      row = self.labels[row_idx[row_idx >= 0]]      # approximate faiss: -1 = no hit
-      values, counts = np.unique(row, return_counts=True)
-      best = values[counts == counts.max()]
-      out.append(next(v for v in row if v in best))
-    return np.asarray(out, self.labels.dtype)
+    found = idx >= 0                                # approximate faiss: -1 = no hit
+    return majority_vote(self.labels[np.where(found, idx, 0)], found)
 
   def predict_names(self, queries, *, k: int = 1) -> list[str]:
     """Class names by majority vote of the ``k`` nearest (see :meth:`predict`)."""
@@ -290,17 +306,47 @@ def _build_faiss(x: np.ndarray, metric: str, kind: str, params: dict):
   return index
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric", "block"))
-def _top_k(q, g, k, metric, block):
+def majority_vote(neighbour_labels, found=None) -> np.ndarray:
+  """The most frequent label of each row; ties go to the one occurring first.
+
+  Args:
+    neighbour_labels: ``[q, k]`` labels of the neighbours, nearest first.
+    found: optional ``[q, k]`` bool; False marks a missing neighbour (an
+      approximate search's -1), which casts no vote. Every row needs one.
+
+  Returns:
+    ``[q]`` predicted labels.
+
+  Example:
+    >>> import numpy as np
+    >>> majority_vote(np.array([[3, 1, 1], [2, 5, 5], [4, 6, 4], [7, 8, 9]])).tolist()
+    [1, 5, 4, 7]
+  """
+  y = np.asarray(neighbour_labels)
+  found = np.ones(y.shape, bool) if found is None else np.asarray(found, bool)
+  if not found.any(axis=-1).all():
+    raise ValueError("majority_vote: a row has no neighbour to vote.")
+  votes = np.sum((y[:, :, None] == y[:, None, :]) & found[:, None, :], axis=-1)
+  votes = np.where(found, votes, -1)                 # [q, k]: count of y[:, j]
+  # argmax returns the first maximum: the nearest of the most frequent labels.
+  return np.take_along_axis(y, np.argmax(votes, axis=-1)[:, None], axis=-1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block", "exclude_self"))
+def _top_k(q, g, offset, k, metric, block, exclude_self):
   """Exact k nearest of ``g`` for each row of ``q``, scanning ``g`` in blocks.
 
   Each block's own top k is merged with the running top k; the running
   candidates come first in the merge, and ``top_k`` prefers the earlier of
-  equal values, so ties go to the lower gallery index.
+  equal values, so ties go to the lower gallery index. ``exclude_self``: query
+  ``i`` is gallery row ``offset + i``, never returned.
   """
   n = g.shape[0]
+  rows = offset + jnp.arange(q.shape[0], dtype=jnp.int32)
   if block >= n:
     d = _kernels.pairwise(q, g, metric)
+    if exclude_self:
+      d = jnp.where(rows[:, None] == jnp.arange(n)[None, :], jnp.inf, d)
     neg, idx = jax.lax.top_k(-d, k)
     return idx, -neg
   blocks = -(-n // block)
@@ -309,10 +355,11 @@ def _top_k(q, g, k, metric, block):
 
   def step(carry, xs):
     best_d, best_i = carry
-    rows, start = xs
+    rows_g, start = xs
     index = start + jnp.arange(block, dtype=jnp.int32)
-    d = _kernels.pairwise(q, rows, metric)
-    d = jnp.where(index[None, :] < n, d, jnp.inf)
+    d = _kernels.pairwise(q, rows_g, metric)
+    d = jnp.where((index[None, :] < n) & ~(exclude_self & (index[None, :] == rows[:, None])),
+                  d, jnp.inf)
     neg, pos = jax.lax.top_k(-d, kb)
     cand_d = jnp.concatenate([best_d, -neg], axis=1)
     cand_i = jnp.concatenate([best_i, index[pos]], axis=1)

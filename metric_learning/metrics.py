@@ -375,7 +375,7 @@ def retrieval_metrics(embeddings, labels, *, gallery_embeddings=None, gallery_la
 
 def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
                  gallery_ids, gallery_cameras, *, metric: str = "euclidean",
-                 ranks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 256
+                 ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 256
                  ) -> dict[str, float]:
   r"""Re-identification: CMC rank-k and mAP under the Market-1501 protocol.
 
@@ -389,7 +389,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     gallery_embeddings: ``[gallery, dim]``.
     gallery_ids, gallery_cameras: ``[gallery]`` integers.
     metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
-    ranks: the k of CMC rank-k.
+    ks: the k of CMC rank-k (as ``ks`` of :func:`retrieval_metrics`).
     chunk_size: queries ranked at once (memory O(chunk_size · 2048) floats).
 
   Returns:
@@ -399,7 +399,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     >>> import numpy as np
     >>> import metric_learning as ml
     >>> q, g = np.array([[0.0]]), np.array([[0.0], [0.1], [0.5]])
-    >>> m = ml.metrics.reid_metrics(q, [7], [1], g, [7, 3, 7], [1, 2, 2], ranks=(1, 2))
+    >>> m = ml.metrics.reid_metrics(q, [7], [1], g, [7, 3, 7], [1, 2, 2], ks=(1, 2))
     >>> m["cmc_rank_1"], m["cmc_rank_2"], m["mean_average_precision"]
     (0.0, 1.0, 0.5)
   """
@@ -419,7 +419,7 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
              "camera": vec(gallery_cameras, len(gx), "gallery_cameras",
                            "gallery_embeddings"),
              "where": np.ones(len(gx), bool)}
-  ks = tuple(int(k) for k in ranks if k <= len(gx))
+  ks = tuple(int(k) for k in ks if k <= len(gx))
   avg = _average(_per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
                             same_set=False, reid=True))
   out = {f"cmc_rank_{k}": avg[f"recall_at_{k}"] for k in ks}

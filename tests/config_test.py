@@ -94,15 +94,17 @@ def test_every_section_chooses_its_part_with_name_evals_too():
     config_lib.validate(cfg)
 
 
-def test_a_workdir_whose_evals_were_chosen_by_type_still_resumes(tmp_path):
-  """A config.json written when evaluators were chosen with ``type``: the run
-  resumes (train) and re-evaluates (tools.evaluate) as if it said ``name``."""
+def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
+  """A config.json written when evaluators were chosen with ``type`` and the
+  k-NN / re-ID cut-offs were ``k`` / ``ranks``: the run resumes (train) and
+  re-evaluates (tools.evaluate) as if it said ``name`` and ``ks``."""
   from experiments import train
   from experiments.tools import evaluate
   cfg = test_config.get_config()
   with cfg.unlocked():
     cfg.num_steps = 2
     cfg.raw_baseline = False
+    cfg.evals["seen_knn"] = dict(name="knn", query="seen", gallery="train", ks=(1, 3))
   workdir = str(tmp_path / "w")
   train.claim_workdir(cfg, workdir, fresh=False)
   path = os.path.join(workdir, "config.json")
@@ -110,7 +112,10 @@ def test_a_workdir_whose_evals_were_chosen_by_type_still_resumes(tmp_path):
     saved = json.load(f)
   for spec in saved["evals"].values():
     spec["type"] = spec.pop("name")
+  saved["evals"]["seen_knn"]["k"] = saved["evals"]["seen_knn"].pop("ks")
   with open(path, "w") as f:
     json.dump(saved, f)
   train.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
-  assert evaluate.recorded_config(workdir).evals.seen.name == "retrieval"
+  recorded = evaluate.recorded_config(workdir)
+  assert recorded.evals.seen.name == "retrieval"
+  assert recorded.evals.seen_knn.ks == (1, 3) and "k" not in recorded.evals.seen_knn

@@ -205,7 +205,7 @@ def test_knn_matches_brute_force(pattern, seed, metric, with_gallery):
   x, y = _data(pattern, seed)
   gx, gy = _gallery(pattern, seed) if with_gallery else (x, y)
   ev = evaluators.create("knn", query="q", gallery="g" if with_gallery else "q",
-                         k=(1, 2, 3, 4, 5, 8), metric=metric)
+                         ks=(1, 2, 3, 4, 5, 8), metric=metric)
   data = {"q": Dataset(x, y), "g": Dataset(gx, gy)}
   got = ev.run({"q": x, "g": gx}, data)
   want = {f"accuracy_at_{k}": _brute_knn(x, y, gx, gy, k, metric, loo=not with_gallery)
@@ -221,7 +221,7 @@ def test_knn_vote_ties_go_to_the_nearest_label():
   gy = np.array([7, 3, 3, 7], np.int32)
   q = np.array([[0.0]], np.float32)
   data = {"q": Dataset(q, np.array([7], np.int32)), "g": Dataset(g, gy)}
-  got = evaluators.create("knn", query="q", gallery="g", k=(1, 2, 3, 4)).run(
+  got = evaluators.create("knn", query="q", gallery="g", ks=(1, 2, 3, 4)).run(
       {"q": q, "g": g}, data)
   assert got == {"accuracy_at_1": 1.0, "accuracy_at_2": 1.0, "accuracy_at_3": 0.0,
                  "accuracy_at_4": 1.0, "num_queries": 1}
@@ -236,7 +236,7 @@ def test_knn_matches_sklearn_without_vote_ties(k, metric):
   gy = (gx[:, 0] + 0.5 * rng.standard_normal(40) > 0).astype(np.int32)   # 2 classes, odd k
   qx = rng.standard_normal((25, 3)).astype(np.float32)
   qy = (qx[:, 0] > 0).astype(np.int32)
-  got = evaluators.create("knn", query="test", gallery="train", k=k, metric=metric).run(
+  got = evaluators.create("knn", query="test", gallery="train", ks=k, metric=metric).run(
       {"test": qx, "train": gx}, {"test": Dataset(qx, qy), "train": Dataset(gx, gy)})
   knn = neighbors.KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(gx, gy)
   assert got[f"accuracy_at_{k}"] == pytest.approx(knn.score(qx, qy), abs=1e-12)
@@ -244,7 +244,7 @@ def test_knn_matches_sklearn_without_vote_ties(k, metric):
 
 def test_knn_rejects_k_larger_than_the_gallery():
   x, y = _data("random", 0, n=5)
-  ev = evaluators.create("knn", query="s", gallery="s", k=5)   # leave-one-out: 4 left
+  ev = evaluators.create("knn", query="s", gallery="s", ks=5)   # leave-one-out: 4 left
   with pytest.raises(ValueError, match=r"knn: k must be in \[1, 4\]"):
     ev.run({"s": x}, {"s": Dataset(x, y)})
 
@@ -414,7 +414,7 @@ def test_reid_matches_brute_force(pattern, seed, metric):
   gy = np.where(rng.random(len(gy)) < 0.15, -1, gy).astype(np.int32)   # junk
   qc, gc = rng.integers(0, 3, len(qy)), rng.integers(0, 3, len(gy))
   ev = evaluators.create("reid", query="query", gallery="gallery", metric=metric,
-                         ranks=(1, 3, 5, 99))
+                         ks=(1, 3, 5, 99))
   got = ev.run({"query": qx, "gallery": gx},
                {"query": Dataset(qx, qy, qc), "gallery": Dataset(gx, gy, gc)})
   _assert_dicts_close(got, _brute_reid(qx, qy, qc, gx, gy, gc, metric, (1, 3, 5)))
@@ -631,7 +631,7 @@ def test_unknown_evaluator_lists_the_known_ones():
 
 def test_bad_argument_names_the_field_and_the_evaluator():
   with pytest.raises(ValueError, match=r"evals.foo is not an argument of evaluator 'knn'; its "
-                                       r"arguments are \['gallery', 'k', 'metric', 'query'\]"):
+                                       r"arguments are \['gallery', 'ks', 'metric', 'query'\]"):
     evaluators.create("knn", query="a", gallery="b", foo=1)
   with pytest.raises(ValueError, match="evals.split is required by evaluator 'retrieval'"):
     evaluators.create("retrieval", ks=(1,))
@@ -640,11 +640,11 @@ def test_bad_argument_names_the_field_and_the_evaluator():
 @pytest.mark.parametrize("name,kwargs,field", [
     ("retrieval", dict(split="a", metric="manhattan"), "metric"),
     ("retrieval", dict(split="a", ks=(1, 0)), "ks"),
-    ("knn", dict(query="a", gallery="b", k=()), "k"),
+    ("knn", dict(query="a", gallery="b", ks=()), "ks"),
     ("knn", dict(query="", gallery="b"), "query"),
     ("clustering", dict(split="a", seed=-1), "seed"),
     ("verification", dict(split="a", num_pairs=10, folds=10), "folds"),
-    ("reid", dict(ranks="1"), "ranks"),
+    ("reid", dict(ks="1"), "ks"),
     ("fewshot", dict(split="a", ways=0), "ways"),
     ("fewshot", dict(split="a", shots=(1, 2.5)), "shots"),
 ])
@@ -679,7 +679,7 @@ def test_dot_on_unit_vectors_ranks_exactly_like_cosine():
   y = np.repeat(np.arange(6), 10).astype(np.int32)
   data = {"s": Dataset(u, y)}
   for name, kw in [("retrieval", dict(split="s")),
-                   ("knn", dict(query="s", gallery="s", k=(1, 5))),
+                   ("knn", dict(query="s", gallery="s", ks=(1, 5))),
                    ("verification", dict(split="s", num_pairs=200)),
                    ("fewshot", dict(split="s", ways=3, shots=(1,), queries=5, episodes=20))]:
     dot = evaluators.create(name, metric="dot", **kw).run({"s": u}, data)

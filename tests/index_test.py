@@ -45,6 +45,41 @@ def test_jax_search_matches_brute_force_including_gallery_blocks(metric):
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_leave_one_out_search_matches_brute_force_and_compiles_once(metric):
+  # exclude_self: row i never finds itself; the last block of queries is padded,
+  # so one compiled search serves every block, ragged last one included.
+  x, y, _ = _random(n=53)
+  index = index_lib.EmbeddingIndex.create(x, y, metric=metric)
+  want = ref.distance_matrix(x, x, metric)
+  np.fill_diagonal(want, np.inf)
+  index_lib._top_k.clear_cache()  # pylint: disable=protected-access
+  for block in (53, 8):
+    idx, dist = index.search(x, k=6, exclude_self=True, chunk_size=10, gallery_block=block)
+    np.testing.assert_array_equal(idx, np.argsort(want, axis=1, kind="stable")[:, :6])
+    np.testing.assert_allclose(dist, np.take_along_axis(want, idx, 1), rtol=1e-4, atol=1e-4)
+  assert index_lib._top_k._cache_size() == 2   # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=r"k must be in \[1, 52\].*leave-one-out"):
+    index.search(x, k=53, exclude_self=True)
+  with pytest.raises(ValueError, match="exclude_self=True searches the index's own rows"):
+    index.search(x[:5], k=2, exclude_self=True)
+
+
+def test_majority_vote_reference_with_missing_neighbours():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, (200, 7))
+  found = rng.random((200, 7)) < 0.7
+  found[:, 0] |= ~found.any(axis=1)
+  got = index_lib.majority_vote(labels, found)
+  for row, ok, pred in zip(labels, found, got):
+    kept = [int(v) for v, f in zip(row, ok) if f]
+    counts = {v: kept.count(v) for v in kept}
+    best = max(counts.values())
+    assert pred == next(v for v in kept if counts[v] == best)   # nearest of the most frequent
+  with pytest.raises(ValueError, match="no neighbour"):
+    index_lib.majority_vote(labels[:1], np.zeros((1, 7), bool))
+
+
 def test_jax_search_breaks_ties_by_gallery_index_across_blocks():
   x = np.zeros((10, 2), np.float32)          # every distance ties
   index = index_lib.EmbeddingIndex.create(x, np.arange(10))

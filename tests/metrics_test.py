@@ -147,7 +147,7 @@ def test_reid_protocol_ignores_same_camera_matches_and_junk(ranking):
   q, g = rng.standard_normal((6, 3)), rng.standard_normal((20, 3))
   qid, qcam = rng.integers(1, 4, 6), rng.integers(0, 3, 6)
   gid, gcam = rng.integers(-1, 4, 20), rng.integers(0, 3, 20)
-  got = ml.metrics.reid_metrics(q, qid, qcam, g, gid, gcam, ranks=(1, 5))
+  got = ml.metrics.reid_metrics(q, qid, qcam, g, gid, gcam, ks=(1, 5))
   cmc1, cmc5, aps = [], [], []
   for i in range(6):
     keep = [j for j in range(20)

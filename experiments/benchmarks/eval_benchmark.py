@@ -132,7 +132,7 @@ def _runner(case: str, method: str):
       saved = metrics._MAX_COUNTED_SLOTS  # pylint: disable=protected-access
       metrics._MAX_COUNTED_SLOTS = -1 if method == "ours_sort" else saved  # pylint: disable=protected-access
       try:
-        return ml.metrics.reid_metrics(*arrays, ranks=(1, 5, 10), chunk_size=_CHUNK.value)
+        return ml.metrics.reid_metrics(*arrays, ks=(1, 5, 10), chunk_size=_CHUNK.value)
       finally:
         metrics._MAX_COUNTED_SLOTS = saved  # pylint: disable=protected-access
     return data, reid

@@ -29,7 +29,7 @@ def evals():
       "unseen": dict(name="retrieval", split="unseen"),
       "seen_clustering": dict(name="clustering", split="seen"),
       "unseen_clustering": dict(name="clustering", split="unseen"),
-      "seen_knn": dict(name="knn", query="seen", gallery="train", k=(1, 5)),
+      "seen_knn": dict(name="knn", query="seen", gallery="train", ks=(1, 5)),
       "unseen_fewshot": dict(name="fewshot", split="unseen", ways=5, shots=(1, 5),
                              queries=15, episodes=600),
       "unseen_verification": dict(name="verification", split="unseen"),

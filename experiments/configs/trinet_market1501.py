@@ -44,7 +44,7 @@ def get_config():
                     decay_begin=15000)
   c.augment = dict(size=(256, 128), resize=(288, 144), flip=True, eval_resize=(288, 144),
                    tta="five_crop_flip")
-  c.evals = {"reid": dict(name="reid", query="query", gallery="gallery", ranks=(1, 5, 10))}
+  c.evals = {"reid": dict(name="reid", query="query", gallery="gallery", ks=(1, 5, 10))}
   c.num_steps = 25000
   c.log_every = 100
   c.eval_every = 5000

@@ -12,7 +12,7 @@ Example:
   >>> from metric_learning.data import Dataset
   >>> x = np.array([[0.0], [0.1], [5.0], [5.1]], np.float32)
   >>> data = {"test": Dataset(x, np.array([0, 0, 1, 1], np.int32))}
-  >>> ev = evaluators.create("knn", query="test", gallery="test", k=1)
+  >>> ev = evaluators.create("knn", query="test", gallery="test", ks=1)
   >>> ev.splits
   ('test',)
   >>> ev.run({"test": x}, data)
@@ -73,7 +73,7 @@ def create(name: str, **kwargs: Any) -> Evaluator:
     >>> evaluators.create("knn", query="test", gallery="train", foo=1)
     Traceback (most recent call last):
     ...
-    ValueError: evals.foo is not an argument of evaluator 'knn'; its arguments are ['gallery', 'k', 'metric', 'query'].
+    ValueError: evals.foo is not an argument of evaluator 'knn'; its arguments are ['gallery', 'ks', 'metric', 'query'].
   """
   EVALUATORS.check_settings(name, kwargs, field="evals")
   cls = EVALUATORS[name]

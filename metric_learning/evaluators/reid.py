@@ -11,7 +11,7 @@ Example:
   >>> q = Dataset(np.zeros((1, 1), np.float32), np.array([7], np.int32), np.array([1]))
   >>> g = Dataset(np.array([[0.0], [0.1], [0.5]], np.float32), np.array([7, 3, 7], np.int32),
   ...             np.array([1, 2, 2]))
-  >>> ev = evaluators.create("reid", query="query", gallery="gallery", ranks=(1, 2))
+  >>> ev = evaluators.create("reid", query="query", gallery="gallery", ks=(1, 2))
   >>> ev.run({"query": q.inputs, "gallery": g.inputs}, {"query": q, "gallery": g})
   {'cmc_rank_1': 0.0, 'cmc_rank_2': 1.0, 'mean_average_precision': 0.5, 'num_queries': 1}
 """
@@ -35,19 +35,19 @@ class ReidEvaluator(base.Evaluator):
   name = "reid"
 
   def __init__(self, *, query: str = "query", gallery: str = "gallery",
-               metric: str = "euclidean", ranks=(1, 5, 10)):
+               metric: str = "euclidean", ks=(1, 5, 10)):
     """Builds the evaluator.
 
     Args:
       query: the query split.
       gallery: the gallery split.
       metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
-      ranks: the k of CMC rank-k, an int or a sequence of ints.
+      ks: the k of CMC rank-k, an int or a sequence of ints.
     """
     self.query = base.split_name(self.name, "query", query)
     self.gallery = base.split_name(self.name, "gallery", gallery)
     self.metric = base.check_metric(self.name, metric)
-    self.ranks = base.positive_ints(self.name, "ranks", ranks)
+    self.ks = base.positive_ints(self.name, "ks", ks)
     self.splits = tuple(dict.fromkeys((self.query, self.gallery)))
 
   def evaluate(self, inputs):
@@ -60,5 +60,5 @@ class ReidEvaluator(base.Evaluator):
     m = metrics.reid_metrics(qx, np.asarray(q.labels, np.int32),
                              np.asarray(q.cameras, np.int32), gx,
                              np.asarray(g.labels, np.int32), np.asarray(g.cameras, np.int32),
-                             metric=self.metric, ranks=self.ranks)
+                             metric=self.metric, ks=self.ks)
     return m
