@@ -1,5 +1,7 @@
 """Random batches with the label patterns every loss is checked on."""
 
+import os
+
 import numpy as np
 
 SHAPES = ((7, 3), (12, 5))
@@ -45,3 +47,16 @@ def ramp(h=8, w=6):
 
 def noise(h=32, w=24, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_noise_images(root, shapes, *, suffix: str, seed: int) -> list[str]:
+  """One uint8 RGB noise image file per ``(h, w)`` of ``shapes`` in ``root``
+  (``00.jpg``, ``01.jpg``, ...): a small folder of real image files."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  paths = []
+  for i, (h, w) in enumerate(shapes):
+    path = os.path.join(str(root), f"{i:02d}.{suffix}")
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    paths.append(path)
+  return paths

@@ -6,7 +6,8 @@ import pathlib
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from cases import write_noise_images
 
 from metric_learning import data
 from metric_learning.data import pipeline
@@ -28,13 +29,8 @@ def arrays():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pngs")
-  rng = np.random.default_rng(1)
-  paths = []
-  for i in range(8):
-    path = str(root / f"{i}.png")
-    Image.fromarray(rng.integers(0, 256, (10 + i, 9 + i, 3), dtype=np.uint8)).save(path)
-    paths.append(path)
+  paths = write_noise_images(tmp_path_factory.mktemp("pngs"),
+                             [(10 + i, 9 + i) for i in range(8)], suffix="png", seed=1)
   return data.ImageFiles(np.array(paths), np.arange(8) % 4, name="pngs")
 
 
@@ -109,13 +105,14 @@ def test_files_delegate_to_the_pipeline_and_decode_only_what_is_shown(files):
 
 
 @pytest.mark.parametrize("kind,augment,match", [
-    (sources.Arrays, {"max_shfit": 1}, r"augment.max_shfit is not a field.*did you mean "
-                                       r"'max_shift'"),
+    (sources.Arrays, {"max_shfit": 1}, r"augment.max_shfit is not an argument of the augmentation "
+                                       r"of in-memory data.*did you mean augment.max_shift"),
     (sources.Arrays, {"max_shift": -1}, r"augment.max_shift must be an int >= 0"),
     (sources.Arrays, {"max_shift": 1.5}, r"augment.max_shift must be an int >= 0"),
     (sources.Arrays, {"flip": "yes"}, r"augment.flip must be True or False"),
-    (sources.Arrays, {"size": (8, 8)}, r"augment.size is not a field.*in-memory data"),
-    (sources.Files, {"max_shift": 2}, r"augment.max_shift is not a field.*image-file data"),
+    (sources.Arrays, {"size": (8, 8)}, r"augment.size is not an argument of the augmentation of in-memory data"),
+    (sources.Files, {"max_shift": 2}, r"augment.max_shift is not an argument of the augmentation of image-file "
+                                      r"data"),
     (sources.Files, {"size": (8, 8), "erasing": 2.0}, r"^augment: Transform.erasing"),
 ])
 def test_bad_augment_settings_name_the_field(kind, augment, match):

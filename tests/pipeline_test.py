@@ -11,6 +11,8 @@ import zlib
 
 import numpy as np
 import pytest
+
+from cases import write_noise_images
 from PIL import Image
 
 from metric_learning.data import pipeline
@@ -27,13 +29,8 @@ EVAL = Transform(size=(16, 12), resize=(20, 14), tta="five_crop_flip")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
   """18 JPEGs of 6 classes, of different sizes (each a noise image)."""
-  root = tmp_path_factory.mktemp("jpegs")
-  rng = np.random.default_rng(0)
-  paths = []
-  for i in range(18):
-    path = str(root / f"{i:02d}.jpg")
-    Image.fromarray(rng.integers(0, 256, (18 + 3 * i, 24 + i, 3), dtype=np.uint8)).save(path)
-    paths.append(path)
+  paths = write_noise_images(tmp_path_factory.mktemp("jpegs"),
+                             [(18 + 3 * i, 24 + i) for i in range(18)], suffix="jpg", seed=0)
   return ImageFiles(np.array(paths), np.arange(18) % 6, name="jpegs")
 
 

@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 from typing import Callable
 from typing import Iterator
@@ -46,6 +45,7 @@ from typing import Protocol
 
 import numpy as np
 
+from metric_learning import _validation
 from metric_learning.data import sampler as sampler_lib
 from metric_learning.data.datasets import Dataset
 from metric_learning.data.files import ImageFiles
@@ -76,14 +76,13 @@ class Source(Protocol):
   def images(self, index: np.ndarray) -> np.ndarray: ...
 
 
-def _check_fields(augment: Mapping[str, Any], defaults: Mapping[str, Any], what: str) -> dict:
+def _check_fields(augment: Mapping[str, Any] | None, defaults: Mapping[str, Any],
+                  what: str) -> dict:
+  """``augment`` over ``defaults``; an unknown field fails with the one message of
+  every registry (:func:`metric_learning._validation.known_settings`)."""
   augment = dict(augment or {})
-  for key in augment:
-    if key not in defaults:
-      close = difflib.get_close_matches(str(key), sorted(defaults), n=1, cutoff=0.6)
-      hint = f"did you mean {close[0]!r}?" if close else \
-          f"its fields are {', '.join(sorted(defaults))}."
-      raise ValueError(f"augment.{key} is not a field of the augmentation of {what}; {hint}")
+  _validation.known_settings(augment, defaults, field="augment",
+                             owner=f"the augmentation of {what}")
   return {**defaults, **augment}
 
 
@@ -174,13 +173,11 @@ class Files:
 
   def __post_init__(self):
     self.transform = self.make_transform(self.augment)
-    self.augment = self.check_augment(self.augment)
+    self.augment = self._fields(self.transform)
 
-  @classmethod
-  def make_transform(cls, augment: Mapping[str, Any] | None):
-    """The :class:`~metric_learning.data.transforms.Transform` of ``augment``."""
-    from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-    return transforms.Transform(**cls.check_augment(augment))
+  @staticmethod
+  def _fields(transform) -> dict[str, Any]:
+    return {f.name: getattr(transform, f.name) for f in dataclasses.fields(transform)}
 
   @classmethod
   def augment_defaults(cls) -> dict[str, Any]:
@@ -188,16 +185,22 @@ class Files:
     return {f.name: f.default for f in dataclasses.fields(transforms.Transform)}
 
   @classmethod
-  def check_augment(cls, augment: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every transform setting in effect; a ValueError names a bad one."""
+  def make_transform(cls, augment: Mapping[str, Any] | None):
+    """The :class:`~metric_learning.data.transforms.Transform` of ``augment``; a
+    ValueError names a bad field."""
     from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-    out = _check_fields(augment, cls.augment_defaults(), "image-file data (a "
-                        "data.transforms.Transform)")
+    fields = _check_fields(augment, cls.augment_defaults(), "image-file data (a "
+                           "data.transforms.Transform)")
     try:
-      transforms.Transform(**out)
+      return transforms.Transform(**fields)
     except (TypeError, ValueError) as e:
       raise ValueError(f"augment: {e}") from None
-    return out
+
+  @classmethod
+  def check_augment(cls, augment: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every transform setting in effect (as the Transform holds it); a ValueError
+    names a bad one."""
+    return cls._fields(cls.make_transform(augment))
 
   @property
   def labels(self) -> np.ndarray:
