@@ -74,15 +74,14 @@ def make_train_step(graphdef, tx, loss_fn: Callable, *, axis_name: str | None = 
     return loss, (new_model_state, emb)
 
   def batch_statistics(step, emb, batch):
-    def compute():
-      arrays = (jax.lax.stop_gradient(emb), batch["labels"], batch["where"])
-      if axis_name is not None:   # the global batch, as the loss mines it
-        arrays = (jax.lax.all_gather(a, axis_name, tiled=True) for a in arrays)
-      return {k: jnp.asarray(v, jnp.float32) for k, v in statistics(*arrays).items()}
+    emb, labels, where = jax.lax.stop_gradient(emb), batch["labels"], batch["where"]
+    if axis_name is not None:   # the global batch, as the loss mines it
+      emb, labels, where = (jax.lax.all_gather(a, axis_name, tiled=True)
+                            for a in (emb, labels, where))
+    compute = lambda: {k: jnp.asarray(v, jnp.float32)
+                       for k, v in statistics(emb, labels, where).items()}
     if statistics_at is None:
       return compute()
-    # The gather too stays inside the branch: steps that skip the statistics do
-    # no extra work (``step`` is the same on every device, so is the branch).
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(compute))
     return jax.lax.cond(statistics_at(step), compute, lambda: zeros)
 
