@@ -11,6 +11,7 @@ from metric_learning import metrics
 from metric_learning import mining
 from metric_learning.losses import presets
 from metric_learning import reductions
+from metric_learning import reranking
 from metric_learning.distances import l2_normalize
 from metric_learning.distances import paired_distances
 from metric_learning.distances import pairwise_distances
@@ -86,6 +87,7 @@ __all__ = (
     "proxy_nca_loss",
     "quadruplet_loss",
     "reductions",
+    "reranking",
     "selected_triplet_loss",
     "semi_hard_triplet_loss",
     "sigmoid_loss",

@@ -48,6 +48,7 @@ from metric_learning import _extras
 from metric_learning import _kernels
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
+from metric_learning import reranking
 
 
 def _ranking_distances(x, y, metric):
@@ -73,13 +74,10 @@ def _chunked(fn, chunk_size: int, *query_arrays):
   return jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:])[:n], out)
 
 
-def _ranked_relevance(q, gallery, relevant_fn, metric, exclude_self_offset):
+def _ranked_relevance(d, relevant, ignore, exclude_self):
   """Sorted relevance ``[c, G]`` of one query block; ignored items sink to the end."""
-  d = _ranking_distances(q["x"], gallery["x"], metric)
-  relevant, ignore = relevant_fn(q, gallery)
-  if exclude_self_offset is not None:
-    columns = jnp.arange(gallery["x"].shape[0])[None, :]
-    ignore = ignore | (columns == q["index"][:, None])
+  if exclude_self is not None:   # the queries' own gallery rows
+    ignore = ignore | (jnp.arange(d.shape[1])[None, :] == exclude_self[:, None])
   d = jnp.where(ignore, jnp.inf, d)
   order = jnp.argsort(d, axis=-1, stable=True)
   return jnp.take_along_axis(relevant & ~ignore, order, axis=-1)
@@ -94,12 +92,14 @@ def _scores_from_ranking(rel: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.A
   within_r = ranks[None, :] <= count[:, None]
   safe_r = jnp.maximum(count, 1)
   first = jnp.argmax(rel, axis=-1).astype(jnp.float32) + 1
+  last = rel.shape[-1] - jnp.argmax(rel[:, ::-1], axis=-1).astype(jnp.float32)
   out = {
       "precision_at_1": relf[:, 0],
       "r_precision": jnp.sum(relf * within_r, -1) / safe_r,
       "map_at_r": jnp.sum(relf * precision_at * within_r, -1) / safe_r,
       "mean_average_precision": jnp.sum(relf * precision_at, -1) / safe_r,
       "mrr": jnp.where(count > 0, 1.0 / first, 0.0),
+      "inp": jnp.where(count > 0, count / last, 0.0),
   }
   for k in ks:
     out[f"recall_at_{k}"] = jnp.any(rel[:, :k], axis=-1).astype(jnp.float32)
@@ -207,6 +207,7 @@ def _scores_from_ranks(rank, position, valid, ks):
   count = jnp.sum(valid, axis=-1)                                   # R
   safe_r = jnp.maximum(count, 1).astype(jnp.float32)
   first = jnp.min(jnp.where(valid, rank, jnp.iinfo(jnp.int32).max), axis=-1)
+  last = jnp.max(jnp.where(valid, rank, 1), axis=-1).astype(jnp.float32)
   precision = position.astype(jnp.float32) / rank.astype(jnp.float32)   # P@rank
   within_r = valid & (rank <= count[:, None])
   out = {
@@ -215,6 +216,7 @@ def _scores_from_ranks(rank, position, valid, ks):
       "map_at_r": jnp.sum(jnp.where(within_r, precision, 0.0), -1) / safe_r,
       "mean_average_precision": jnp.sum(jnp.where(valid, precision, 0.0), -1) / safe_r,
       "mrr": jnp.where(count > 0, 1.0 / first.astype(jnp.float32), 0.0),
+      "inp": jnp.where(count > 0, count / last, 0.0),
   }
   for k in ks:
     out[f"recall_at_{k}"] = (first <= k).astype(jnp.float32)
@@ -239,17 +241,22 @@ def _counted_block(q, gallery, *, metric, ks, reid, tile):
 @functools.partial(jax.jit, static_argnames=("metric", "ks", "chunk_size", "same_set",
                                              "reid"))
 def _sorted_per_query(queries, gallery, *, metric, ks, chunk_size, same_set, reid):
-  """Per-query metrics from a full stable sort of each gallery row, in blocks."""
-  def relevant_fn(q, g):
-    same = q["label"][:, None] == g["label"][None, :]
-    ignore = ~g["where"][None, :] | jnp.zeros_like(same)
-    if reid:   # Market-1501 protocol: same id + same camera and junk (-1) are ignored
-      ignore = ignore | (same & (q["camera"][:, None] == g["camera"][None, :]))
-      ignore = ignore | (g["label"][None, :] == -1)
-    return same, ignore
+  """Per-query metrics from a full stable sort of each gallery row, in blocks.
 
+  A query block is ranked by ``queries["distances"]`` when given (``[Q, G]``,
+  e.g. re-ranked), else by ``metric`` between ``x`` and the gallery's ``x``.
+  """
   def block(q):
-    rel = _ranked_relevance(q, gallery, relevant_fn, metric, 0 if same_set else None)
+    if "distances" in q:
+      d = q["distances"]
+    else:
+      d = _ranking_distances(q["x"], gallery["x"], metric)
+    same = q["label"][:, None] == gallery["label"][None, :]
+    ignore = ~gallery["where"][None, :] | jnp.zeros_like(same)
+    if reid:   # Market-1501 protocol: same id + same camera and junk (-1) are ignored
+      ignore = ignore | (same & (q["camera"][:, None] == gallery["camera"][None, :]))
+      ignore = ignore | (gallery["label"][None, :] == -1)
+    rel = _ranked_relevance(d, same, ignore, q["index"] if same_set else None)
     return _scores_from_ranking(rel, ks)
 
   names = sorted(queries)
@@ -369,41 +376,60 @@ def retrieval_metrics(embeddings, labels, *, gallery_embeddings=None, gallery_la
   queries = {"x": x, "label": y, "index": np.arange(x.shape[0])}
   gallery = {"x": gx, "label": gy, "where": np.ones(gx.shape[0], bool)}
   ks = tuple(int(k) for k in ks if k <= gx.shape[0])
-  return _average(_per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
-                             same_set=same_set, reid=False))
+  out = _average(_per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
+                            same_set=same_set, reid=False))
+  del out["inp"]   # mINP is reported by reid_metrics
+  return out
 
 
 def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
                  gallery_ids, gallery_cameras, *, metric: str = "euclidean",
-                 ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 256
-                 ) -> dict[str, float]:
-  r"""Re-identification: CMC rank-k and mAP under the Market-1501 protocol.
+                 ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 256,
+                 rerank: bool = False, k1: int = 20, k2: int = 6,
+                 lambda_value: float = 0.3) -> dict[str, float]:
+  r"""Re-identification: CMC rank-k, mAP and mINP under the Market-1501 protocol.
 
   For each query, gallery items with the same identity *and* the same camera,
   and junk items (identity -1), are removed from its ranking; identity 0
-  (distractors) counts as a wrong match.
+  (distractors) counts as a wrong match. mINP (Ye et al. 2021, "Deep Learning
+  for Person Re-identification: A Survey and Outlook") is the mean over queries
+  of :math:`R / \rho_R`: the number of correct matches over the rank of the
+  hardest (last) one.
+
+  With ``rerank=True`` the gallery is ranked by the k-reciprocal re-ranked
+  distance (:func:`metric_learning.reranking.k_reciprocal_rerank`, Zhong et
+  al. 2017) of ``metric``'s distances (squared for ``"euclidean"``, as in the
+  authors' code) among all queries and gallery samples: O((Q + G)²) memory, a
+  full sort per query.
 
   Args:
     query_embeddings: ``[queries, dim]``.
     query_ids, query_cameras: ``[queries]`` integers.
     gallery_embeddings: ``[gallery, dim]``.
     gallery_ids, gallery_cameras: ``[gallery]`` integers.
-    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
+    metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y;
+      not with ``rerank``, which needs non-negative distances).
     ks: the k of CMC rank-k (as ``ks`` of :func:`retrieval_metrics`).
     chunk_size: queries ranked at once (memory O(chunk_size · 2048) floats).
+    rerank: rank by the k-reciprocal re-ranked distance.
+    k1, k2, lambda_value: the re-ranking's settings (used with ``rerank`` only);
+      the paper's 20, 6 and 0.3.
 
   Returns:
-    ``{"cmc_rank_1": ..., "mean_average_precision": ..., "num_queries": ...}``.
+    ``{"cmc_rank_1": ..., "mean_average_precision": ..., "minp": ..., "num_queries": ...}``.
 
   Example:
     >>> import numpy as np
     >>> import metric_learning as ml
     >>> q, g = np.array([[0.0]]), np.array([[0.0], [0.1], [0.5]])
     >>> m = ml.metrics.reid_metrics(q, [7], [1], g, [7, 3, 7], [1, 2, 2], ks=(1, 2))
-    >>> m["cmc_rank_1"], m["cmc_rank_2"], m["mean_average_precision"]
-    (0.0, 1.0, 0.5)
+    >>> m["cmc_rank_1"], m["cmc_rank_2"], m["mean_average_precision"], m["minp"]
+    (0.0, 1.0, 0.5, 0.5)
   """
   _validation.choice(metric, "metric", distances_lib.ALL_METRICS)
+  if rerank and metric == "dot":
+    raise ValueError("rerank needs a distance (metric 'euclidean', 'sqeuclidean' or "
+                     "'cosine'); got metric='dot'.")
   qx = np.asarray(_validation.float_matrix(np.asarray(query_embeddings, np.float32),
                                            "query_embeddings"))
   gx = np.asarray(_validation.float_matrix(np.asarray(gallery_embeddings, np.float32),
@@ -420,10 +446,21 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
                            "gallery_embeddings"),
              "where": np.ones(len(gx), bool)}
   ks = tuple(int(k) for k in ks if k <= len(gx))
-  avg = _average(_per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
-                            same_set=False, reid=True))
+  if rerank:
+    dist = functools.partial(_ranking_distances, metric=metric)
+    queries["distances"] = reranking.k_reciprocal_rerank(
+        dist(qx, gx), dist(qx, qx), dist(gx, gx), k1=k1, k2=k2, lambda_value=lambda_value)
+    del queries["x"], gallery["x"]
+    per_query = _sorted_per_query(queries, jax.device_put(gallery), metric=metric, ks=ks,
+                                  chunk_size=chunk_size, same_set=False, reid=True)
+    per_query = {k: np.asarray(v) for k, v in per_query.items()}
+  else:
+    per_query = _per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
+                           same_set=False, reid=True)
+  avg = _average(per_query)
   out = {f"cmc_rank_{k}": avg[f"recall_at_{k}"] for k in ks}
   out["mean_average_precision"] = avg["mean_average_precision"]
+  out["minp"] = avg["inp"]
   out["num_queries"] = avg["num_queries"]
   return out
 

@@ -40,6 +40,7 @@ MODULES = (
     "metric_learning.memory",
     "metric_learning.reductions",
     "metric_learning.metrics",
+    "metric_learning.reranking",
     "metric_learning.index",
     "metric_learning.models",
     "metric_learning.data",

@@ -15,6 +15,7 @@ import pytest
 import reference as ref
 
 from metric_learning import evaluators
+from metric_learning import metrics
 from metric_learning.data import Dataset
 
 PATTERNS = ("random", "class_missing", "singletons", "ties")
@@ -384,12 +385,17 @@ def test_verification_with_protocol_pairs_scores_exactly_those_pairs(metric):
 # ---------------------------------------------------------------------------------- reid
 
 
-def _brute_reid(qx, qy, qc, gx, gy, gc, metric, ranks):
+def _brute_reid(qx, qy, qc, gx, gy, gc, metric, ranks, distances=None):
+  """CMC, AP and INP (R over the rank of the last match) by explicit loops."""
   cmc = collections.defaultdict(float)
-  ap, count = 0.0, 0
+  ap, inp, count = 0.0, 0.0, 0
   for i in range(len(qx)):
     skip = {j for j in range(len(gx)) if gy[j] == -1 or (gy[j] == qy[i] and gc[j] == qc[i])}
-    rel = [gy[j] == qy[i] for j in _ranked(qx[i], gx, metric, skip)]
+    if distances is None:
+      ranked = _ranked(qx[i], gx, metric, skip)
+    else:
+      ranked = [j for j in np.argsort(distances[i], kind="stable") if j not in skip]
+    rel = [gy[j] == qy[i] for j in ranked]
     r = sum(rel)
     if r == 0:
       continue
@@ -399,25 +405,50 @@ def _brute_reid(qx, qy, qc, gx, gy, gc, metric, ranks):
       if is_rel:
         hits += 1
         ap += hits / rank / r
+        last = rank
+    inp += r / last
     for k in ranks:
       cmc[k] += any(rel[:k])
   out = {f"cmc_rank_{k}": cmc[k] / count for k in ranks}
-  out.update(mean_average_precision=ap / count, num_queries=count)
+  out.update(mean_average_precision=ap / count, minp=inp / count, num_queries=count)
   return out
 
 
-@pytest.mark.parametrize("pattern,seed,metric", _cases())
-def test_reid_matches_brute_force(pattern, seed, metric):
+def _reid_case(pattern, seed):
   rng = np.random.default_rng(seed + 7)
   qx, qy = _data(pattern, seed, n=10)
   gx, gy = _gallery(pattern, seed)
   gy = np.where(rng.random(len(gy)) < 0.15, -1, gy).astype(np.int32)   # junk
   qc, gc = rng.integers(0, 3, len(qy)), rng.integers(0, 3, len(gy))
+  return qx, qy, qc, gx, gy, gc
+
+
+@pytest.mark.parametrize("pattern,seed,metric", _cases())
+def test_reid_matches_brute_force(pattern, seed, metric):
+  qx, qy, qc, gx, gy, gc = _reid_case(pattern, seed)
   ev = evaluators.create("reid", query="query", gallery="gallery", metric=metric,
                          ks=(1, 3, 5, 99))
   got = ev.run({"query": qx, "gallery": gx},
                {"query": Dataset(qx, qy, qc), "gallery": Dataset(gx, gy, gc)})
   _assert_dicts_close(got, _brute_reid(qx, qy, qc, gx, gy, gc, metric, (1, 3, 5)))
+
+
+@pytest.mark.parametrize("pattern,seed,metric", [("random", 0, "euclidean"),
+                                                 ("singletons", 1, "cosine"),
+                                                 ("class_missing", 2, "sqeuclidean")])
+def test_reid_rerank_ranks_by_the_reranked_distance(pattern, seed, metric):
+  qx, qy, qc, gx, gy, gc = _reid_case(pattern, seed)
+  ev = evaluators.create("reid", query="query", gallery="gallery", metric=metric,
+                         ks=(1, 3), rerank=True, k1=5, k2=2, lambda_value=0.4)
+  got = ev.run({"query": qx, "gallery": gx},
+               {"query": Dataset(qx, qy, qc), "gallery": Dataset(gx, gy, gc)})
+  d = lambda a, b: np.asarray(metrics._ranking_distances(a, b, metric), np.float64)
+  reranked = ref.k_reciprocal_rerank(d(qx, gx), d(qx, qx), d(gx, gx), 5, 2, 0.4)
+  _assert_dicts_close(got, _brute_reid(qx, qy, qc, gx, gy, gc, metric, (1, 3),
+                                       distances=reranked))
+  plain = evaluators.create("reid", query="query", gallery="gallery", metric=metric, ks=(1, 3))
+  assert plain.run({"query": qx, "gallery": gx},
+                   {"query": Dataset(qx, qy, qc), "gallery": Dataset(gx, gy, gc)}) != got
 
 
 def test_reid_needs_cameras():
@@ -645,6 +676,10 @@ def test_bad_argument_names_the_field_and_the_evaluator():
     ("clustering", dict(split="a", seed=-1), "seed"),
     ("verification", dict(split="a", num_pairs=10, folds=10), "folds"),
     ("reid", dict(ks="1"), "ks"),
+    ("reid", dict(rerank="yes"), "rerank"),
+    ("reid", dict(rerank=True, metric="dot"), "rerank"),
+    ("reid", dict(k1=0), "k1"),
+    ("reid", dict(lambda_value=2), "lambda_value"),
     ("fewshot", dict(split="a", ways=0), "ways"),
     ("fewshot", dict(split="a", shots=(1, 2.5)), "shots"),
 ])

@@ -148,7 +148,7 @@ def test_reid_protocol_ignores_same_camera_matches_and_junk(ranking):
   qid, qcam = rng.integers(1, 4, 6), rng.integers(0, 3, 6)
   gid, gcam = rng.integers(-1, 4, 20), rng.integers(0, 3, 20)
   got = ml.metrics.reid_metrics(q, qid, qcam, g, gid, gcam, ks=(1, 5))
-  cmc1, cmc5, aps = [], [], []
+  cmc1, cmc5, aps, inps = [], [], [], []
   for i in range(6):
     keep = [j for j in range(20)
             if gid[j] != -1 and not (gid[j] == qid[i] and gcam[j] == qcam[i])]
@@ -160,7 +160,9 @@ def test_reid_protocol_ignores_same_camera_matches_and_junk(ranking):
     cmc5.append(any(rel[:5]))
     hits = np.cumsum(rel)
     aps.append(np.mean([hits[n] / (n + 1) for n in range(len(rel)) if rel[n]]))
+    inps.append(sum(rel) / (1 + max(n for n in range(len(rel)) if rel[n])))
   assert got["num_queries"] == len(aps)
+  assert got["minp"] == pytest.approx(np.mean(inps), abs=1e-6)
   assert got["cmc_rank_1"] == pytest.approx(np.mean(cmc1))
   assert got["cmc_rank_5"] == pytest.approx(np.mean(cmc5))
   assert got["mean_average_precision"] == pytest.approx(np.mean(aps), abs=1e-6)

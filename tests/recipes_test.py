@@ -65,8 +65,10 @@ def test_trinet_market1501_recipe(tmp_path):
   root = fixtures.make_market1501(str(tmp_path / "Market-1501"), train_ids=3, test_ids=3)
   summary, cfg = _run("trinet_market1501", tmp_path, size=(32, 16), path=root)
   assert cfg.augment.resize == (36, 18) and cfg.augment.tta == "five_crop_flip"
-  _unit(summary, "reid/cmc_rank_1", "reid/mean_average_precision")
+  _unit(summary, "reid/cmc_rank_1", "reid/mean_average_precision", "reid/minp",
+        "reid_rerank/cmc_rank_1", "reid_rerank/mean_average_precision", "reid_rerank/minp")
   assert summary["steps"] == 2 and summary["reid/num_queries"] >= 1
+  assert summary["reid_rerank/num_queries"] == summary["reid/num_queries"]
 
 
 @pytest.mark.slow

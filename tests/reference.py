@@ -297,3 +297,41 @@ def rank_triplets(s, metric, positive_ranks, negative_ranks):
     neg = neg[negative_ranks[0]:negative_ranks[1]]
     out.append([(p, n) for p in pos for n in neg])
   return out
+
+
+def k_reciprocal_rerank(qg, qq, gg, k1, k2, lam):
+  """Zhong et al. 2017's re-ranked [Q, G] distances: the paper's sets, Python loops, float64."""
+  d = np.block([[qq, qg], [qg.T, gg]]).astype(np.float64)
+  d = d / np.maximum(d.max(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+  n, q = len(d), len(qq)
+  order = [list(np.argsort(d[i], kind="stable")) for i in range(n)]
+
+  def nearest(i, k):
+    return set(int(j) for j in order[i][:k + 1])
+
+  def reciprocal(i, k):
+    return {j for j in nearest(i, k) if i in nearest(j, k)}
+
+  half = int(np.around(k1 / 2))
+  v = np.zeros((n, n))
+  for i in range(n):
+    r = reciprocal(i, k1)
+    expanded = set(r)
+    for c in r:
+      rc = reciprocal(c, half)
+      if len(rc & r) > 2 / 3 * len(rc):
+        expanded |= rc
+    cols = sorted(expanded)
+    if cols:
+      w = np.exp(-d[i, cols])
+      v[i, cols] = w / w.sum()
+  if k2 != 1:
+    v = np.array([np.mean([v[j] for j in order[i][:k2]], axis=0) for i in range(n)])
+  out = np.zeros((q, n - q))
+  for i in range(q):
+    for j in range(q, n):
+      common = sum(min(v[i, l], v[j, l]) for l in range(n))
+      union = sum(max(v[i, l], v[j, l]) for l in range(n))
+      jaccard = 1 - common / union if union > 0 else 1.0
+      out[i, j - q] = (1 - lam) * jaccard + lam * d[i, j]
+  return out

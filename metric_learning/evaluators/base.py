@@ -169,6 +169,21 @@ def nonnegative_int(evaluator: str, name: str, value: Any) -> int:
   return int(value)
 
 
+def boolean(evaluator: str, name: str, value: Any) -> bool:
+  """``value`` if it is a bool, else ValueError naming it."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{evaluator}: {name} must be True or False; got {value!r}.")
+  return bool(value)
+
+
+def unit_interval(evaluator: str, name: str, value: Any) -> float:
+  """``value`` if it is a number in [0, 1], else ValueError naming it."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+      or not 0 <= value <= 1:
+    raise ValueError(f"{evaluator}: {name} must be a number in [0, 1]; got {value!r}.")
+  return float(value)
+
+
 def split_name(evaluator: str, name: str, value: Any) -> str:
   """``value`` if it is a non-empty string (a split name), else ValueError."""
   if not isinstance(value, str) or not value:

@@ -1,8 +1,10 @@
-"""Person / vehicle re-identification: CMC rank-k and mAP (Market-1501 protocol).
+"""Person / vehicle re-identification: CMC rank-k, mAP and mINP (Market-1501 protocol).
 
 Wraps :func:`metric_learning.metrics.reid_metrics`: for each query, gallery
 samples of the same identity seen by the same camera, and junk samples
 (identity -1), are removed from its ranking. Both splits need ``cameras``.
+``rerank=True`` ranks by the k-reciprocal re-ranked distance (Zhong et al.
+2017; :mod:`metric_learning.reranking`).
 
 Example:
   >>> import numpy as np
@@ -13,7 +15,7 @@ Example:
   ...             np.array([1, 2, 2]))
   >>> ev = evaluators.create("reid", query="query", gallery="gallery", ks=(1, 2))
   >>> ev.run({"query": q.inputs, "gallery": g.inputs}, {"query": q, "gallery": g})
-  {'cmc_rank_1': 0.0, 'cmc_rank_2': 1.0, 'mean_average_precision': 0.5, 'num_queries': 1}
+  {'cmc_rank_1': 0.0, 'cmc_rank_2': 1.0, 'mean_average_precision': 0.5, 'minp': 0.5, 'num_queries': 1}
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from metric_learning.evaluators import base
 
 
 class ReidEvaluator(base.Evaluator):
-  """CMC and mAP of ``query`` against ``gallery``, junk and same-camera excluded.
+  """CMC, mAP and mINP of ``query`` against ``gallery``, junk and same-camera excluded.
 
   Result keys: ``cmc_rank_{k}`` (k no larger than the gallery),
-  ``mean_average_precision``, ``num_queries`` (queries with at least one valid
+  ``mean_average_precision``, ``minp``, ``num_queries`` (queries with at least one valid
   match; the others are left out of the averages).
   """
 
   name = "reid"
 
   def __init__(self, *, query: str = "query", gallery: str = "gallery",
-               metric: str = "euclidean", ks=(1, 5, 10)):
+               metric: str = "euclidean", ks=(1, 5, 10), rerank: bool = False,
+               k1: int = 20, k2: int = 6, lambda_value: float = 0.3):
     """Builds the evaluator.
 
     Args:
@@ -43,11 +46,20 @@ class ReidEvaluator(base.Evaluator):
       gallery: the gallery split.
       metric: ``"euclidean"``, ``"sqeuclidean"``, ``"cosine"`` or ``"dot"`` (ranked as -x·y).
       ks: the k of CMC rank-k, an int or a sequence of ints.
+      rerank: rank by the k-reciprocal re-ranked distance (not with ``metric="dot"``).
+      k1, k2, lambda_value: the re-ranking's settings (the paper's 20, 6, 0.3).
     """
     self.query = base.split_name(self.name, "query", query)
     self.gallery = base.split_name(self.name, "gallery", gallery)
     self.metric = base.check_metric(self.name, metric)
     self.ks = base.positive_ints(self.name, "ks", ks)
+    self.rerank = base.boolean(self.name, "rerank", rerank)
+    if self.rerank and self.metric == "dot":
+      raise ValueError(f"{self.name}: rerank must rank a distance (metric 'euclidean', "
+                       "'sqeuclidean' or 'cosine'), not metric='dot'.")
+    self.k1 = base.positive_int(self.name, "k1", k1)
+    self.k2 = base.positive_int(self.name, "k2", k2)
+    self.lambda_value = base.unit_interval(self.name, "lambda_value", lambda_value)
     self.splits = tuple(dict.fromkeys((self.query, self.gallery)))
 
   def evaluate(self, inputs):
@@ -60,5 +72,6 @@ class ReidEvaluator(base.Evaluator):
     m = metrics.reid_metrics(qx, np.asarray(q.labels, np.int32),
                              np.asarray(q.cameras, np.int32), gx,
                              np.asarray(g.labels, np.int32), np.asarray(g.cameras, np.int32),
-                             metric=self.metric, ks=self.ks)
+                             metric=self.metric, ks=self.ks, rerank=self.rerank,
+                             k1=self.k1, k2=self.k2, lambda_value=self.lambda_value)
     return m
