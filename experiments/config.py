@@ -46,6 +46,8 @@ SCALARS = {
     "raw_baseline": (bool, lambda v: True, "True or False"),
     "health_patience": (int, lambda v: v >= 1, ">= 1"),
     "workers": (int, lambda v: v >= 0, ">= 0 (0 = decode image files in the main process)"),
+    "loss_lr_scale": (numbers.Real, lambda v: v > 0,
+                      "a number > 0 (the loss parameters' learning rate / the encoder's)"),
 }
 KINDS = {"data": "dataset", "model": "model", "loss": "loss", "optimizer": "optimizer",
          "schedule": "schedule"}
@@ -75,7 +77,8 @@ def validate(config) -> None:
       raise ConfigError(f"config.{key} is missing.")
   for key, (kind, ok, what) in SCALARS.items():
     value = config[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or not ok(value):
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) \
+        or not ok(value):
       raise ConfigError(f"config.{key} must be {what}; got {value!r}.")
 
   def part(section: str, arguments, names):
@@ -96,6 +99,11 @@ def validate(config) -> None:
   part("loss", loss_registry.arguments, loss_registry.LOSSES)
   opt_args = lambda n: {**optim.optimizer_arguments(n), "learning_rate": 0, "grad_clip": 0}
   part("optimizer", opt_args, optim.OPTIMIZERS)
+  if config.loss_lr_scale != 1 and loss_registry.proxies_per_class(
+      config.loss.name, part_settings(config.loss)) is None:
+    raise ConfigError(f"config.loss_lr_scale sets the learning rate of a proxy (classifier) "
+                      f"loss's class vectors; loss {config.loss.name!r} has none (leave it at "
+                      f"1.0); got {config.loss_lr_scale!r}.")
   lr = config.optimizer.get("learning_rate")
   if lr is None:
     raise ConfigError("config.optimizer.learning_rate is missing.")
@@ -174,7 +182,9 @@ _RENAMED_EVAL_SETTINGS = {"knn": {"k": "ks"}, "reid": {"ranks": "ks"}}
 def upgrade_saved(saved: dict) -> dict:
   """A recorded ``config.json`` in today's schema: runs recorded before every
   section chose its part with ``name`` named their evaluators by ``type``, and
-  the cut-offs of the k-NN and re-ID evaluators ``k`` and ``ranks`` (``ks`` now)."""
+  the cut-offs of the k-NN and re-ID evaluators ``k`` and ``ranks`` (``ks`` now),
+  and runs recorded before ``loss_lr_scale`` trained every parameter at one rate."""
+  saved.setdefault("loss_lr_scale", 1.0)   # recorded before it existed: the encoder's rate
   for spec in saved.get("evals", {}).values():
     if not isinstance(spec, dict):
       continue

@@ -200,7 +200,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   opt = config_lib.part_settings(config.optimizer)
   schedule = optim.make_schedule(config.schedule.name, learning_rate=opt.pop("learning_rate"),
                                  num_steps=config.num_steps, **config_lib.part_settings(config.schedule))
-  tx = optim.make_optimizer(config.optimizer.name, schedule, **opt)
+  tx = optim.make_optimizer(config.optimizer.name, schedule, **opt, lr_scales=(
+      None if proxies is None else {"proxies": config.loss_lr_scale}))
   graphdef, state = training.init_state(model, tx, config.seed)
   # Training statistics, computed inside the step at log steps on the embeddings the
   # loss saw, over the global batch. Their triplet margin: the loss's own for a

@@ -95,8 +95,9 @@ def test_every_section_chooses_its_part_with_name_evals_too():
 
 
 def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
-  """A config.json written when evaluators were chosen with ``type`` and the
-  k-NN / re-ID cut-offs were ``k`` / ``ranks``: the run resumes (train) and
+  """A config.json written when evaluators were chosen with ``type``, the
+  k-NN / re-ID cut-offs were ``k`` / ``ranks`` and ``loss_lr_scale`` did not
+  exist: the run resumes (train) and
   re-evaluates (tools.evaluate) as if it said ``name`` and ``ks``."""
   from experiments import train
   from experiments.tools import evaluate
@@ -113,9 +114,11 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
   for spec in saved["evals"].values():
     spec["type"] = spec.pop("name")
   saved["evals"]["seen_knn"]["k"] = saved["evals"]["seen_knn"].pop("ks")
+  del saved["loss_lr_scale"]                           # recorded before the field existed
   with open(path, "w") as f:
     json.dump(saved, f)
   train.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
   recorded = evaluate.recorded_config(workdir)
   assert recorded.evals.seen.name == "retrieval"
   assert recorded.evals.seen_knn.ks == (1, 3) and "k" not in recorded.evals.seen_knn
+  assert recorded.loss_lr_scale == 1.0

@@ -281,6 +281,9 @@ def test_unknown_names_fail_fast_listing_the_valid_ones(tmp_path):
     ("parallel", "ring", r"config\.parallel must be one of"),
     ("nonfinite", "ignore", r"config\.nonfinite must be one of"),
     ("keep_checkpoints", 0, r"config\.keep_checkpoints must be >= 1"),
+    ("loss_lr_scale", 0.0, r"config\.loss_lr_scale must be a number > 0"),
+    ("loss_lr_scale", 10.0, r"config\.loss_lr_scale sets the learning rate of a proxy .*"
+                            r"loss 'batch_hard_triplet_loss' has none"),
 ])
 def test_bad_scalar_fields_fail_naming_the_field(field, value, match, tmp_path):
   cfg = test_config.get_config()
@@ -373,7 +376,7 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
   from metric_learning.training import checkpoint
   cfg = _by_name("loss", "proxy_anchor_loss")
   cfg.plots = True        # writes index.npz
-  workdir = str(tmp_path)
+  workdir = str(tmp_path / "base")
   train.train_and_evaluate(cfg, workdir)
   with open(os.path.join(workdir, "model.json")) as f:
     assert json.load(f)["proxies"] == [5, 8, 1]     # 5 training classes, 8-D
@@ -388,6 +391,19 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
   initial = np.asarray(Proxies(5, 8, rngs=nnx.Rngs(cfg.seed + 1))())
   assert trained.shape == initial.shape == (5, 8)
   assert not np.allclose(trained, initial)            # the proxies were trained
+  # config.loss_lr_scale: the proxies (only) train at 100x the rate. Adam's
+  # steps are about the learning rate whatever the gradient, so they move ~100x
+  # as far while the encoder's first update is the same.
+  scaled_dir = str(tmp_path / "scaled")
+  with cfg.unlocked():
+    cfg.loss_lr_scale = 100.0
+    cfg.plots = False
+  train.train_and_evaluate(cfg, scaled_dir)
+  mgr = checkpoint.manager(scaled_dir)
+  scaled = mgr.restore(2, args=ocp.args.PyTreeRestore())
+  mgr.close()
+  moved = np.abs(np.asarray(scaled["params"]["proxies"]["value"]["value"]) - initial).mean()
+  assert 30 < moved / np.abs(trained - initial).mean() < 300
   embed = training.load_embedder(workdir)
   index = EmbeddingIndex.load(os.path.join(workdir, "index.npz"))
   seen = data_registry.create("digits")["seen"]

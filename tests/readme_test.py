@@ -115,3 +115,29 @@ def test_every_readme_command_runs_in_document_order(tmp_path):
     os.chdir(cwd)
   assert ran == commands()
   assert os.path.exists(scratch / "workdir" / "default" / "summary.json")
+
+
+def _experiments_page_commands() -> list[str]:
+  """The training commands of the "Try it" block of docs/experiments.md."""
+  with open(os.path.join(ROOT, "docs", "experiments.md")) as f:
+    text = f.read()
+  block = re.search(r"Try it — each command is run by the test suite.*?```bash\n(.*?)```",
+                    text, flags=re.S)
+  assert block, "docs/experiments.md lost its 'Try it' block"
+  return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _experiments_page_commands())
+def test_every_command_of_the_experiments_page_runs(command, tmp_path):
+  """As written, with fewer steps, no raw-pixel baseline and no plots (speed only)."""
+  assert command.startswith("python -m experiments.main ")
+  args = re.sub(r"--config\.num_steps=\d+", "--config.num_steps=4", command).split()[3:]
+  args = [a if not a.startswith("--workdir=") else f"--workdir={tmp_path / 'w'}" for a in args]
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "experiments.main", *args,
+                        "--config.raw_baseline=False", "--config.plots=False",
+                        "--config.progress_bar=False"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
+  assert (tmp_path / "w" / "summary.json").exists()

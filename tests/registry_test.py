@@ -4,6 +4,7 @@ settings fail naming them."""
 import functools
 import inspect
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -158,6 +159,32 @@ def test_schedules_match_their_definitions():
   assert float(exp(20000)) == pytest.approx(3e-4 * 0.001 ** 0.5, rel=1e-4)
   with pytest.raises(ValueError, match=r"schedule.gamma is not an argument of schedule 'cosine'"):
     optim.make_schedule("cosine", learning_rate=1.0, num_steps=10, gamma=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_lr_scales_give_a_parameter_group_its_own_learning_rate(name):
+  """Every optimizer, schedule and weight decay included: the scaled group moves
+  exactly as the same optimizer with ``scale`` × the learning rate would move it,
+  the rest exactly as without scales."""
+  rng = np.random.default_rng(0)
+  params = {"encoder": {"w": rng.standard_normal((3, 2)).astype(np.float32)},
+            "proxies": {"value": rng.standard_normal((4, 2)).astype(np.float32)}}
+  schedule = optim.make_schedule("cosine", learning_rate=0.01, num_steps=10, warmup_steps=2)
+  tx = optim.make_optimizer(name, schedule, lr_scales={"proxies": 100.0})
+  alone = {"encoder": optim.make_optimizer(name, schedule),
+           "proxies": optim.make_optimizer(name, lambda s: 100.0 * schedule(s))}
+  state = tx.init(params)
+  states = {k: alone[k].init(params[k]) for k in params}
+  for _ in range(4):
+    grads = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+    updates, state = tx.update(grads, state, params)
+    for k in params:
+      want, states[k] = alone[k].update(grads[k], states[k], params[k])
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-9),
+                   updates[k], want)
+    params = optax.apply_updates(params, updates)
+  with pytest.raises(ValueError, match=r"lr_scales\['proxies'\] must be a number > 0; got 0"):
+    optim.make_optimizer(name, 0.1, lr_scales={"proxies": 0})
 
 
 def test_optimizers_are_optax_with_clipping():

@@ -21,7 +21,9 @@ class Proxies(nnx.Module):
   the module returns it, ready for any loss of this module. Train it with the
   encoder, e.g. ``nnx.Optimizer(nnx.List([encoder, proxies]), tx, wrt=nnx.Param)``
   — proxy losses often use a larger learning rate for the proxies (Kim et al.
-  2020 use 100x), which ``optax.multi_transform`` provides.
+  2020 use 100x): ``metric_learning.training.optim.make_optimizer(...,
+  lr_scales={"proxies": 100.0})`` for :class:`EncoderWithProxies`, or
+  ``optax.multi_transform`` in your own layout.
 
   Example:
     >>> import jax.numpy as jnp

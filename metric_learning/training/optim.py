@@ -18,7 +18,10 @@ Example:
 from __future__ import annotations
 
 from typing import Any
+from typing import Mapping
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from metric_learning import registry
@@ -91,14 +94,49 @@ def make_schedule(name: str, *, learning_rate: float, num_steps: int, warmup_ste
       [optax.linear_schedule(0.0, learning_rate, warmup), decay], [warmup])
 
 
+def scale_updates_by_group(scales: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates of the parameters under each top-level name by its factor.
+
+  Placed after an optimizer whose update is proportional to its learning rate
+  (every optimizer of :data:`OPTIMIZERS`: Adam, AdamW and LAMB including weight
+  decay, SGD, RMSProp), it gives those parameters the learning rate (and
+  schedule) times the factor, and leaves the optimizer's statistics alone.
+
+  Args:
+    scales: ``{top-level parameter name: factor}``, e.g. ``{"proxies": 100.0}`` for
+      :class:`metric_learning.models.EncoderWithProxies`.
+
+  Returns:
+    A stateless ``optax.GradientTransformation``.
+  """
+  scales = dict(scales)
+
+  def factor(path) -> float:
+    first = path[0] if path else None
+    name = getattr(first, "key", getattr(first, "name", None))
+    return scales.get(name, 1.0)
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u if factor(path) == 1.0 else u * jnp.asarray(factor(path), u.dtype),
+        updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(name: str, learning_rate: float | optax.Schedule, *,
-                   grad_clip: float = 0.0, **kwargs) -> optax.GradientTransformation:
+                   grad_clip: float = 0.0, lr_scales: Mapping[str, float] | None = None,
+                   **kwargs) -> optax.GradientTransformation:
   """The Optax optimizer ``name`` driven by ``learning_rate``, optionally clipped.
 
   Args:
     name: a key of :data:`OPTIMIZERS`.
     learning_rate: a float or a schedule (:func:`make_schedule`).
     grad_clip: clip gradients to this global norm first (0 = no clipping).
+    lr_scales: learning-rate factors by top-level parameter name
+      (:func:`scale_updates_by_group`), e.g. ``{"proxies": 100.0}``: proxy losses
+      train their class vectors faster than the encoder (Kim et al. 2020 use 100×).
     **kwargs: the optimizer's own arguments (:func:`optimizer_arguments`),
       e.g. ``weight_decay`` for ``adamw``.
 
@@ -109,5 +147,11 @@ def make_optimizer(name: str, learning_rate: float | optax.Schedule, *,
   OPTIMIZERS.check_settings(name, kwargs, field="optimizer")
   if grad_clip < 0:
     raise ValueError(f"grad_clip must be >= 0; got {grad_clip}.")
+  for group, scale in (lr_scales or {}).items():
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+      raise ValueError(f"lr_scales[{group!r}] must be a number > 0; got {scale!r}.")
   chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-  return optax.chain(*chain, OPTIMIZERS[name](learning_rate, **kwargs))
+  chain.append(OPTIMIZERS[name](learning_rate, **kwargs))
+  if lr_scales and any(scale != 1 for scale in lr_scales.values()):
+    chain.append(scale_updates_by_group(lr_scales))
+  return optax.chain(*chain)
