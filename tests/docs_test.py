@@ -41,6 +41,7 @@ MODULES = (
     "metric_learning.reductions",
     "metric_learning.metrics",
     "metric_learning.index",
+    "metric_learning.serving",
     "metric_learning.models",
     "metric_learning.data",
     "metric_learning.data.registry",

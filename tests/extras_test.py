@@ -132,6 +132,15 @@ def test_core_runs_with_only_the_install_requirements():
       ran["retrieval_metrics"] = "map_at_r" in ml.metrics.retrieval_metrics(x, y)
       index = ml.index.EmbeddingIndex.create(np.asarray(x), np.asarray(y))
       ran["index"] = index.search(np.asarray(x[:2]), k=3)[0].shape == (2, 3)
+      # An exported embedder is written and served by the core alone.
+      import os, tempfile
+      batch, = jax.export.symbolic_shape("b")
+      exported = jax.export.export(jax.jit(lambda v: ml.l2_normalize(v)))(
+          jax.ShapeDtypeStruct((batch, 6), jnp.float32))
+      path = os.path.join(tempfile.mkdtemp(), "e.jax")
+      ml.serving.save(path, exported, {"step": 1})
+      served = ml.serving.load(path)
+      ran["serving"] = bool(np.allclose(served(np.asarray(x)), ml.l2_normalize(x), atol=1e-6))
       # Every example in the core's docstrings, except the one that needs scikit-learn.
       failed = {}
       modules = [m.name for m in pkgutil.walk_packages(ml.__path__, "metric_learning.")
@@ -157,6 +166,7 @@ def test_core_runs_with_only_the_install_requirements():
   assert out["ran"] and all(out["ran"].values()), out["ran"]
   assert not out["failed"], out["failed"]
   assert "metric_learning.losses.proxies" in out["modules"]
+  assert "metric_learning.serving" in out["modules"]     # its doctest ran too
   assert 'pip install "metric-learning-jax[experiments]"' in out["sklearn"]
 
 
