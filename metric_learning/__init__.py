@@ -12,6 +12,7 @@ from metric_learning import mining
 from metric_learning.losses import presets
 from metric_learning import reductions
 from metric_learning import reranking
+from metric_learning import serving
 from metric_learning.distances import l2_normalize
 from metric_learning.distances import paired_distances
 from metric_learning.distances import pairwise_distances
@@ -90,6 +91,7 @@ __all__ = (
     "reranking",
     "selected_triplet_loss",
     "semi_hard_triplet_loss",
+    "serving",
     "sigmoid_loss",
     "soft_triple_loss",
     "subcenter_arcface_loss",

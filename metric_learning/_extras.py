@@ -32,7 +32,9 @@ EXTRAS: dict[str, dict[str, str]] = {
         "grain": "grain",
         "safetensors": "safetensors",
         "scipy": "scipy",
+        "flatbuffers": "flatbuffers",
     },
+    "serving": {"flatbuffers": "flatbuffers"},
     "faiss": {"faiss": "faiss-cpu"},
     "tensorboard": {"tensorboard": "tensorboard"},
 }

@@ -42,6 +42,7 @@ MODULES = (
     "metric_learning.metrics",
     "metric_learning.reranking",
     "metric_learning.index",
+    "metric_learning.serving",
     "metric_learning.models",
     "metric_learning.data",
     "metric_learning.data.registry",

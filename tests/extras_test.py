@@ -98,7 +98,8 @@ def test_extras_table_matches_setup_cfg():
 def test_core_runs_with_only_the_install_requirements():
   blocked = _non_core_modules()
   # The packages the issue names must be among those refused.
-  assert {"flax", "optax", "sklearn", "grain", "matplotlib", "ml_collections"} <= set(blocked)
+  assert {"flax", "optax", "sklearn", "grain", "matplotlib", "ml_collections",
+          "flatbuffers"} <= set(blocked)
   out = _run(blocked, """
       import doctest, json, pkgutil
       import numpy as np
@@ -132,6 +133,18 @@ def test_core_runs_with_only_the_install_requirements():
       ran["retrieval_metrics"] = "map_at_r" in ml.metrics.retrieval_metrics(x, y)
       index = ml.index.EmbeddingIndex.create(np.asarray(x), np.asarray(y))
       ran["index"] = index.search(np.asarray(x[:2]), k=3)[0].shape == (2, 3)
+      # Serving an exported embedder needs the core and the serving extra (flatbuffers).
+      import os, tempfile
+      batch, = jax.export.symbolic_shape("b")
+      exported = jax.export.export(jax.jit(lambda v: ml.l2_normalize(v)))(
+          jax.ShapeDtypeStruct((batch, 6), jnp.float32))
+      path = os.path.join(tempfile.mkdtemp(), "e.jax")
+      try:
+        ml.serving.save(path, exported, {"step": 1})
+        serving_message = None
+      except ModuleNotFoundError as e:
+        serving_message = str(e)
+      ran["serving_writes_nothing"] = not os.listdir(os.path.dirname(path))
       # Every example in the core's docstrings, except the one that needs scikit-learn.
       failed = {}
       modules = [m.name for m in pkgutil.walk_packages(ml.__path__, "metric_learning.")
@@ -140,7 +153,8 @@ def test_core_runs_with_only_the_install_requirements():
         module = __import__(name, fromlist=["_"])
         finder = doctest.DocTestFinder()
         for test in finder.find(module):
-          if test.name.endswith("clustering_metrics") or not test.examples:
+          if (test.name.endswith("clustering_metrics") or test.name.startswith(
+              "metric_learning.serving") or not test.examples):
             continue
           result = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE).run(
               test, out=lambda s: None)
@@ -152,11 +166,13 @@ def test_core_runs_with_only_the_install_requirements():
       except ModuleNotFoundError as e:
         sklearn_message = str(e)
       print(json.dumps({"ran": ran, "failed": failed, "modules": modules,
-                        "sklearn": sklearn_message}))
+                        "sklearn": sklearn_message, "serving": serving_message}))
       """)
   assert out["ran"] and all(out["ran"].values()), out["ran"]
   assert not out["failed"], out["failed"]
   assert "metric_learning.losses.proxies" in out["modules"]
+  assert "metric_learning.serving" in out["modules"]
+  assert 'pip install "metric-learning-jax[serving]"' in out["serving"]
   assert 'pip install "metric-learning-jax[experiments]"' in out["sklearn"]
 
 
@@ -168,6 +184,8 @@ def test_each_missing_experiments_package_names_the_extra():
       results = {{}}
       for module in {sorted(_extras.EXTRAS["experiments"])!r}:
         BLOCKED.clear(); BLOCKED.add(module.split(".")[0])
+        for name in [m for m in sys.modules if m.split(".")[0] in BLOCKED]:
+          del sys.modules[name]     # imported earlier (jax imports flatbuffers): now missing
         for part in {parts!r}:
           for name in [m for m in sys.modules if m.startswith(("metric_learning.", "experiments"))]:
             del sys.modules[name]

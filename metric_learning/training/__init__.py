@@ -8,6 +8,7 @@ from metric_learning import _extras
 
 _extras.require_extra("experiments", "metric_learning.training")
 
+from metric_learning.training.embedder import export_embedder
 from metric_learning.training.embedder import load_embedder
 from metric_learning.training.embedder import load_model
 from metric_learning.training.embedder import model_identity
@@ -25,7 +26,7 @@ from metric_learning.training.state import init_state
 from metric_learning.training.state import make_embed_fn
 from metric_learning.training.state import make_train_step
 
-__all__ = ("HealthMonitor", "OPTIMIZERS", "RunDir", "SCHEDULES", "TrainState", "init_state",
-           "load_embedder", "load_model", "make_embed_fn", "make_optimizer", "make_runner",
+__all__ = ("HealthMonitor", "OPTIMIZERS", "RunDir", "SCHEDULES", "TrainState",
+           "export_embedder", "init_state", "load_embedder", "load_model", "make_embed_fn", "make_optimizer", "make_runner",
            "make_schedule", "make_train_step", "model_identity", "same_model",
            "save_model_spec")

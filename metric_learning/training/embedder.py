@@ -9,6 +9,9 @@ Embeddings of two encoders are not comparable, so :func:`model_identity` names
 the encoder a workdir holds: a hash of the run's ``config.json`` and the
 checkpoint step. An :class:`~metric_learning.index.EmbeddingIndex` records it
 (its ``model``) and the tools refuse to mix encoders (:func:`same_model`).
+
+:func:`export_embedder` turns the same encoder into a ``jax.export`` artifact
+that runs with JAX alone (:mod:`metric_learning.serving`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from typing import Any
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from metric_learning import _validation
 from metric_learning import models
 from metric_learning.data.sampler import padded_batches
 from metric_learning.training import checkpoint
@@ -33,6 +38,9 @@ MODEL_SPEC = rundir.MODEL_SPEC
 CONFIG = rundir.CONFIG
 # The fields of a model identity that name the encoder; "workdir" is for messages.
 IDENTITY_FIELDS = ("config_sha256", "step")
+# Where an exported embedder runs by default: every platform jax.export lowers for.
+EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+EXPORT_DTYPES = ("float32", "bfloat16")
 
 
 def save_model_spec(workdir: str, name: str, input_shape, settings: dict[str, Any], *,
@@ -157,7 +165,9 @@ def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 25
 
   Returns:
     ``embed(inputs [n, *input_shape]) -> np.ndarray [n, embedding_dim]`` in
-    evaluation mode (BatchNorm statistics, no dropout). ``embed.input_shape``
+    evaluation mode (BatchNorm statistics, no dropout). Float inputs are used
+    as given; integer inputs (``uint8`` images) are scaled to [0, 1] first, as
+    the model scales the uint8 batches it trains on. ``embed.input_shape``
     and ``embed.step`` (the checkpoint's step) tell what it expects and holds;
     ``embed.identity`` is :func:`model_identity` at that step (None when the
     workdir has no ``config.json``).
@@ -172,7 +182,11 @@ def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 25
     return nnx.merge(graphdef, state)(x)
 
   def embed(inputs) -> np.ndarray:
-    x = np.asarray(inputs, np.float32)
+    x = np.asarray(inputs)
+    # Integer inputs are 0..255 images, scaled as the model scales the uint8
+    # batches it trains on (a bare cast to float32 would skip that).
+    x = x.astype(np.float32) / 255.0 if np.issubdtype(x.dtype, np.integer) \
+        else x.astype(np.float32, copy=False)
     if x.shape[1:] != input_shape:
       raise ValueError(f"inputs must have shape [n, {', '.join(map(str, input_shape))}] "
                        f"for the model in {workdir!r}; got {list(x.shape)}.")
@@ -188,3 +202,80 @@ def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 25
   embed.identity = (model_identity(workdir, step)
                     if rundir.RunDir(workdir).exists(CONFIG) else None)
   return embed
+
+
+def export_embedder(workdir: str, *, step: int | None = None, dtype: str | None = None,
+                    platforms=EXPORT_PLATFORMS) -> tuple[jax.export.Exported, dict[str, Any]]:
+  """The encoder of ``workdir`` as a ``jax.export`` artifact, and its metadata.
+
+  The artifact computes what :func:`load_embedder` computes on float inputs —
+  the encoder in evaluation mode, its own input conversion (``input_norm``) and
+  output normalisation included; ``load_embedder`` does nothing else to inputs
+  but cast them to float32 — with the weights as constants and a symbolic
+  batch dimension ``b``: ``float32 [b, *input_shape] -> float32 [b, dim]``.
+  Write it with :func:`metric_learning.serving.save`; run it with
+  :func:`metric_learning.serving.load` or ``jax.export.deserialize``.
+
+  Args:
+    workdir: a training run's ``--workdir``.
+    step: the checkpoint to export; None: the newest restorable one.
+    dtype: the encoder's arithmetic: ``"float32"`` or ``"bfloat16"`` (weights
+      stored in bfloat16 and the backbone computing in bfloat16, as the
+      model's ``dtype="bfloat16"`` setting does; the embedding head and the
+      embeddings stay float32). None: the run's own model ``dtype`` (float32
+      unless it trained in bfloat16), which reproduces ``load_embedder``.
+    platforms: the platforms to lower for (a subset of ``EXPORT_PLATFORMS``);
+      lowering needs no such device.
+
+  Returns:
+    ``(exported, metadata)``: the metadata fields of :mod:`metric_learning.serving`
+    that the artifact does not carry itself (``compute_dtype``, ``model``,
+    ``input_norm``, ``normalized``, ``metric``, ``step``, ``identity``).
+
+  Raises:
+    FileNotFoundError: no ``model.json``, or no (restorable) checkpoint
+      (at ``step``).
+    ValueError: an unknown ``dtype`` or platform.
+  """
+  if dtype is not None:
+    _validation.choice(dtype, "dtype", EXPORT_DTYPES)
+  platforms = tuple(platforms)
+  for platform in platforms:
+    _validation.choice(platform, "platform", EXPORT_PLATFORMS)
+  spec = load_model_spec(workdir)
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
+  input_shape = tuple(spec["input_shape"])
+  trained = settings.get("dtype", "float32")
+  dtype = trained if dtype is None else dtype
+  model, step = load_model(workdir, step)
+  if dtype != trained:
+    # The same encoder built for the other arithmetic, given the trained state
+    # (the checkpoint holds every weight, so no initial weights are read).
+    twin = models.create(spec["name"], input_shape, **{**settings, "dtype": dtype,
+                                                       "weights": None})
+    nnx.update(twin, nnx.state(model))
+    model = twin
+  model.eval()
+  graphdef, state = nnx.split(model)
+  if dtype == "bfloat16":
+    state = jax.tree.map(
+        lambda v: v.astype(jnp.bfloat16) if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
+
+  def embed(x):
+    return nnx.merge(graphdef, state)(x).astype(jnp.float32)
+
+  batch, = jax.export.symbolic_shape("b")
+  exported = jax.export.export(jax.jit(embed), platforms=platforms)(
+      jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32))
+  config = rundir.RunDir(workdir).read_json(CONFIG)
+  identity = model_identity(workdir, step) if config is not None else None
+  metadata = {
+      "compute_dtype": dtype,
+      "model": spec["name"],
+      "input_norm": settings.get("input_norm"),
+      "normalized": bool(settings.get("normalize", False)),
+      "metric": ((config or {}).get("loss") or {}).get("metric"),
+      "step": int(step),
+      "identity": None if identity is None else {k: identity[k] for k in IDENTITY_FIELDS},
+  }
+  return exported, metadata
