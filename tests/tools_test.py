@@ -426,6 +426,13 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   assert transform.num_views == 2 and transform.input_shape == (12, 10, 3)
   want = pipeline.embed_files(load_embedder(run), files, transform, 5)
   np.testing.assert_allclose(got["embeddings"], want, rtol=1e-5, atol=1e-6)
+  # ... and as the model itself embeds the uint8 views it evaluates on (it scales
+  # them to [0, 1]; load_embedder once fed them unscaled).
+  from metric_learning.training import embedder
+  model, _ = embedder.load_model(run, None)
+  model.eval()
+  direct = pipeline.embed_files(lambda x: np.asarray(model(x)), files, transform, 5)
+  np.testing.assert_allclose(got["embeddings"], direct, rtol=1e-5, atol=1e-5)
   assert got["labels"].tolist() == files.labels.tolist()
 
 
