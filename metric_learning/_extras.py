@@ -36,6 +36,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     },
     "serving": {"flatbuffers": "flatbuffers"},
     "faiss": {"faiss": "faiss-cpu"},
+    "tune": {"optuna": "optuna"},
     "tensorboard": {"tensorboard": "tensorboard"},
 }
 

@@ -32,6 +32,13 @@ def test_digits_split_is_class_disjoint_and_stratified():
   assert 0.28 < len(splits["seen"]) / (len(splits["seen"]) + len(splits["train"])) < 0.32
   with pytest.raises(ValueError, match="seen_classes"):
     data.class_disjoint_split(data.digits(), seen_classes=(42,), test_fraction=0.3, seed=0)
+  # test_fraction=0: every sample of the seen classes trains, "seen" is empty.
+  whole = data.class_disjoint_split(data.digits(), seen_classes=(0, 1, 2, 3, 4),
+                                    test_fraction=0.0, seed=0)
+  assert len(whole["seen"]) == 0 and whole["seen"].inputs.shape[1:] == (8, 8, 1)
+  assert len(whole["train"]) == len(splits["train"]) + len(splits["seen"])
+  with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\); got 1.0"):
+    data.class_disjoint_split(data.digits(), seen_classes=(0,), test_fraction=1.0, seed=0)
 
 
 def test_npz_loader_and_its_errors(tmp_path):

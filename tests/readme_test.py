@@ -141,3 +141,23 @@ def test_every_command_of_the_experiments_page_runs(command, tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
   assert (tmp_path / "w" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_the_reality_check_command_of_the_experiments_page_runs(tmp_path):
+  """As written, shrunk: 2 folds, 1 trial, 1 seed, 4 steps per run."""
+  with open(os.path.join(ROOT, "docs", "experiments.md")) as f:
+    text = f.read()
+  block = re.search(r"## Reality check.*?```bash\n(.*?)```", text, flags=re.S)
+  command, = [line.strip() for line in block.group(1).splitlines() if line.strip()]
+  assert command.startswith("python -m experiments.reality_check ")
+  for pattern, value in ((r"--folds=\d+", "--folds=2"), (r"--trials=\d+", "--trials=1"),
+                         (r"--seeds=[\d,]+", "--seeds=0"),
+                         (r"--workdir=\S+", f"--workdir={tmp_path / 'rc'}")):
+    command = re.sub(pattern, value, command)
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", *command.split()[2:], "--config.num_steps=4"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
+  for name in ("results.md", "results.json", "results.png"):
+    assert (tmp_path / "rc" / name).exists(), name

@@ -125,8 +125,8 @@ def class_disjoint_split(dataset: Dataset, *, seen_classes, test_fraction: float
   """Train / seen / unseen splits.
 
   ``train`` and ``seen`` are a stratified split of the seen classes
-  (``test_fraction`` held out); ``unseen`` is every sample of the other
-  classes, never seen in training.
+  (``test_fraction`` held out; 0: ``seen`` is empty); ``unseen`` is every
+  sample of the other classes, never seen in training.
   """
   from sklearn import model_selection  # pylint: disable=import-outside-toplevel
   seen_mask = np.isin(dataset.labels, np.asarray(seen_classes))
@@ -135,9 +135,14 @@ def class_disjoint_split(dataset: Dataset, *, seen_classes, test_fraction: float
                      f"classes of {dataset.name}; its classes are "
                      f"{np.unique(dataset.labels).tolist()}.")
   seen_index = np.flatnonzero(seen_mask)
-  train_i, test_i = model_selection.train_test_split(
-      seen_index, test_size=test_fraction, stratify=dataset.labels[seen_index],
-      random_state=seed)
+  if not 0 <= test_fraction < 1:
+    raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction!r}.")
+  if test_fraction == 0:      # every sample of the seen classes trains; ``seen`` is empty
+    train_i, test_i = seen_index, seen_index[:0]
+  else:
+    train_i, test_i = model_selection.train_test_split(
+        seen_index, test_size=test_fraction, stratify=dataset.labels[seen_index],
+        random_state=seed)
   return {"train": dataset.subset(np.sort(train_i), "train"),
           "seen": dataset.subset(np.sort(test_i), "seen"),
           "unseen": dataset.subset(~seen_mask, "unseen")}
