@@ -433,7 +433,7 @@ def baselines(base, plan) -> dict[str, dict[str, float]]:
                                      batch_size=base.eval_batch_size)
   initial = metrics.retrieval_metrics(np.asarray(features, np.float32), test.labels)
   return {"raw pixels": {k: raw[k] for k in keys},
-          f"{base.model.name} at initialisation (features)": {k: initial[k] for k in keys}}
+          f"{base.model.name} features at initialisation": {k: initial[k] for k in keys}}
 
 
 def summarise(plan, per_loss: dict, base_rows: dict) -> dict[str, Any]:
@@ -471,8 +471,10 @@ def markdown(results: dict) -> str:
     lines.append(f"| {name} (no training) | — | — | {b['map_at_r']:.4f} | "
                  f"{b['precision_at_1']:.4f} | {b['r_precision']:.4f} |")
   lines.append("")
+  search = {"random": "random search",
+            "tpe": "optuna's TPE, whose first 10 trials are random draws"}[results["search"]]
   lines.append(f"Test: mean ± 95 % interval (Student's t) over {n} seeds of the retrained "
-               f"model; {results['trials']} trials per loss ({results['search']} search).")
+               f"model; {results['trials']} trials per loss ({search}).")
   return "\n".join(lines) + "\n"
 
 
@@ -489,7 +491,7 @@ def plot(results: dict, path: str) -> None:
     ax.axvline(b["map_at_r"], color=colour, linestyle="--", label=f"{name} (no training)")
   ax.invert_yaxis()
   ax.set_xlabel("test MAP@R (held-out classes), mean ± 95 % interval")
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
+  ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 

@@ -168,7 +168,7 @@ def test_a_sweep_cross_validates_on_held_out_classes_and_retrains_the_best(tmp_p
   values = row["map_at_r"]["values"]
   assert len(values) == 2 and row["map_at_r"]["mean"] == pytest.approx(np.mean(values))
   assert row["map_at_r"]["half_width"] > 0
-  assert set(results["baselines"]) == {"raw pixels", "mlp at initialisation (features)"}
+  assert set(results["baselines"]) == {"raw pixels", "mlp features at initialisation"}
   table = open(os.path.join(workdir, "results.md")).read()
   assert "| batch_hard_triplet_loss | margin=" in table and "raw pixels (no training)" in table
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 5000
