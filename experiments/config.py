@@ -46,6 +46,8 @@ SCALARS = {
     "raw_baseline": (bool, lambda v: True, "True or False"),
     "health_patience": (int, lambda v: v >= 1, ">= 1"),
     "workers": (int, lambda v: v >= 0, ">= 0 (0 = decode image files in the main process)"),
+    "embed_chunk": (int, lambda v: v >= 0,
+                    ">= 0 (rows embedded at a time with gradient caching; 0 = all at once)"),
     "loss_lr_scale": (numbers.Real, lambda v: v > 0,
                       "a number > 0 (the loss parameters' learning rate / the encoder's)"),
 }
@@ -132,6 +134,11 @@ def validate(config) -> None:
   if config.parallel != "none" and (p * k) % jax.device_count():
     raise ConfigError(f"config.sampler: the batch of p*k = {p * k} rows must divide over the "
                       f"{jax.device_count()} devices of parallel={config.parallel!r}.")
+  rows = p * k // jax.device_count() if config.parallel == "pmap" else p * k
+  if config.embed_chunk and rows % config.embed_chunk:
+    where = "each device's" if config.parallel == "pmap" else "the"
+    raise ConfigError(f"config.embed_chunk={config.embed_chunk} must divide {where} batch of "
+                      f"{rows} rows (sampler p*k = {p * k}, parallel={config.parallel!r}).")
 
 
 def validate_augment(data_name: str, augment) -> None:
@@ -185,6 +192,7 @@ def upgrade_saved(saved: dict) -> dict:
   the cut-offs of the k-NN and re-ID evaluators ``k`` and ``ranks`` (``ks`` now),
   and runs recorded before ``loss_lr_scale`` trained every parameter at one rate."""
   saved.setdefault("loss_lr_scale", 1.0)   # recorded before it existed: the encoder's rate
+  saved.setdefault("embed_chunk", 0)       # ... and before gradient caching
   for spec in saved.get("evals", {}).values():
     if not isinstance(spec, dict):
       continue

@@ -211,7 +211,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   runner = parallel.make_runner(
       config.parallel, graphdef, tx, make_loss, sampler.batch_size, local_rows=train.local_rows,
       statistics=lambda e, y, w: ml.triplet_statistics(e, y, margin=margin, where=w),
-      statistics_at=lambda s: (s % config.log_every == 0) | (s == config.num_steps))
+      statistics_at=lambda s: (s % config.log_every == 0) | (s == config.num_steps),
+      embed_chunk=config.embed_chunk or None)
   embed_fn = training.make_embed_fn(graphdef)
 
   # ---------------------------------------------------------- restore ---- #

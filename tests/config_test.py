@@ -114,11 +114,11 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
   for spec in saved["evals"].values():
     spec["type"] = spec.pop("name")
   saved["evals"]["seen_knn"]["k"] = saved["evals"]["seen_knn"].pop("ks")
-  del saved["loss_lr_scale"]                           # recorded before the field existed
+  del saved["loss_lr_scale"], saved["embed_chunk"]     # recorded before the fields existed
   with open(path, "w") as f:
     json.dump(saved, f)
   train.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
   recorded = evaluate.recorded_config(workdir)
   assert recorded.evals.seen.name == "retrieval"
   assert recorded.evals.seen_knn.ks == (1, 3) and "k" not in recorded.evals.seen_knn
-  assert recorded.loss_lr_scale == 1.0
+  assert recorded.loss_lr_scale == 1.0 and recorded.embed_chunk == 0

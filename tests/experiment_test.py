@@ -282,6 +282,8 @@ def test_unknown_names_fail_fast_listing_the_valid_ones(tmp_path):
     ("nonfinite", "ignore", r"config\.nonfinite must be one of"),
     ("keep_checkpoints", 0, r"config\.keep_checkpoints must be >= 1"),
     ("loss_lr_scale", 0.0, r"config\.loss_lr_scale must be a number > 0"),
+    ("embed_chunk", -1, r"config\.embed_chunk must be >= 0"),
+    ("embed_chunk", 5, r"config\.embed_chunk=5 must divide the batch of 16 rows"),
     ("loss_lr_scale", 10.0, r"config\.loss_lr_scale sets the learning rate of a proxy .*"
                             r"loss 'batch_hard_triplet_loss' has none"),
 ])
@@ -408,6 +410,24 @@ def test_proxy_losses_train_their_proxies_and_load_embedder_returns_the_encoder(
   index = EmbeddingIndex.load(os.path.join(workdir, "index.npz"))
   seen = data_registry.create("digits")["seen"]
   np.testing.assert_allclose(embed(seen.inputs), index.embeddings[:len(seen)], atol=1e-5)
+
+
+def test_gradient_caching_trains_like_the_whole_batch_at_once(tmp_path):
+  """config.embed_chunk: the MLP (no BatchNorm, no dropout) gets the same
+  gradients chunk by chunk, so the same run up to rounding."""
+  summaries = []
+  for chunk in (0, 4):
+    cfg = _light(test_config.get_config())
+    cfg.embed_chunk = chunk
+    summaries.append(train.train_and_evaluate(cfg, str(tmp_path / f"chunk{chunk}")))
+  assert summaries[1]["seen/map_at_r"] == pytest.approx(summaries[0]["seen/map_at_r"], abs=1e-4)
+  losses = []
+  for chunk in (0, 4):
+    with open(tmp_path / f"chunk{chunk}" / "metrics.jsonl") as f:
+      losses.append([r["train/loss"] for r in map(json.loads, f) if "train/loss" in r])
+  assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+  with open(tmp_path / "chunk4" / "config.json") as f:
+    assert json.load(f)["embed_chunk"] == 4
 
 
 def test_bfloat16_encoder_trains_with_float32_losses(tmp_path):

@@ -45,6 +45,7 @@ def get_config():
   c.sampler = dict(p=5, k=16)
   c.optimizer = dict(name="adam", learning_rate=1e-4)
   c.schedule = dict(name="cosine", warmup_steps=50)
+  c.embed_chunk = 0              # gradient caching: embed N rows at a time (0 = all at once)
   c.loss_lr_scale = 1.0          # proxy losses: the class vectors' learning rate / the encoder's
   c.augment = dict(max_shift=0, flip=False)
   c.evals = evals()

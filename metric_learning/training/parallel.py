@@ -56,7 +56,8 @@ def _check_divisible(batch_size: int, devices: int, mode: str) -> None:
 def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Callable],
                 batch_size: int, *, local_rows: bool = False,
                 statistics: Callable | None = None,
-                statistics_at: Callable | None = None) -> Runner:
+                statistics_at: Callable | None = None,
+                embed_chunk: int | None = None) -> Runner:
   """A runner for ``mode``.
 
   Args:
@@ -74,13 +75,15 @@ def make_runner(mode: str, graphdef, tx, make_loss: Callable[[str | None], Calla
     statistics, statistics_at: training statistics computed inside the step over
       the global batch, at the steps ``statistics_at`` chooses (see
       :func:`metric_learning.training.make_train_step`).
+    embed_chunk: gradient caching (:func:`metric_learning.training.make_train_step`):
+      each device embeds its rows this many at a time; it must divide them.
 
   Returns:
     A :class:`Runner`.
   """
   make_step = lambda loss_fn, axis_name=None: state_lib.make_train_step(
       graphdef, tx, loss_fn, axis_name=axis_name, statistics=statistics,
-      statistics_at=statistics_at)
+      statistics_at=statistics_at, embed_chunk=embed_chunk)
   runner = MODES.lookup(mode, field="parallel")(make_step, make_loss, batch_size,
                                                local_rows=local_rows)
   return dataclasses.replace(runner, mode=mode)
