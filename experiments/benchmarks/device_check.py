@@ -155,7 +155,10 @@ def _probe(out: str) -> dict:
   got = _run([sys.executable, "-c", _PROBE], kind="bench", timeout=120,
              log=os.path.join(out, "logs", "probe.log"))
   if got["rc"] != 0:
-    return {"error": got["tail"][-500:] or "the probe timed out"}
+    lines = got["tail"].strip().splitlines()
+    why = lines[-1] if lines else f"exit {got['rc']}"
+    return {"error": "the probe timed out" if got["timed_out"] else
+            f"JAX could not start ({why[:200]}; see {got['log']})"}
   return json.loads(got["tail"].strip().splitlines()[-1])
 
 
