@@ -1,11 +1,22 @@
-"""Test setup: 8 fake CPU devices, configured before JAX initialises."""
+"""Test setup: 8 fake CPU devices, configured before JAX initialises.
+
+``ML_TEST_PLATFORM`` other than ``cpu`` (``experiments/benchmarks/device_check.py``
+sets ``gpu``) leaves ``JAX_PLATFORMS`` and ``XLA_FLAGS`` as the caller set them:
+the tests run on that platform with its real devices, and the session stops at
+once if JAX's default backend is not that platform (no silent fallback to CPU).
+Unset or ``cpu``: the fake CPU devices, as always.
+"""
 
 import os
 import tempfile
 
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+TEST_PLATFORM = os.environ.get("ML_TEST_PLATFORM", "cpu")
+
+if TEST_PLATFORM == "cpu":
+  os.environ["XLA_FLAGS"] = " ".join(
+      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 # One persistent XLA compilation cache for the session: both xdist workers and every
 # subprocess the tests start (they inherit this environment) reuse what another one
 # compiled -- the README commands and the end-to-end runs compile the same training
@@ -18,3 +29,24 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # The fixture makers run by hand, in an environment with torch (their docstrings say
 # how): not test modules, and --doctest-modules would import them.
 collect_ignore = ["fixtures/make_pretrained_fixtures.py"]
+
+
+def pytest_sessionstart(session):
+  """On a platform other than the fake CPUs, refuses to run anywhere else."""
+  del session
+  if TEST_PLATFORM == "cpu":
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  import pytest  # pylint: disable=import-outside-toplevel
+  backend = jax.default_backend()
+  if backend != TEST_PLATFORM:
+    pytest.exit(f"ML_TEST_PLATFORM={TEST_PLATFORM} but JAX's default backend is {backend} "
+                f"({jax.devices()})", returncode=3)
+
+
+def pytest_report_header(config):
+  del config
+  if TEST_PLATFORM == "cpu":
+    return None
+  import jax  # pylint: disable=import-outside-toplevel
+  return f"ML_TEST_PLATFORM={TEST_PLATFORM}: {jax.device_count()} x {jax.devices()[0].device_kind}"

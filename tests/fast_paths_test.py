@@ -160,14 +160,15 @@ def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
                                   "sigmoid"])
 def test_pmap_automatic_path_equals_one_device(name):
   loss = LOSSES[name]
-  devices = 8
-  x, y, w, _ = _batch(devices * 5, seed=2)           # 5 local rows, 40 global
+  # 8 fake CPU devices (conftest.py); on a real accelerator, the devices there are.
+  devices = max(n for n in (1, 2, 4, 8) if n <= jax.device_count())
+  x, y, w, _ = _batch(40, seed=2)                    # 40 global rows, 5 local on 8 devices
   shard = lambda a: a.reshape((devices, -1) + a.shape[1:])
 
   def local(e, labels, where):
     return jax.value_and_grad(lambda e: loss(e, labels, where=where, axis_name="i"))(e)
 
-  # Local rows 5 and global candidates 40: with the threshold at 4 rows, each
+  # Local rows 5 (or more) and global candidates 40: with the threshold at 4 rows, each
   # device streams its rows (sigmoid: its candidate columns) in blocks of 8.
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(_pipeline, "AUTO_DENSE_ROWS", 4)

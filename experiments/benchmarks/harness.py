@@ -260,11 +260,14 @@ def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]], *,
   return "\n".join(line.rstrip() for line in lines)
 
 
-def write_json(path: str, payload: Any, *, indent: int = 1) -> None:
-  """Writes ``payload`` as JSON to ``path`` and says so."""
-  with open(path, "w") as f:
+def write_json(path: str, payload: Any, *, indent: int = 1, quiet: bool = False) -> None:
+  """Writes ``payload`` as JSON to ``path`` (whole or not at all) and says so unless ``quiet``."""
+  partial = f"{path}.partial"
+  with open(partial, "w") as f:
     json.dump(payload, f, indent=indent)
-  print(f"wrote {path}")
+  os.replace(partial, path)        # a reader (or a kill) never sees half a file
+  if not quiet:
+    print(f"wrote {path}")
 
 
 @dataclasses.dataclass

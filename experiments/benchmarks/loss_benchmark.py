@@ -10,8 +10,13 @@ axis=1)`` forward only (one [B, B] matmul and one pass over it), interleaved wit
 the others: the "ml/floor" column says how far a loss is from that one matmul.
 PML points that need more than ``--pml_max_gb`` (estimated from
 the tensors it builds) or more than ``--pml_max_s`` seconds are skipped and
-shown as "—" with the reason. Prints one table, writes JSON (``--out``) and one
-PNG per family into ``--plot_dir`` (``loss_benchmark_<family>.png``).
+shown as "—" with the reason. With ``--max_point_s``, a point whose warm-up is
+predicted (from the same loss at the previous, smaller B: B² growth, B³ for PML's
+triplet cubes) to take longer than that is skipped too, ours and PML's alike.
+PML runs on ``--torch_device`` (``cuda`` on a GPU; ours runs on JAX's default
+device). Prints one table, writes JSON (``--out``, rewritten after every point,
+so that a run cut short keeps what it measured) and one PNG per family into
+``--plot_dir`` (``loss_benchmark_<family>.png``).
 
   python -m experiments.benchmarks.loss_benchmark --batch_sizes=256,1024,4096,16384
   python -m experiments.benchmarks.loss_benchmark --batch_sizes=64 --repeats=1   # smoke
@@ -44,6 +49,11 @@ _SLOW_S = flags.DEFINE_float("slow_s", 5.0, "A point whose warm-up took longer t
                              "is timed once.")
 _MIN_TIME = flags.DEFINE_float("min_time", 2.0, "Keep adding interleaved rounds until "
                                 "this many seconds have passed (at most 50 rounds).")
+_PML = flags.DEFINE_bool("pml", True, "Time pytorch-metric-learning too.")
+_TORCH_DEVICE = flags.DEFINE_string("torch_device", "cpu", "torch device of the PML side "
+                                    "(cpu, cuda, cuda:1, ...).")
+_MAX_POINT_S = flags.DEFINE_float("max_point_s", 0.0, "Skip a point whose warm-up is "
+                                  "predicted from the previous B to exceed this (0: never).")
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
 
 FAMILIES = {
@@ -55,6 +65,10 @@ FAMILIES = {
                         "nca", "fast_ap", "angular"),
 }
 ALL = tuple(name for names in FAMILIES.values() for name in names)
+
+
+# PML losses that build B×B×B tensors: their time grows like B³.
+_PML_CUBIC = ("batch_all", "semi_hard", "ntxent", "tuplet_margin")
 
 
 def _pml_bytes(name: str, batch: int) -> float:
@@ -135,7 +149,7 @@ def _ml_runner(name: str, batch: int, dim: int):
 
 
 def _pml_runner(name: str, batch: int, dim: int):
-  """The PML loss (and miner) of the parity tests, loss + backward."""
+  """The PML loss (and miner) of the parity tests, loss + backward, on ``--torch_device``."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
     from pytorch_metric_learning import losses  # pylint: disable=import-outside-toplevel
@@ -147,7 +161,9 @@ def _pml_runner(name: str, batch: int, dim: int):
   x, y = harness.embeddings(batch, dim)
   if name == "angular":
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
-  labels = torch.from_numpy(y).long()
+  device = torch.device(_TORCH_DEVICE.value)
+  base = torch.from_numpy(x).to(device)           # no copy on the CPU
+  labels = torch.from_numpy(y).long().to(device)
   miner = None
   classes = max(1, batch // 4)
   if name == "batch_hard":
@@ -187,11 +203,14 @@ def _pml_runner(name: str, batch: int, dim: int):
     loss = losses.AngularLoss()
   else:
     raise ValueError(name)
+  loss = loss.to(device)                          # the proxy losses hold parameters
 
   def run():
-    e = torch.from_numpy(x).requires_grad_(True)
+    e = base.detach().requires_grad_(True)
     value = loss(e, labels, miner(e, labels)) if miner else loss(e, labels)
     value.backward()
+    if device.type == "cuda":
+      torch.cuda.synchronize(device)
 
   return run
 
@@ -205,6 +224,8 @@ def _runner(impl, name, batch, dim):
 def _single(spec: str) -> None:
   impl, name, batch = spec.split(":")
   run = _runner(impl, name, int(batch), _DIM.value)
+  if run is None:
+    raise ValueError(f"{impl} is not installed")
   run()
   run()
   harness.report(peak_rss_mb=harness.peak_rss_mb())
@@ -214,20 +235,52 @@ def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
   """(peak MB, None), or (None, why not)."""
   try:
     got = harness.in_fresh_process("experiments.benchmarks.loss_benchmark",
-                                   f"--single={impl}:{name}:{batch}", *harness.flag_args("dim"),
+                                   f"--single={impl}:{name}:{batch}",
+                                   *harness.flag_args("dim", "torch_device"),
                                    timeout=timeout)
   except harness.FreshProcessError as e:
     return None, e.reason
   return got["peak_rss_mb"], None
 
 
-def _point(name: str, batch: int) -> dict:
+def _predicted_s(previous: dict | None, impl: str, name: str, batch: int) -> float | None:
+  """The warm-up seconds of ``impl`` at ``batch``, scaled from the same loss's previous point."""
+  if not previous or previous.get(f"{impl}_warm_s") is None:
+    return None
+  power = 3 if impl == "pml" and name in _PML_CUBIC else 2
+  return previous[f"{impl}_warm_s"] * (batch / previous["batch"]) ** power
+
+
+def _too_slow(previous: dict | None, impl: str, name: str, batch: int) -> str | None:
+  """Why ``--max_point_s`` skips ``impl`` at ``batch``, or None."""
+  if not _MAX_POINT_S.value or not previous:
+    return None
+  if previous.get(f"{impl}_skipped") and previous.get(f"{impl}_ms") is None:
+    return previous[f"{impl}_skipped"]           # a larger B needs more still
+  predicted = _predicted_s(previous, impl, name, batch)
+  if predicted is not None and predicted > _MAX_POINT_S.value:
+    return f"predicted {predicted:.0f} s > {_MAX_POINT_S.value:.0f} s"
+  return None
+
+
+def _point(name: str, batch: int, previous: dict | None = None) -> dict:
+  """One (loss, B) point; ``previous`` is the same loss's point at a smaller B, if any."""
   row = {"loss": name, "batch": batch, "dim": _DIM.value, "ml_ms": None, "pml_ms": None,
-         "floor_ms": None, "ml_peak_mb": None, "pml_peak_mb": None, "pml_skipped": None}
+         "floor_ms": None, "ml_peak_mb": None, "pml_peak_mb": None, "ml_skipped": None,
+         "pml_skipped": None, "ml_warm_s": None, "pml_warm_s": None}
+  why = _too_slow(previous, "ml", name, batch)
+  if why:
+    row["ml_skipped"], row["pml_skipped"] = why, "ours skipped"
+    return row
   runners = {"ml": _runner("ml", name, batch, _DIM.value),
              "floor": _runner("floor", name, batch, _DIM.value)}
-  if _pml_bytes(name, batch) > _PML_MAX_GB.value * 2 ** 30:
+  why = _too_slow(previous, "pml", name, batch)
+  if not _PML.value:
+    row["pml_skipped"] = "--nopml"
+  elif _pml_bytes(name, batch) > _PML_MAX_GB.value * 2 ** 30:
     row["pml_skipped"] = f"needs > {_PML_MAX_GB.value:.0f} GB"
+  elif why:
+    row["pml_skipped"] = why
   else:
     pml = _runner("pml", name, batch, _DIM.value)
     if pml is None:
@@ -246,6 +299,8 @@ def _point(name: str, batch: int) -> dict:
       del runners[impl]
       continue
     warm[impl] = time.perf_counter() - start
+    if impl != "floor":
+      row[f"{impl}_warm_s"] = warm[impl]
   if "pml" in warm and warm["pml"] > _PML_MAX_S.value:
     row["pml_skipped"] = f"> {_PML_MAX_S.value:.0f} s"
     del runners["pml"]
@@ -272,8 +327,11 @@ def _table(results) -> str:
   for r in results:
     ratio = r["pml_ms"] / r["ml_ms"] if r["pml_ms"] and r["ml_ms"] else None
     floor = r["ml_ms"] / r["floor_ms"] if r.get("floor_ms") and r["ml_ms"] else None
+    note = "".join(f" {who} skipped: {r[key]}" for who, key in (("ours", "ml_skipped"),
+                                                                  ("PML", "pml_skipped"))
+                   if r.get(key) and not (key == "pml_skipped" and r.get("ml_skipped")))
     rows.append([r["loss"], r["batch"], r["ml_ms"], r["pml_ms"], ratio, floor, r["ml_peak_mb"],
-                 r["pml_peak_mb"], " PML skipped: " + r["pml_skipped"] if r["pml_skipped"] else ""])
+                 r["pml_peak_mb"], note])
   return harness.table(columns, rows)
 
 
@@ -307,15 +365,20 @@ def main(argv):
   if unknown:
     raise ValueError(f"unknown losses {unknown}; known: {list(ALL)}")
   load = harness.loadavg()
+  meta = {**harness.machine(), "loadavg_start": load, "repeats": _REPEATS.value,
+          "torch_device": _TORCH_DEVICE.value if _PML.value else None}
   results = []
   for name in names:
-    for batch in map(int, _BATCH_SIZES.value):
-      results.append(_point(name, batch))
+    previous = None
+    for batch in sorted(map(int, _BATCH_SIZES.value)):
+      previous = _point(name, batch, previous)
+      results.append(previous)
       print(_table(results[-1:]).splitlines()[-1], flush=True)
-  meta = {**harness.machine(), "loadavg_start": load, "loadavg_end": harness.loadavg(),
-          "repeats": _REPEATS.value}
+      harness.write_json(_OUT.value, {"meta": meta, "results": results, "complete": False},
+                         quiet=True)
+  meta["loadavg_end"] = harness.loadavg()
   print(f"\n{meta}\n{_table(results)}")
-  harness.write_json(_OUT.value, {"meta": meta, "results": results})
+  harness.write_json(_OUT.value, {"meta": meta, "results": results, "complete": True})
   if _PLOT_DIR.value:
     os.makedirs(_PLOT_DIR.value, exist_ok=True)
     for family, members in FAMILIES.items():

@@ -7,6 +7,16 @@ backward, Adam update) on the same batches:
                  head BatchNorm, 64-D L2-normalised; 28×28×1 uint8 inputs, P=5 K=32.
 * ``resnet18`` — torchvision's ResNet-18 with a 64-D L2-normalised linear head,
                  ImageNet input normalisation; ``--image_size``² RGB uint8, K=4.
+* ``resnet50`` — the same with torchvision's ResNet-50 (``--image_size=224`` for
+                 the ImageNet shape).
+
+``--dtype=bfloat16`` computes in bfloat16 on both sides: our model's ``dtype=``
+(parameters stay float32) and ``torch.autocast(dtype=torch.bfloat16)`` around
+the network; the loss runs in float32 on both. ``--torch_device=cuda`` puts the
+PyTorch side on the GPU (ours runs on JAX's default device; on a GPU machine run
+with ``JAX_PLATFORMS=cuda`` and ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so that
+the two processes share the GPU's memory); ``--torch_channels_last`` gives torch
+its fast convolution layout there.
 
 Ours is the trainer's own step (``parallel.make_runner("none")``: ``jax.jit`` with
 the state donated). The PyTorch side runs in a subprocess (``--torch_python``, by
@@ -37,9 +47,14 @@ from absl import flags
 
 from experiments.benchmarks import harness
 
-_MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Models: cnn, resnet18.")
-_BATCH = flags.DEFINE_integer("batch", 0, "Batch size (0: 160 for cnn, 64 for resnet18).")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "resnet18 input height = width.")
+_MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Models: cnn, resnet18, resnet50.")
+_BATCH = flags.DEFINE_integer("batch", 0, "Batch size (0: 160 for cnn, 64 for the ResNets).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "ResNet input height = width.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype of the network, both sides.")
+_TORCH_DEVICE = flags.DEFINE_string("torch_device", "cpu", "torch device (cpu, cuda, ...).")
+_TORCH_CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False,
+                                         "torch network and inputs in channels-last layout.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per repeat and side.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats (ours, torch, ...).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation).")
@@ -58,9 +73,10 @@ def _setup(model: str) -> tuple[int, tuple[int, ...], int]:
   """(batch, input shape, samples per class) of a model's benchmark."""
   if model == "cnn":
     return _BATCH.value or 160, (28, 28, 1), 32
-  if model == "resnet18":
+  if model in ("resnet18", "resnet50"):
     return _BATCH.value or 64, (_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), 4
-  raise app.UsageError(f"--models: unknown model {model!r}; the models are cnn, resnet18.")
+  raise app.UsageError(f"--models: unknown model {model!r}; the models are cnn, resnet18, "
+                       "resnet50.")
 
 
 def _batch(model: str):
@@ -93,7 +109,7 @@ def _jax_step(model: str):
   from metric_learning.training import parallel  # pylint: disable=import-outside-toplevel
 
   batch_size, shape, _ = _setup(model)
-  settings = dict(embedding_dim=EMBEDDING_DIM, normalize=True)
+  settings = dict(embedding_dim=EMBEDDING_DIM, normalize=True, dtype=_DTYPE.value)
   if model == "cnn":
     settings.update(widths=(32, 64, 128), head_batch_norm=True)
   net = models.create(model, shape, **settings)
@@ -102,7 +118,7 @@ def _jax_step(model: str):
   loss = registry.create("batch_hard_triplet_loss", margin=MARGIN)
   runner = parallel.make_runner("none", graphdef, tx,
                                 lambda axis: (lambda e, y, w: loss(e, y, where=w)), batch_size)
-  batch = _batch(model)
+  batch = jax.device_put(_batch(model))     # on the device once, as the torch side's
   holder = [runner.put_state(state)]
 
   def step():
@@ -115,6 +131,8 @@ def _jax_step(model: str):
 # ---------------------------------------------------------------- torch ---- #
 
 def _torch_step(model: str):
+  import contextlib  # pylint: disable=import-outside-toplevel
+
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
@@ -140,14 +158,14 @@ def _torch_step(model: str):
     net = CNN()
   else:
     import torchvision  # pylint: disable=import-outside-toplevel
-    backbone = torchvision.models.resnet18()
-    backbone.fc = nn.Linear(512, EMBEDDING_DIM)
+    backbone = getattr(torchvision.models, model)()
+    backbone.fc = nn.Linear(backbone.fc.in_features, EMBEDDING_DIM)
 
     class ImageNetInput(nn.Module):
       def __init__(self):
         super().__init__()
-        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
       def forward(self, x):
         return (x / 255.0 - self.mean) / self.std
@@ -158,19 +176,30 @@ def _torch_step(model: str):
     sq = (e * e).sum(1)
     d = torch.sqrt(torch.clamp(sq[:, None] + sq[None, :] - 2 * e @ e.T, min=1e-12))
     same = labels[:, None] == labels[None, :]
-    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     dp = torch.where(pos, d, torch.full_like(d, -float("inf"))).max(1).values
     dn = torch.where(same, torch.full_like(d, float("inf")), d).min(1).values
     return F.relu(MARGIN + dp - dn).mean()
 
+  device = torch.device(_TORCH_DEVICE.value)
+  layout = torch.channels_last if _TORCH_CHANNELS_LAST.value else torch.contiguous_format
+  net = net.to(device, memory_format=layout)
   opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
   batch = _batch(model)
-  labels = torch.from_numpy(batch["labels"].astype(np.int64))
+  inputs = torch.from_numpy(batch["inputs"]).to(device)     # no copy on the CPU
+  labels = torch.from_numpy(batch["labels"].astype(np.int64)).to(device)
+  # The network in bfloat16 under autocast; the loss in float32, as ours.
+  autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+              if _DTYPE.value == "bfloat16" else contextlib.nullcontext())
   net.train()
 
   def step():
-    x = torch.from_numpy(batch["inputs"]).permute(0, 3, 1, 2).float()
-    loss = batch_hard(F.normalize(net(x), dim=1), labels)
+    x = inputs.permute(0, 3, 1, 2).float()
+    if _TORCH_CHANNELS_LAST.value:
+      x = x.contiguous(memory_format=torch.channels_last)
+    with autocast():
+      out = net(x)
+    loss = batch_hard(F.normalize(out.float(), dim=1), labels)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -206,7 +235,9 @@ class _TorchSide:
     cmd = [_TORCH_PYTHON.value or sys.executable, "-m", "experiments.benchmarks.train_benchmark",
            f"--worker=torch:{model}", f"--batch={_BATCH.value}",
            f"--image_size={_IMAGE_SIZE.value}", f"--warmup={_WARMUP.value}",
-           f"--torch_threads={_TORCH_THREADS.value}"]
+           f"--torch_threads={_TORCH_THREADS.value}", f"--dtype={_DTYPE.value}",
+           f"--torch_device={_TORCH_DEVICE.value}",
+           f"--torch_channels_last={_TORCH_CHANNELS_LAST.value}"]
     self.proc = subprocess.Popen(cmd, cwd=harness.ROOT, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
     self.info = self._read()
@@ -255,7 +286,7 @@ def _bench(model: str) -> dict:
   timings = harness.interleaved(sides, rounds=_REPEATS.value, alternate=True)
   if torch_side is not None:
     torch_side.close()
-  row = {"model": model, "batch": batch_size, "input_shape": list(shape),
+  row = {"model": model, "batch": batch_size, "input_shape": list(shape), "dtype": _DTYPE.value,
          "load_start": load_start, "load_end": harness.loadavg()[0], "note": note,
          "torch": torch_side.info if torch_side is not None else None}
   for side in ("ours", "torch"):
@@ -277,9 +308,11 @@ def main(argv):
     return
   rows = [_bench(m) for m in _MODELS.value]
   meta = {**harness.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "steps": _STEPS.value, "repeats": _REPEATS.value,
+          "steps": _STEPS.value, "repeats": _REPEATS.value, "dtype": _DTYPE.value,
+          "torch_device": _TORCH_DEVICE.value, "torch_channels_last": _TORCH_CHANNELS_LAST.value,
           "torch_loss": "hand-written batch-hard triplet (euclidean, mean over anchors)"}
-  print(f"\ndevice: {meta['device']}, {os.cpu_count()} CPUs, steps={_STEPS.value}"
+  print(f"\ndevice: {meta['device']} (torch: {_TORCH_DEVICE.value}), {os.cpu_count()} CPUs, "
+        f"{_DTYPE.value}, steps={_STEPS.value}"
         f" x repeats={_REPEATS.value}, medians per step")
   print(harness.table(
       [("model", "<9"), ("batch", ">5"), ("input", ">10"), ("ours ms", ">8.1f"),
