@@ -53,10 +53,17 @@ class MemoryBank:
   def size(self) -> int:
     return self.embeddings.shape[0]
 
-  def refs(self) -> dict[str, jax.Array]:
-    """Keyword arguments ``ref_embeddings``, ``ref_labels``, ``ref_where`` for a loss."""
+  def refs(self, *, active: bool | jax.Array = True) -> dict[str, jax.Array]:
+    """Keyword arguments ``ref_embeddings``, ``ref_labels``, ``ref_where`` for a loss.
+
+    Args:
+      active: False (a bool or a traced bool scalar) hides every slot: the loss
+        mines the batch alone. A warm-up is ``bank.refs(active=step >= warmup)``:
+        Wang et al. start the memory after the first iterations, while the
+        embeddings still drift fast.
+    """
     return dict(ref_embeddings=self.embeddings, ref_labels=self.labels,
-                ref_where=self.valid)
+                ref_where=self.valid & jnp.asarray(active, bool))
 
 
 def init_memory(size: int, dim: int, *, dtype=jnp.float32,
@@ -78,17 +85,24 @@ def init_memory(size: int, dim: int, *, dtype=jnp.float32,
 
 
 def update_memory(bank: MemoryBank, embeddings: jax.Array, labels: jax.Array, *,
-                  where: jax.Array | None = None) -> MemoryBank:
+                  where: jax.Array | None = None, axis_name: str | None = None) -> MemoryBank:
   """Enqueues a batch, overwriting the oldest slots (first in, first out).
 
   Padding rows (``where=False``) take their slots but are stored as invalid,
   so shapes stay static. Embeddings are stored without gradient.
+
+  With ``axis_name`` (inside ``pmap`` / ``shard_map``) every device enqueues
+  the **global** batch (all devices' rows, in device order): the banks stay
+  identical across devices and equal the bank of one device fed the
+  concatenated batches, so mining against them is global-batch mining over the
+  past batches too (losses append ``ref_*`` candidates locally, ungathered).
 
   Args:
     bank: the current state.
     embeddings: ``[batch, dim]`` with ``batch <= bank.size``.
     labels: ``[batch]`` integer labels.
     where: optional ``[batch]`` bool; False marks padding rows.
+    axis_name: the mapped axis whose devices' batches are enqueued together.
 
   Returns:
     The new :class:`MemoryBank`.
@@ -112,6 +126,13 @@ def update_memory(bank: MemoryBank, embeddings: jax.Array, labels: jax.Array, *,
                      "slots; use a larger bank.")
   labels = _validation.int_vector(labels, batch, "labels")
   where = _validation.bool_vector(where, batch, "where")
+  if axis_name is not None:
+    gather = lambda v: jax.lax.all_gather(v, axis_name, tiled=True)
+    embeddings, labels, where = gather(embeddings), gather(labels), gather(where)
+    batch = embeddings.shape[0]
+    if batch > bank.size:
+      raise ValueError(f"the global batch has {batch} rows (over axis {axis_name!r}), more "
+                       f"than the bank's {bank.size} slots; use a larger bank.")
   slots = (bank.pointer + jnp.arange(batch)) % bank.size
   stored = jax.lax.stop_gradient(embeddings).astype(bank.embeddings.dtype)
   return MemoryBank(
