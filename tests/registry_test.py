@@ -19,7 +19,8 @@ from metric_learning.training import optim
 
 def test_every_public_model_class_is_registered():
   registered = {getattr(v, "func", v) for v in models.MODELS.values()}
-  assert {models.MLP, models.CNN, models.ResNet} <= registered
+  assert {models.MLP, models.CNN, models.ResNet, models.VisionTransformer,
+          models.EfficientNetLite} <= registered
 
 
 def test_every_public_dataset_loader_is_registered():

@@ -5,22 +5,23 @@
 ``[batch, embedding_dim]`` float32 embeddings, ``model(x) = model.head(model.features(x))``,
 where ``model.features(x)`` is the pooled backbone output.
 
-================  ===========================================================
-name              encoder
-================  ===========================================================
-``mlp``           :class:`MLP`
-``cnn``           :class:`CNN`
-``resnet18/34``   :class:`ResNet`, basic blocks, torchvision layout
-``resnet50``      :class:`ResNet`, bottleneck blocks, torchvision layout
-``vit_s16``       :class:`VisionTransformer`, 384 wide, 12 blocks, 6 heads, timm layout
-``vit_b16``       :class:`VisionTransformer`, 768 wide, 12 blocks, 12 heads, timm layout
-================  ===========================================================
+======================  =========================================================
+name                    encoder
+======================  =========================================================
+``mlp``                 :class:`MLP`
+``cnn``                 :class:`CNN`
+``resnet18/34``         :class:`ResNet`, basic blocks, torchvision layout
+``resnet50``            :class:`ResNet`, bottleneck blocks, torchvision layout
+``vit_s16``             :class:`VisionTransformer`, 384 wide, 12 blocks, 6 heads, timm layout
+``vit_b16``             :class:`VisionTransformer`, 768 wide, 12 blocks, 12 heads, timm layout
+``efficientnet_lite0``  :class:`EfficientNetLite`, ``efficientnet_lite_pytorch`` layout
+======================  =========================================================
 
 Settings every model takes: ``embedding_dim``, ``normalize``, ``head_batch_norm``,
-``head_hidden`` (the head), ``input_norm`` (``None`` | ``"imagenet"``; uint8
-inputs are always scaled to [0, 1] first), ``dtype`` (``"float32"`` |
+``head_hidden`` (the head), ``input_norm`` (``None`` | ``"imagenet"`` |
+``"inception"``; uint8 inputs are always scaled to [0, 1] first), ``dtype`` (``"float32"`` |
 ``"bfloat16"`` compute), ``freeze_batch_norm``, and ``weights`` (a
-``.safetensors`` file in torchvision/timm names, or a directory written by
+``.safetensors`` file in the source library's names, or a directory written by
 :func:`save_weights`).
 """
 
@@ -42,6 +43,7 @@ from metric_learning import registry
 from metric_learning.models.base import Encoder
 from metric_learning.models.base import FrozenBatchNorm
 from metric_learning.models.base import normalize_inputs
+from metric_learning.models.efficientnet import EfficientNetLite
 from metric_learning.models.encoders import CNN
 from metric_learning.models.encoders import MLP
 from metric_learning.models.encoders import EncoderWithProxies
@@ -54,9 +56,9 @@ from metric_learning.models.resnet import ResNet
 from metric_learning.models.vit import VisionTransformer
 
 __all__ = [
-    "CNN", "EmbeddingHead", "Encoder", "EncoderWithProxies", "FrozenBatchNorm", "MLP",
-    "MODELS", "Proxies", "ResNet", "VisionTransformer", "arguments", "create", "load_pretrained",
-    "load_weights", "normalize_inputs", "save_weights",
+    "CNN", "EfficientNetLite", "EmbeddingHead", "Encoder", "EncoderWithProxies",
+    "FrozenBatchNorm", "MLP", "MODELS", "Proxies", "ResNet", "VisionTransformer", "arguments",
+    "create", "load_pretrained", "load_weights", "normalize_inputs", "save_weights",
 ]
 
 MODELS = registry.Registry("model", runtime=("input_shape", "rngs"),
@@ -70,6 +72,7 @@ MODELS.register("vit_s16", functools.partial(VisionTransformer, dim=384, depth=1
                                              patch_size=16))
 MODELS.register("vit_b16", functools.partial(VisionTransformer, dim=768, depth=12,
                                              num_heads=12, patch_size=16))
+MODELS.register("efficientnet_lite0", EfficientNetLite)
 
 
 def arguments(name: str) -> dict[str, Any]:

@@ -21,8 +21,14 @@ from metric_learning import _validation
 # torchvision's and timm's ImageNet weights were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inception-style scaling to [-1, 1] (mean = std = 0.5), which TensorFlow's
+# EfficientNet-Lite checkpoints (mean 127, std 128 on 0..255) and some timm weights use.
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
 
-INPUT_NORMS = (None, "imagenet")
+_STATISTICS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+               "inception": (INCEPTION_MEAN, INCEPTION_STD)}
+INPUT_NORMS = (None, *_STATISTICS)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -35,9 +41,9 @@ def compute_dtype(dtype: str) -> Any:
 def check_input_norm(input_norm: str | None, input_shape) -> None:
   if input_norm not in INPUT_NORMS:
     raise ValueError(f"input_norm must be one of {INPUT_NORMS}; got {input_norm!r}.")
-  if input_norm == "imagenet" and input_shape[-1] not in (1, 3):
-    raise ValueError("input_norm='imagenet' needs 1 (grey) or 3 (RGB) channels last; got "
-                     f"input shape {tuple(input_shape)}. Pass input_norm=None.")
+  if input_norm is not None and input_shape[-1] not in (1, 3):
+    raise ValueError(f"input_norm={input_norm!r} needs 1 (grey) or 3 (RGB) channels last; "
+                     f"got input shape {tuple(input_shape)}. Pass input_norm=None.")
 
 
 def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
@@ -45,12 +51,13 @@ def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
 
   Integer inputs (``uint8`` images) are first scaled to ``[0, 1]`` in float32;
   ``input_norm="imagenet"`` then standardises each channel with the ImageNet
-  mean and standard deviation (a single grey channel with their averages).
-  Float inputs with ``input_norm=None`` pass unchanged (besides the cast).
+  mean and standard deviation (a single grey channel with their averages), and
+  ``"inception"`` maps ``[0, 1]`` to ``[-1, 1]`` (``(x - 0.5) / 0.5``). Float
+  inputs with ``input_norm=None`` pass unchanged (besides the cast).
 
   Args:
     x: ``[batch, ..., channels]`` inputs, integer (0..255) or floating.
-    input_norm: ``None`` or ``"imagenet"``.
+    input_norm: ``None``, ``"imagenet"`` or ``"inception"``.
     dtype: the compute dtype of the result.
 
   Returns:
@@ -65,8 +72,8 @@ def normalize_inputs(x, input_norm: str | None, dtype: Any = jnp.float32):
   x = jnp.asarray(x)
   if jnp.issubdtype(x.dtype, jnp.integer):
     x = x.astype(jnp.float32) / 255.0
-  if input_norm == "imagenet":
-    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+  if input_norm is not None:
+    mean, std = (jnp.asarray(s) for s in _STATISTICS[input_norm])
     if x.shape[-1] == 1:
       mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
     x = (x.astype(jnp.float32) - mean) / std
@@ -93,7 +100,12 @@ class FrozenBatchNorm(nnx.BatchNorm):
 # 100× slower than the same work as a matrix product, forward and backward; and
 # 1×1 convolutions' filter gradients run at a fifth of a plain matmul's speed. Those
 # shapes are computed here as patches × kernel (im2col) instead: the same sums,
-# in another order (float32 rounding differences only).
+# in another order (float32 rounding differences only). Depthwise convolutions
+# (MobileNet / EfficientNet blocks) are worse still: XLA's CPU grouped convolution
+# and its gradients run 4-300× slower than the same sums written as kh·kw shifted
+# slices times per-channel weights, which XLA fuses into one loop (e.g. a batch of 32
+# at 56×56×144 with a 5×5 kernel: forward and backward 5.3 s → 1.5 s). On GPU and
+# TPU the native depthwise kernels are kept.
 
 def _im2col_conv(x, kernel, strides, pads, precision, preferred_element_type):
   """``[B, H, W, C] * [kh, kw, C, O]`` as one matmul over ``[B, Ho, Wo, kh*kw*C]`` patches."""
@@ -109,24 +121,50 @@ def _im2col_conv(x, kernel, strides, pads, precision, preferred_element_type):
                          precision=precision, preferred_element_type=preferred_element_type)
 
 
+def _depthwise_taps_conv(x, kernel, strides, pads, preferred_element_type):
+  """A depthwise ``[B, H, W, C] * [kh, kw, 1, C]`` convolution (``feature_group_count=C``)
+  as a sum of ``kh·kw`` strided slices, each scaled by its tap's per-channel weights."""
+  kh, kw, _, c = kernel.shape
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  b, h, w, _ = x.shape
+  ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
+  dtype = preferred_element_type or jnp.result_type(x, kernel)
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      tap = lax.slice(x, (0, i, j, 0), (b, i + strides[0] * (ho - 1) + 1,
+                                        j + strides[1] * (wo - 1) + 1, c), (1, *strides, 1))
+      term = tap.astype(dtype) * kernel[i, j, 0].astype(dtype)
+      out = term if out is None else out + term
+  return out
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, preferred_element_type=None, **kwargs):
   """``lax.conv_general_dilated`` (as ``nnx.Conv`` calls it), with the shapes XLA's
-  CPU backend handles badly computed as one matmul over patches (see above)."""
-  plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs.get("out_sharding")
+  CPU backend handles badly computed as one matmul over patches, and (on CPU)
+  depthwise convolutions as a sum of shifted slices (see above)."""
+  plain = (lhs.ndim == 4 and not kwargs.get("out_sharding")
            and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
            and dimension_numbers == lax.conv_dimension_numbers(
                lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-  if plain:
+  depthwise = (plain and feature_group_count == lhs.shape[-1] == rhs.shape[-1] > 1
+               and rhs.shape[2] == 1)
+  if plain and (feature_group_count == 1 or depthwise):
     kernel = rhs.shape[:2]
     pads = (lax.padtype_to_pads(lhs.shape[1:3], kernel, window_strides, padding)
             if isinstance(padding, str) else tuple(tuple(p) for p in padding))
-    out = [(lhs.shape[1 + i] + sum(pads[i]) - kernel[i]) // window_strides[i] + 1
-           for i in range(2)]
-    if kernel == (1, 1) or out[0] < kernel[0] or out[1] < kernel[1]:
-      return _im2col_conv(lhs, rhs, tuple(window_strides), pads, precision,
-                          preferred_element_type)
+    if depthwise:
+      if jax.default_backend() == "cpu":
+        return _depthwise_taps_conv(lhs, rhs, tuple(window_strides), pads,
+                                    preferred_element_type)
+    else:
+      out = [(lhs.shape[1 + i] + sum(pads[i]) - kernel[i]) // window_strides[i] + 1
+             for i in range(2)]
+      if kernel == (1, 1) or out[0] < kernel[0] or out[1] < kernel[1]:
+        return _im2col_conv(lhs, rhs, tuple(window_strides), pads, precision,
+                            preferred_element_type)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                   rhs_dilation, dimension_numbers, feature_group_count,
                                   precision=precision,

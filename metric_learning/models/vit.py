@@ -112,8 +112,8 @@ class VisionTransformer(base.Encoder):
     embedding_dim, normalize, head_batch_norm, head_hidden: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     input_norm: ``"imagenet"`` (default) or ``None``; uint8 inputs are scaled to
-      [0, 1] first. (Some timm weights use mean = std = 0.5: pass the inputs
-      pre-normalised with ``input_norm=None`` for those.)
+      [0, 1] first. (Some timm weights use mean = std = 0.5: pass
+      ``input_norm="inception"`` for those.)
     dtype: ``"float32"`` or ``"bfloat16"`` compute (parameters stay float32).
     freeze_batch_norm: accepted for uniformity; a ViT has no BatchNorm.
     rngs: initialisation keys.
