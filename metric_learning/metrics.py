@@ -33,7 +33,7 @@ search — and independent of the K of recall@K. Memory is O(chunk · 2048)
 floats for the tiles plus O(Q · R_max) ints for the relevant items' indices
 (60,502 × 11 for Stanford Online Products). Only when some query has more than
 512 relevant items does each row get a full sort instead (O(G log G) time and
-O(chunk · G) memory per block; the same numbers).
+O(chunk · G) memory per block, on the host; the same numbers).
 """
 
 from __future__ import annotations
@@ -60,27 +60,6 @@ def _ranking_distances(x, y, metric):
   """
   metric = "sqeuclidean" if metric == "euclidean" else metric
   return _kernels.pairwise(x, y, metric)
-
-
-def _chunked(fn, chunk_size: int, *query_arrays):
-  """Applies ``fn`` to blocks of ``chunk_size`` queries (padded), concatenating."""
-  n = query_arrays[0].shape[0]
-  blocks = max(1, -(-n // chunk_size))
-  size = min(chunk_size, n) if blocks == 1 else chunk_size
-  pad = blocks * size - n
-  arrays = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(
-      (blocks, size) + a.shape[1:]) for a in query_arrays]
-  out = jax.lax.map(lambda xs: fn(*xs), arrays)
-  return jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:])[:n], out)
-
-
-def _ranked_relevance(d, relevant, ignore, exclude_self):
-  """Sorted relevance ``[c, G]`` of one query block; ignored items sink to the end."""
-  if exclude_self is not None:   # the queries' own gallery rows
-    ignore = ignore | (jnp.arange(d.shape[1])[None, :] == exclude_self[:, None])
-  d = jnp.where(ignore, jnp.inf, d)
-  order = jnp.argsort(d, axis=-1, stable=True)
-  return jnp.take_along_axis(relevant & ~ignore, order, axis=-1)
 
 
 def _scores_from_ranking(rel: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.Array]:
@@ -238,30 +217,68 @@ def _counted_block(q, gallery, *, metric, ks, reid, tile):
   return _scores_from_ranks(*_relevant_ranks(q, gallery, metric, reid, tile), ks)
 
 
-@functools.partial(jax.jit, static_argnames=("metric", "ks", "chunk_size", "same_set",
-                                             "reid"))
+def _orderable_keys(d: jax.Array) -> jax.Array:
+  """uint32 keys that order like the float32 ``d`` (NaN last, -0.0 == 0.0).
+
+  Positive floats order like their bit patterns; negative ones in reverse, so
+  their bits are inverted and the sign bit set on the others.
+  """
+  d = jnp.where(jnp.isnan(d), jnp.nan, d + 0.0)     # one NaN (positive); -0.0 -> +0.0
+  u = jax.lax.bitcast_convert_type(d.astype(jnp.float32), jnp.uint32)
+  return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(0x80000000))
+
+
+@functools.partial(jax.jit, static_argnames=("metric", "same_set", "reid"))
+def _sort_keys_block(q, gallery, *, metric, same_set, reid):
+  """Ranking keys ``[c, G]`` uint32 and relevance ``[c, G]`` of one query block;
+  ignored items get the key of +inf, so they sink to the end. The block is
+  ranked by ``q["distances"]`` when given, else by ``metric`` between ``x``s."""
+  if "distances" in q:   # given (e.g. re-ranked), [c, G]
+    d = q["distances"]
+  else:
+    d = _ranking_distances(q["x"], gallery["x"], metric)
+  relevant = q["label"][:, None] == gallery["label"][None, :]
+  ignore = ~gallery["where"][None, :] | jnp.zeros_like(relevant)
+  if reid:   # Market-1501 protocol: same id + same camera and junk (-1) are ignored
+    ignore = ignore | (relevant & (q["camera"][:, None] == gallery["camera"][None, :]))
+    ignore = ignore | (gallery["label"][None, :] == -1)
+  if same_set:
+    ignore = ignore | (jnp.arange(d.shape[1])[None, :] == q["index"][:, None])
+  return _orderable_keys(jnp.where(ignore, jnp.inf, d)), relevant & ~ignore
+
+
+_scores_from_ranking_jit = jax.jit(lambda rel, ks: _scores_from_ranking(rel, ks),
+                                   static_argnums=1)
+
+
 def _sorted_per_query(queries, gallery, *, metric, ks, chunk_size, same_set, reid):
   """Per-query metrics from a full stable sort of each gallery row, in blocks.
 
-  A query block is ranked by ``queries["distances"]`` when given (``[Q, G]``,
-  e.g. re-ranked), else by ``metric`` between ``x`` and the gallery's ``x``.
+  The sort runs on the host: each distance becomes a uint64 key (its orderable
+  uint32 bits, then the gallery index), so one plain numpy sort gives the
+  stable order — 8-10x faster than XLA's stable CPU argsort of a [256, 35000]
+  block (0.2 against 1.9 s).
   """
-  def block(q):
-    if "distances" in q:
-      d = q["distances"]
-    else:
-      d = _ranking_distances(q["x"], gallery["x"], metric)
-    same = q["label"][:, None] == gallery["label"][None, :]
-    ignore = ~gallery["where"][None, :] | jnp.zeros_like(same)
-    if reid:   # Market-1501 protocol: same id + same camera and junk (-1) are ignored
-      ignore = ignore | (same & (q["camera"][:, None] == gallery["camera"][None, :]))
-      ignore = ignore | (gallery["label"][None, :] == -1)
-    rel = _ranked_relevance(d, same, ignore, q["index"] if same_set else None)
-    return _scores_from_ranking(rel, ks)
-
-  names = sorted(queries)
-  return _chunked(lambda *a: block(dict(zip(names, a))), chunk_size,
-                  *[queries[k] for k in names])
+  n, g = len(queries["label"]), len(gallery["label"])
+  if g >= 2 ** 32:
+    raise ValueError(f"a gallery of {g} items is too large to rank (at most 2**32 - 1).")
+  gallery = jax.device_put(gallery)
+  columns = np.arange(g, dtype=np.uint64)
+  size = min(chunk_size, n)
+  blocks = []
+  for start in range(0, n, size):
+    rows = np.arange(start, min(start + size, n))
+    rows = np.concatenate([rows, np.full(size - len(rows), rows[0])])   # pad the last
+    keys, rel = _sort_keys_block({k: v[rows] for k, v in queries.items()}, gallery,
+                                 metric=metric, same_set=same_set, reid=reid)
+    key = np.asarray(keys).astype(np.uint64)
+    key <<= np.uint64(32)
+    key |= columns
+    key.sort(axis=1)
+    order = key.astype(np.uint32)       # the low 32 bits: the gallery index
+    ranked = np.take_along_axis(np.asarray(rel), order.astype(np.intp), axis=1)
+    blocks.append(_scores_from_ranking_jit(ranked, ks))
+  return {k: np.concatenate([np.asarray(b[k]) for b in blocks])[:n] for k in blocks[0]}
 
 
 # Above this many relevant items for some query, sorting each gallery row
@@ -295,9 +312,8 @@ def _per_query(queries, gallery, *, metric, ks, chunk_size, same_set, reid
   slots = _relevant_slots(np.asarray(queries["label"]), np.asarray(gallery["label"]),
                           np.asarray(queries["index"]) if same_set else None)
   if slots.shape[1] > _MAX_COUNTED_SLOTS:
-    out = _sorted_per_query(queries, jax.device_put(gallery), metric=metric, ks=ks,
-                            chunk_size=chunk_size, same_set=same_set, reid=reid)
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _sorted_per_query(queries, gallery, metric=metric, ks=ks,
+                             chunk_size=chunk_size, same_set=same_set, reid=reid)
   g = len(gallery["label"])
   count = (slots < g).sum(axis=1)
   tile = min(_GALLERY_TILE, g)
@@ -451,9 +467,9 @@ def reid_metrics(query_embeddings, query_ids, query_cameras, gallery_embeddings,
     queries["distances"] = reranking.k_reciprocal_rerank(
         dist(qx, gx), dist(qx, qx), dist(gx, gx), k1=k1, k2=k2, lambda_value=lambda_value)
     del queries["x"], gallery["x"]
-    per_query = _sorted_per_query(queries, jax.device_put(gallery), metric=metric, ks=ks,
+    queries["distances"] = np.asarray(queries["distances"])
+    per_query = _sorted_per_query(queries, gallery, metric=metric, ks=ks,
                                   chunk_size=chunk_size, same_set=False, reid=True)
-    per_query = {k: np.asarray(v) for k, v in per_query.items()}
   else:
     per_query = _per_query(queries, gallery, metric=metric, ks=ks, chunk_size=chunk_size,
                            same_set=False, reid=True)

@@ -93,7 +93,7 @@ def test_retrieval_with_exact_ties_and_uneven_classes_matches_brute_force(
     assert got[k] == pytest.approx(v, abs=1e-6), k
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "dot"])   # dot: negative keys
 def test_counting_and_sorting_paths_agree(metric, monkeypatch):
   rng = np.random.default_rng(8)
   y = rng.integers(0, 40, 300)

@@ -335,6 +335,24 @@ def test_idx_class_disjoint_splits(tmp_path):
     protocols.idx(root, seen_classes=(42,))
 
 
+def test_idx_unseen_from_all_uses_every_image(tmp_path):
+  root = fx.make_idx(str(tmp_path))          # gzipped, like Debian's dataset-fashion-mnist
+  m = root.manifest
+  splits = protocols.idx(root, unseen_from="all")
+  images = np.concatenate([m["train_images"], m["test_images"]])
+  labels = np.concatenate([m["train_labels"], m["test_labels"]])
+  np.testing.assert_array_equal(splits["unseen"].labels, labels[labels >= 5].astype(np.int32),
+                                strict=True)
+  np.testing.assert_allclose(splits["unseen"].inputs[..., 0],
+                             images[labels >= 5] / np.float32(255), rtol=1e-6)
+  default = protocols.idx(root)
+  for split in ("train", "seen"):              # only ``unseen`` changes
+    np.testing.assert_array_equal(splits[split].labels, default[split].labels, strict=True)
+  assert sum(len(s) for s in splits.values()) == len(labels) == 50
+  with pytest.raises(ValueError, match="unseen_from"):
+    protocols.idx(root, unseen_from="train")
+
+
 def test_idx_prefixes_and_errors(tmp_path):
   root = fx.make_idx(str(tmp_path), gz=False, prefix_train="emnist-train",
                      prefix_test="emnist-test")

@@ -98,14 +98,20 @@ def _idx_samples(root: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
-        seen_classes: Sequence[int] | None = None) -> dict[str, datasets.Dataset]:
+        seen_classes: Sequence[int] | None = None,
+        unseen_from: str = "test") -> dict[str, datasets.Dataset]:
   """MNIST-format IDX files in memory, split by class: ``train`` / ``seen`` / ``unseen``.
 
   Reads ``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte``
   (gzipped ``.gz`` or plain) for both prefixes. ``train`` is the training
-  file's samples of ``seen_classes``, ``seen`` the test file's samples of
-  those classes and ``unseen`` the test file's samples of every other class;
-  training samples of unseen classes are not used.
+  file's samples of ``seen_classes`` and ``seen`` the test file's samples of
+  those classes (the official test split is the held-out set). ``unseen`` is
+  every other class: the test file's samples only (``unseen_from="test"``;
+  the training file's samples of those classes are not used) or the samples
+  of both files, training file first (``unseen_from="all"``; then every image
+  of the dataset is in a split — all 70,000 of MNIST or Fashion-MNIST). No
+  model ever trains on an unseen class, so its training-file images are as
+  unseen as its test-file images.
 
   Args:
     root: the folder holding the four files.
@@ -113,6 +119,8 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     prefix_test: the test files' prefix.
     seen_classes: the classes trained on; default the first half of the
       sorted training labels (0–4 for MNIST).
+    unseen_from: ``"test"`` or ``"all"``: which files the ``unseen`` split
+      takes its samples from.
 
   Returns:
     ``{"train", "seen", "unseen"}`` :class:`~metric_learning.data.Dataset` of
@@ -124,6 +132,8 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     >>> splits["train"].inputs.shape  # doctest: +SKIP
     (30596, 28, 28, 1)
   """
+  if unseen_from not in ("test", "all"):
+    raise ValueError(f"unseen_from must be 'test' or 'all'; got {unseen_from!r}.")
   train_x, train_y = _idx_samples(root, prefix_train)
   test_x, test_y = _idx_samples(root, prefix_test)
   classes = np.unique(train_y)
@@ -140,6 +150,11 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     return datasets.Dataset(x[mask].astype(np.float32)[..., None] / 255.0, y[mask],
                             name=name, class_names=names)
 
+  if unseen_from == "all":
+    unseen = dataset(np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y]),
+                     ~np.isin(np.concatenate([train_y, test_y]), seen), "unseen")
+  else:
+    unseen = dataset(test_x, test_y, ~np.isin(test_y, seen), "unseen")
   return {"train": dataset(train_x, train_y, np.isin(train_y, seen), "train"),
           "seen": dataset(test_x, test_y, np.isin(test_y, seen), "seen"),
-          "unseen": dataset(test_x, test_y, ~np.isin(test_y, seen), "unseen")}
+          "unseen": unseen}

@@ -1,0 +1,36 @@
+"""Smoke test of the Fashion-MNIST benchmark on generated IDX files (numbers are not asserted)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from tests import protocol_fixtures as fx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_fashion_mnist_benchmark_writes_table_json_and_plot(tmp_path):
+  root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
+  out, plot = tmp_path / "b.json", tmp_path / "b.png"
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.fashion_mnist_benchmark", f"--path={root}",
+       "--steps=2", "--seeds=0,1", f"--workdir={tmp_path / 'runs'}", f"--out={out}",
+       f"--plot={plot}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "seen/map_at_r" in proc.stdout and "raw pixels" in proc.stdout and " ± " in proc.stdout
+  result = json.loads(out.read_text())
+  assert result["meta"]["splits"] == {"train": 20, "seen": 10, "unseen": 30}  # unseen: both files
+  ours = result["summary"]["ours"]["unseen/map_at_r"]
+  assert 0 <= ours["mean"] <= 1 and ours["ci95"] >= 0
+  assert result["summary"]["raw pixels"]["seen/precision_at_1"]["ci95"] is None
+  assert [r["seed"] for r in result["runs"]["ours"]] == [0, 1]
+  assert plot.stat().st_size > 0
+  has_pml = all(importlib.util.find_spec(m) is not None
+                for m in ("torch", "pytorch_metric_learning"))
+  assert ("pml" in result["summary"]) == has_pml
+  if not has_pml:
+    assert "pml rows skipped" in proc.stdout
