@@ -323,7 +323,7 @@ def test_default_config_is_the_documented_experiment():
 
 RECIPES = ["trinet_market1501", "mlrc_cub200", "mlrc_cars196", "mlrc_sop", "inshop",
            "lfw_verification"]
-CONFIGS = ["default", "test", "mnist_npz", *RECIPES]
+CONFIGS = ["default", "test", "mnist_npz", "fashion_mnist", "fashion_mnist_proxy", *RECIPES]
 
 
 def test_every_config_file_is_listed():
@@ -340,7 +340,7 @@ def test_every_shipped_config_validates_and_its_evaluators_exist(name):
     assert spec["name"] in evaluators.EVALUATORS
 
 
-@pytest.mark.parametrize("name", [*RECIPES, "mnist_npz"])
+@pytest.mark.parametrize("name", [*RECIPES, "mnist_npz", "fashion_mnist", "fashion_mnist_proxy"])
 def test_dataset_configs_fail_clearly_without_data(name, tmp_path):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   cfg.data.path = str(tmp_path / "missing")

@@ -34,3 +34,23 @@ def test_fashion_mnist_benchmark_writes_table_json_and_plot(tmp_path):
   assert ("pml" in result["summary"]) == has_pml
   if not has_pml:
     assert "pml rows skipped" in proc.stdout
+
+
+def test_the_proxy_recipe_trains_its_proxies_at_its_own_rate(tmp_path):
+  """fashion_mnist_proxy.py: Proxy-Anchor with loss_lr_scale=100, on generated IDX files."""
+  root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
+  out = tmp_path / "p.json"
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.fashion_mnist_benchmark", f"--path={root}",
+       "--config=experiments/configs/fashion_mnist_proxy.py", "--methods=ours", "--steps=2",
+       "--seeds=0", f"--workdir={tmp_path / 'runs'}", f"--out={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  run, = [os.path.join(tmp_path / "runs", d) for d in os.listdir(tmp_path / "runs")]
+  with open(os.path.join(run, "config.json")) as f:
+    config = json.load(f)
+  assert config["loss"]["name"] == "proxy_anchor_loss" and config["loss_lr_scale"] == 100.0
+  with open(os.path.join(run, "model.json")) as f:
+    assert json.load(f)["proxies"][0] == 5                 # one proxy per training class
+  assert 0 <= json.loads(out.read_text())["summary"]["ours"]["seen/map_at_r"]["mean"] <= 1
