@@ -98,27 +98,6 @@ IN_MEMORY = ("digits", "npz", "idx")
 OBJECTIVES = ("map_at_r", "precision_at_1", "r_precision", "mean_average_precision", "mrr")
 FORMAT = 1
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/default.py",
-                                          "The experiment every run starts from.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/reality_check", "Where the sweep goes.")
-_LOSSES = flags.DEFINE_list("losses", ["batch_hard_triplet_loss"],
-                            "Losses to compare (registry names), comma-separated.")
-_FOLDS = flags.DEFINE_integer("folds", 4, "Class-disjoint cross-validation folds (>= 2).")
-_TRIALS = flags.DEFINE_integer("trials", 10, "Hyper-parameter settings tried per loss.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the final runs.")
-_SEARCH = flags.DEFINE_enum("search", "auto", ["auto", "random", "tpe"],
-                            "auto: TPE when optuna is installed, else random search.")
-_SEARCH_SEED = flags.DEFINE_integer("search_seed", 0, "Seed of the search.")
-_FOLD_SEED = flags.DEFINE_integer("fold_seed", 0, "Seed of the classes' fold assignment.")
-_OBJECTIVE = flags.DEFINE_string("objective", "map_at_r",
-                                 "Retrieval metric the search maximises (validation folds).")
-_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "The split the folds are cut from.")
-_TEST_SPLIT = flags.DEFINE_string("test_split", "unseen", "The held-out classes' split.")
-_SPACE = flags.DEFINE_multi_string(
-    "space", [], "LOSS:FIELD=KIND:LOW:HIGH replaces a search dimension (KIND uniform, log "
-    "or int), e.g. batch_hard_triplet_loss:loss.margin=uniform:0.05:0.5; repeatable.")
-
-
 class SweepError(ValueError):
   """A flag or the workdir is wrong; the message names it."""
 
@@ -526,27 +505,52 @@ def run_sweep(base, workdir: str, *, losses, folds=4, trials=10, seeds=(0, 1, 2)
   return results
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when the module runs as a program, so
+  that importing it (tests, other launchers) claims no flag names."""
+  config_flags.DEFINE_config_file("config", "experiments/configs/default.py",
+                                  "The experiment every run starts from.")
+  flags.DEFINE_string("workdir", "workdir/reality_check", "Where the sweep goes.")
+  flags.DEFINE_list("losses", ["batch_hard_triplet_loss"],
+                    "Losses to compare (registry names), comma-separated.")
+  flags.DEFINE_integer("folds", 4, "Class-disjoint cross-validation folds (>= 2).")
+  flags.DEFINE_integer("trials", 10, "Hyper-parameter settings tried per loss.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the final runs.")
+  flags.DEFINE_enum("search", "auto", ["auto", "random", "tpe"],
+                    "auto: TPE when optuna is installed, else random search.")
+  flags.DEFINE_integer("search_seed", 0, "Seed of the search.")
+  flags.DEFINE_integer("fold_seed", 0, "Seed of the classes' fold assignment.")
+  flags.DEFINE_string("objective", "map_at_r",
+                      "Retrieval metric the search maximises (validation folds).")
+  flags.DEFINE_string("train_split", "train", "The split the folds are cut from.")
+  flags.DEFINE_string("test_split", "unseen", "The held-out classes' split.")
+  flags.DEFINE_multi_string(
+      "space", [], "LOSS:FIELD=KIND:LOW:HIGH replaces a search dimension (KIND uniform, log "
+      "or int), e.g. batch_hard_triplet_loss:loss.margin=uniform:0.05:0.5; repeatable.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
     try:
-      seeds = [int(s) for s in _SEEDS.value]
+      seeds = [int(s) for s in f.seeds]
     except ValueError:
-      raise SweepError(f"--seeds must be integers; got {','.join(_SEEDS.value)!r}.") from None
+      raise SweepError(f"--seeds must be integers; got {','.join(f.seeds)!r}.") from None
     results = run_sweep(
-        _CONFIG.value, _WORKDIR.value, losses=_LOSSES.value, folds=_FOLDS.value,
-        trials=_TRIALS.value, seeds=seeds,
-        search_flag=_SEARCH.value, search_seed=_SEARCH_SEED.value, fold_seed=_FOLD_SEED.value,
-        objective=_OBJECTIVE.value, train_split=_TRAIN_SPLIT.value,
-        test_split=_TEST_SPLIT.value, space_specs=_SPACE.value)
+        f.config, f.workdir, losses=f.losses, folds=f.folds, trials=f.trials, seeds=seeds,
+        search_flag=f.search, search_seed=f.search_seed, fold_seed=f.fold_seed,
+        objective=f.objective, train_split=f.train_split, test_split=f.test_split,
+        space_specs=f.space)
   except (SweepError, config_lib.ConfigError) as e:
     print(f"FATAL: {e}", file=sys.stderr)
     sys.exit(2)
   print(markdown(results))
-  print(f"written: {os.path.join(_WORKDIR.value, 'results.md')}, results.json, results.png")
+  print(f"written: {os.path.join(f.workdir, 'results.md')}, results.json, results.png")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
