@@ -50,6 +50,7 @@ message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -213,16 +214,8 @@ def apply_setting(config, setting: dict[str, Any]) -> None:
     node = config
     for p in parents:
       node = node[p]
-    with node.unlocked() if hasattr(node, "unlocked") else _nothing():
+    with node.unlocked() if hasattr(node, "unlocked") else contextlib.nullcontext():
       node[leaf] = value
-
-
-class _nothing:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def loss_config(base, loss: str, setting: dict[str, Any]):
@@ -303,7 +296,8 @@ def interval(values) -> tuple[float, float]:
 
 def prepare(base, workdir: str, *, losses, folds, trials, seeds, method, search_seed,
             fold_seed, objective, train_split, test_split, spaces) -> dict[str, Any]:
-  """Checks the sweep, writes (or checks) ``plan.json`` and the training data."""
+  """Checks the sweep, writes (or checks) ``plan.json`` and the training data;
+  returns the plan and the test split (the data is read once)."""
   from metric_learning.data import registry as data_registry  # pylint: disable=import-outside-toplevel
   config_lib.validate(base)
   if base.data.name not in IN_MEMORY:
@@ -354,7 +348,7 @@ def prepare(base, workdir: str, *, losses, folds, trials, seeds, method, search_
     os.replace(tmp, data_path)
   plan["data_path"] = data_path
   plan["classes"] = classes.tolist()
-  return plan
+  return plan, splits[test_split]
 
 
 def cross_validate(base, plan, loss: str, number: int, setting: dict, workdir: str) -> dict:
@@ -394,14 +388,11 @@ def search(base, plan, loss: str, workdir: str) -> list[dict]:
   return records
 
 
-def baselines(base, plan) -> dict[str, dict[str, float]]:
+def baselines(base, test) -> dict[str, dict[str, float]]:
   """Raw pixels, and the config's model at initialisation (pooled features), on the test split."""
   from metric_learning import metrics  # pylint: disable=import-outside-toplevel
   from metric_learning import models  # pylint: disable=import-outside-toplevel
-  from metric_learning.data import registry as data_registry  # pylint: disable=import-outside-toplevel
   from metric_learning.evaluators import base as eval_base  # pylint: disable=import-outside-toplevel
-  test = data_registry.create(base.data.name, **config_lib.part_settings(base.data))[
-      plan["test_split"]]
   keys = ("map_at_r", "precision_at_1", "r_precision")
   raw = metrics.retrieval_metrics(np.asarray(test.inputs, np.float32).reshape(len(test.inputs), -1),
                                   test.labels)
@@ -482,10 +473,10 @@ def run_sweep(base, workdir: str, *, losses, folds=4, trials=10, seeds=(0, 1, 2)
   check_losses(list(losses))
   spaces = parse_space(list(space_specs), list(losses))
   method = search_method(search_flag)
-  plan = prepare(base, workdir, losses=list(losses), folds=folds, trials=trials,
-                 seeds=list(seeds), method=method, search_seed=search_seed,
-                 fold_seed=fold_seed, objective=objective, train_split=train_split,
-                 test_split=test_split, spaces=spaces)
+  plan, test = prepare(base, workdir, losses=list(losses), folds=folds, trials=trials,
+                       seeds=list(seeds), method=method, search_seed=search_seed,
+                       fold_seed=fold_seed, objective=objective, train_split=train_split,
+                       test_split=test_split, spaces=spaces)
   per_loss = {}
   for loss in losses:
     records = search(base, plan, loss, workdir)
@@ -497,7 +488,7 @@ def run_sweep(base, workdir: str, *, losses, folds=4, trials=10, seeds=(0, 1, 2)
                          os.path.join(workdir, loss, f"final_trial_{best}", f"seed_{seed}"))
               for seed in plan["seeds"]]
     per_loss[loss] = (records, finals)
-  results = summarise(plan, per_loss, baselines(base, plan))
+  results = summarise(plan, per_loss, baselines(base, test))
   write_json(os.path.join(workdir, "results.json"), results)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results))

@@ -60,3 +60,13 @@ def write_noise_images(root, shapes, *, suffix: str, seed: int) -> list[str]:
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
     paths.append(path)
   return paths
+
+
+def tiny_run(path: str) -> str:
+  """A finished run of the test config (6 steps, checkpoints at 3 and 6, no plots)."""
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  from experiments.configs import test as test_config  # pylint: disable=import-outside-toplevel
+  config = test_config.get_config()
+  config.plots = False
+  train.train_and_evaluate(config, path)
+  return path

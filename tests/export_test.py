@@ -12,12 +12,11 @@ import subprocess
 import sys
 import textwrap
 
+import cases
 import jax
 import numpy as np
 import pytest
 
-from experiments import train
-from experiments.configs import test as test_config
 from experiments.tools import embed as embed_tool
 from experiments.tools import export as export_tool
 from metric_learning import serving
@@ -61,12 +60,7 @@ SERVE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  """The tools' tiny run (tests/tools_test.py): 6 steps, checkpoints at 3 and 6."""
-  path = str(tmp_path_factory.mktemp("run"))
-  config = test_config.get_config()
-  config.plots = False
-  train.train_and_evaluate(config, path)
-  return path
+  return cases.tiny_run(str(tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(scope="module")

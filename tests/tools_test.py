@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import cases
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,11 +32,7 @@ CURVES_MARKER = "# [curves]"
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("run"))
-  config = test_config.get_config()
-  config.plots = False
-  train.train_and_evaluate(config, path)
-  return path
+  return cases.tiny_run(str(tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(scope="module")
