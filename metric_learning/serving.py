@@ -60,7 +60,19 @@ from metric_learning import _extras
 FORMAT = 1
 SIDECAR_SUFFIX = ".json"
 
-__all__ = ("FORMAT", "load", "read_metadata", "save", "sidecar_path")
+__all__ = ("FORMAT", "float_inputs", "load", "read_metadata", "save", "sidecar_path")
+
+
+def float_inputs(inputs) -> np.ndarray:
+  """Raw inputs as an embedder takes them: integer images (0..255) scaled to [0, 1]
+  in float32, as the models scale the uint8 batches they train on; floats kept.
+
+  Example:
+    >>> float_inputs(np.array([0, 255], np.uint8)).tolist()
+    [0.0, 1.0]
+  """
+  x = np.asarray(inputs)
+  return x.astype(np.float32) / 255.0 if np.issubdtype(x.dtype, np.integer) else x
 
 
 def sidecar_path(path: str) -> str:
@@ -185,10 +197,8 @@ def load(path: str) -> Callable[[np.ndarray], np.ndarray]:
   call = jax.jit(exported.call)
 
   def embed(inputs) -> np.ndarray:
-    x = np.asarray(inputs)
-    if np.issubdtype(x.dtype, np.integer):   # 0..255 images, as load_embedder takes them
-      x = x.astype(np.float32) / 255.0
-    elif not np.issubdtype(x.dtype, np.floating):
+    x = float_inputs(inputs)      # 0..255 images scaled, as load_embedder takes them
+    if not np.issubdtype(x.dtype, np.floating):
       raise TypeError(f"inputs must be floating point (images scaled to [0, 1]) or integer "
                       f"(0..255 images) for the embedder {path!r}; got {x.dtype}.")
     if x.shape[1:] != input_shape or x.ndim != len(input_shape) + 1:

@@ -30,6 +30,7 @@ from flax import nnx
 
 from metric_learning import _validation
 from metric_learning import models
+from metric_learning import serving
 from metric_learning.data.sampler import padded_batches
 from metric_learning.training import checkpoint
 from metric_learning.training import rundir
@@ -182,11 +183,9 @@ def load_embedder(workdir: str, *, step: int | None = None, batch_size: int = 25
     return nnx.merge(graphdef, state)(x)
 
   def embed(inputs) -> np.ndarray:
-    x = np.asarray(inputs)
     # Integer inputs are 0..255 images, scaled as the model scales the uint8
     # batches it trains on (a bare cast to float32 would skip that).
-    x = x.astype(np.float32) / 255.0 if np.issubdtype(x.dtype, np.integer) \
-        else x.astype(np.float32, copy=False)
+    x = serving.float_inputs(inputs).astype(np.float32, copy=False)
     if x.shape[1:] != input_shape:
       raise ValueError(f"inputs must have shape [n, {', '.join(map(str, input_shape))}] "
                        f"for the model in {workdir!r}; got {list(x.shape)}.")
