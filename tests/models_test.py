@@ -10,6 +10,9 @@ import pytest
 from flax import nnx
 
 from metric_learning import models
+from metric_learning import training
+from metric_learning.losses import registry
+from metric_learning.training import state as state_lib
 
 
 @pytest.mark.parametrize("name,shape,kwargs", [
@@ -170,3 +173,43 @@ def test_depthwise_convolutions_as_shifted_slices_equal_xla(kernel, stride, padd
   if jax.default_backend() == "cpu":      # the shifted slices, not a grouped convolution
     jaxpr = str(jax.make_jaxpr(lambda x, k: total(base.conv_general_dilated, x, k))(x, k))
     assert "conv_general_dilated" not in jaxpr
+
+
+def _params(model, kind):
+  return {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(
+      nnx.state(model, kind))}
+
+
+def test_freeze_backbone_trains_the_head_alone_and_keeps_batch_norm_statistics():
+  model = models.create("cnn", (8, 8, 1), widths=(4, 8), embedding_dim=4, seed=0,
+                        freeze_backbone=True, freeze_batch_norm=True)
+  backbone = _params(model, models.base.FrozenParam)
+  stats = _params(model, nnx.BatchStat)
+  assert backbone and stats and all(not k.startswith("head/") for k in backbone)
+  tx = training.make_optimizer("adamw", 0.1, weight_decay=0.5)   # decay would move them
+  graphdef, state = training.init_state(model, tx, 0)
+  assert {p[0] for p, _ in nnx.to_flat_state(state.params)} == {"head"}
+  loss = registry.create("batch_hard_triplet_loss")
+  step = jax.jit(state_lib.make_train_step(graphdef, tx, lambda e, y, w: loss(e, y, where=w)))
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    batch = {"inputs": rng.normal(size=(8, 8, 8, 1)).astype(np.float32),
+             "labels": np.repeat(np.arange(4), 2), "where": np.ones(8, bool)}
+    state, _ = step(state, batch)
+  trained = nnx.merge(graphdef, state.params, state.model_state)
+  for kind, before in ((models.base.FrozenParam, backbone), (nnx.BatchStat, stats)):
+    after = _params(trained, kind)
+    assert after.keys() == before.keys()
+    for k in before:
+      np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+  head_before = _params(model.head, nnx.Param)
+  head_after = _params(trained.head, nnx.Param)
+  assert any(not np.array_equal(head_after[k], head_before[k]) for k in head_before)
+
+
+def test_freeze_backbone_settings_are_checked():
+  with pytest.raises(ValueError, match="freeze_batch_norm=True"):
+    models.create("cnn", (8, 8, 1), freeze_backbone=True)
+  with pytest.raises(ValueError, match="freeze_backbone must be True or False"):
+    models.create("cnn", (8, 8, 1), freeze_backbone=1, freeze_batch_norm=True)
+  assert models.arguments("resnet18")["freeze_backbone"] is False

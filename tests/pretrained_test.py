@@ -321,3 +321,23 @@ def test_efficientnet_lite0_with_its_imagenet_weights_matches_the_package(tmp_pa
   assert diff <= 1e-4
   fc_weight, fc_bias = state["_fc.weight"].numpy(), state["_fc.bias"].numpy()
   np.testing.assert_array_equal((got @ fc_weight.T + fc_bias).argmax(1), logits.argmax(1))
+
+
+@pytest.mark.parametrize("name", ("resnet_basic", "vit_tiny", "efficientnet_lite0_narrow"))
+def test_a_grey_model_takes_rgb_weights_as_the_grey_image_repeated_in_rgb(name):
+  rgb, inputs, _, path = _fixture(name)
+  models.load_pretrained(rgb, path)
+  f = np.load(os.path.join(FIXTURES, f"{name}.npz"))
+  grey = getattr(models, str(f["model"]))(inputs.shape[1:-1] + (1,),
+                                          **json.loads(str(f["settings"])), rngs=nnx.Rngs(1))
+  models.load_pretrained(grey, path)
+  rgb.eval()
+  grey.eval()
+  image = inputs.mean(axis=-1, keepdims=True)
+  np.testing.assert_allclose(_features(grey, image), _features(rgb, np.repeat(image, 3, -1)),
+                             atol=1e-5, rtol=1e-5)
+  # Only the input convolution is adapted: a model of another width still fails.
+  other = getattr(models, str(f["model"]))(inputs.shape[1:-1] + (2,),
+                                           **json.loads(str(f["settings"])), rngs=nnx.Rngs(1))
+  with pytest.raises(ValueError, match="has shape"):
+    models.load_pretrained(other, path)

@@ -20,9 +20,10 @@ name                    encoder
 Settings every model takes: ``embedding_dim``, ``normalize``, ``head_batch_norm``,
 ``head_hidden`` (the head), ``input_norm`` (``None`` | ``"imagenet"`` |
 ``"inception"``; uint8 inputs are always scaled to [0, 1] first), ``dtype`` (``"float32"`` |
-``"bfloat16"`` compute), ``freeze_batch_norm``, and ``weights`` (a
+``"bfloat16"`` compute), ``freeze_batch_norm``, ``weights`` (a
 ``.safetensors`` file in the source library's names, or a directory written by
-:func:`save_weights`).
+:func:`save_weights`) and ``freeze_backbone`` (only the head trains:
+:func:`freeze_backbone`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from flax import nnx
 
 from metric_learning import _validation
 from metric_learning import registry
+from metric_learning.models import base
 from metric_learning.models.base import Encoder
 from metric_learning.models.base import FrozenBatchNorm
 from metric_learning.models.base import normalize_inputs
@@ -86,12 +88,13 @@ def arguments(name: str) -> dict[str, Any]:
     >>> arguments("resnet50")["input_norm"], arguments("mlp")["input_norm"]
     ('imagenet', None)
   """
-  # Every model also takes ``weights`` (handled by :func:`create`, not the class).
-  return {**MODELS.arguments(name), "weights": None}
+  # Every model also takes ``weights`` and ``freeze_backbone`` (handled by
+  # :func:`create`, not the class).
+  return {**MODELS.arguments(name), "weights": None, "freeze_backbone": False}
 
 
 def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
-           weights: str | None = None, **kwargs) -> nnx.Module:
+           weights: str | None = None, freeze_backbone: bool = False, **kwargs) -> nnx.Module:
   """Builds a registered model; unknown names or settings fail listing the known ones.
 
   Args:
@@ -103,6 +106,10 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
       timm parameter names (:func:`load_pretrained`: the backbone only; the
       embedding head stays freshly initialised), or a directory written by
       :func:`save_weights` (the whole model).
+    freeze_backbone: after the weights are loaded, hold every parameter but the
+      embedding head's fixed (:func:`~metric_learning.models.base.freeze_backbone`):
+      the frozen-backbone baseline. Needs ``freeze_batch_norm=True``, so that the
+      backbone's BatchNorm statistics stay fixed as well.
     **kwargs: the model's own settings (:func:`arguments`).
 
   Returns:
@@ -117,9 +124,13 @@ def create(name: str, input_shape: Sequence[int], *, seed: int = 0,
   """
   MODELS.check(name)
   _validation.known_settings(kwargs, arguments(name), field="model", owner=f"model {name!r}")
+  if not isinstance(freeze_backbone, bool):
+    raise ValueError(f"model.freeze_backbone must be True or False; got {freeze_backbone!r}.")
+  if freeze_backbone and not kwargs.get("freeze_batch_norm", False):
+    raise ValueError("model.freeze_backbone=True needs model.freeze_batch_norm=True: a "
+                     "frozen backbone keeps its BatchNorm statistics fixed too.")
   model = MODELS[name](tuple(input_shape), rngs=nnx.Rngs(seed), **kwargs)
-  if not weights:
-    return model
-  if os.fspath(weights).endswith(".safetensors"):
-    return load_pretrained(model, weights)
-  return load_weights(model, weights)
+  if weights:
+    model = (load_pretrained(model, weights) if os.fspath(weights).endswith(".safetensors")
+             else load_weights(model, weights))
+  return base.freeze_backbone(model) if freeze_backbone else model

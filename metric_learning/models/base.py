@@ -93,6 +93,35 @@ class FrozenBatchNorm(nnx.BatchNorm):
     return super().__call__(x, use_running_average=True, mask=mask)
 
 
+
+class FrozenParam(nnx.Variable):
+  """A backbone parameter held fixed (:func:`freeze_backbone`).
+
+  Not an :class:`flax.nnx.Param`: a train step that differentiates and
+  optimises ``nnx.Param`` leaves it alone (no gradient is computed for it, and
+  no optimizer state or weight decay touches it); checkpoints keep it.
+  """
+
+
+def freeze_backbone(model: nnx.Module) -> nnx.Module:
+  """Turns every parameter outside ``model.head`` into a :class:`FrozenParam`, in place.
+
+  Only the embedding head (and, under :class:`~metric_learning.models.EncoderWithProxies`,
+  the proxies) then train: the frozen-backbone ("linear probe") baseline of
+  transfer learning. The backward pass stops at the head, so a step costs the
+  backbone's forward pass only. The backbone's BatchNorm statistics are not
+  parameters: build the model with ``freeze_batch_norm=True`` so that they stay
+  fixed too (:func:`~metric_learning.models.create` requires it).
+
+  Returns:
+    ``model``.
+  """
+  nodes = dict(nnx.iter_graph(model))
+  for path, node in list(nodes.items()):
+    if isinstance(node, nnx.Param) and path[:1] != ("head",):
+      setattr(nodes[path[:-1]], str(path[-1]), FrozenParam(node[...]))
+  return model
+
 # ------------------------------------------------------------ fast ops ---- #
 # XLA's CPU convolutions are fast for the usual shapes but fall off a cliff on a
 # few that ResNets hit: a 3×3 convolution whose output is smaller than its kernel

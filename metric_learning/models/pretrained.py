@@ -64,7 +64,11 @@ def load_pretrained(model: nnx.Module, path: str) -> nnx.Module:
   right shape; extra tensors other than the source classifier and
   ``num_batches_tracked`` are an error too (they mean a different
   architecture). The embedding head is left as initialised (a partial
-  restore). The model is updated in place and returned.
+  restore). The model is updated in place and returned. A grey model
+  (``input_shape`` ``(h, w, 1)``) takes RGB weights: the input convolution's
+  kernel is summed over its three colour channels, which equals feeding the
+  grey image repeated as RGB (exactly under ``input_norm`` ``None`` or
+  ``"inception"``; ``"imagenet"`` uses the channels' mean statistics).
 
   Args:
     model: a :class:`~metric_learning.models.ResNet`,
@@ -113,6 +117,7 @@ def load_pretrained(model: nnx.Module, path: str) -> nnx.Module:
   values = {}
   for name, (var_path, variable) in expected.items():   # check everything, then assign
     value = _to_ours(name, np.asarray(tensors[name]), str(var_path[-1]))
+    value = _grey_input(value, variable[...].shape)
     if value.shape != variable[...].shape:
       raise ValueError(f"tensor {name!r} in {path!r} has shape {tensors[name].shape} "
                        f"(as ours: {value.shape}); the model's is {variable[...].shape}.")
@@ -121,6 +126,18 @@ def load_pretrained(model: nnx.Module, path: str) -> nnx.Module:
     variable[...] = jnp.asarray(values[name], variable[...].dtype)
   nnx.update(model, state)
   return model
+
+
+def _grey_input(value: np.ndarray, shape) -> np.ndarray:
+  """An RGB input convolution's ``[kh, kw, 3, out]`` kernel for a grey (1-channel) model:
+  summed over its colour channels, so that a grey image gives what the RGB
+  weights give on that image repeated in all three channels (exactly, when the
+  input normalisation treats the channels alike: ``input_norm`` ``None`` or
+  ``"inception"``). Any other shape is returned unchanged."""
+  if (value.ndim == 4 and len(shape) == 4 and value.shape[2] == 3 and shape[2] == 1
+      and value.shape[:2] + value.shape[3:] == tuple(shape[:2]) + tuple(shape[3:])):
+    return value.sum(axis=2, keepdims=True)
+  return value
 
 
 def load_weights(model: nnx.Module, path: str) -> nnx.Module:
