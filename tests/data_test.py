@@ -267,3 +267,45 @@ def test_skip_bad_files_drops_the_verification_pairs_that_use_them(tmp_path):
   new = [(test.paths[a], test.paths[b], s, f) for a, b, s, f in zip(
       test.pairs.first, test.pairs.second, test.pairs.same, test.pairs.fold)]
   assert new == [pair for pair in old if gone not in pair[:2]] and len(new) < len(old)
+
+
+def test_resize_of_in_memory_images_is_bilinear_and_antialiased():
+  rng = np.random.default_rng(0)
+  x = rng.random((3, 7, 5, 2), dtype=np.float32)
+  d = data.Dataset(x, np.arange(3, dtype=np.int32), name="toy")
+  up = d.resized((14, 10))
+  assert up.inputs.shape == (3, 14, 10, 2) and up.inputs.dtype == np.float32
+  np.testing.assert_array_equal(up.labels, d.labels)
+  # Upsampling: half-pixel-centred bilinear interpolation, written out per pixel.
+  def bilinear(image, oy, ox):
+    fy, fx = (oy + 0.5) * 7 / 14 - 0.5, (ox + 0.5) * 5 / 10 - 0.5
+    y0, x0 = int(np.floor(fy)), int(np.floor(fx))
+    wy, wx = fy - y0, fx - x0
+    at = lambda i, j: image[min(max(i, 0), 6), min(max(j, 0), 4)]
+    return ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1))
+            + wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
+  for oy in range(14):
+    for ox in range(10):
+      np.testing.assert_allclose(up.inputs[1, oy, ox], bilinear(x[1], oy, ox), atol=1e-5)
+  # Shrinking by 2 averages (antialiasing), not a sample of every other pixel.
+  flat = data.Dataset(np.tile([[0.0], [1.0]], (4, 8)).reshape(1, 8, 8, 1).astype(np.float32),
+                      np.zeros(1, np.int32))
+  assert np.allclose(flat.resized((4, 4)).inputs[0, 1:-1, :, 0], 0.5, atol=0.1)
+  assert d.resized((7, 5)) is d
+  with pytest.raises(ValueError, match="resize needs images"):
+    data.Dataset(np.zeros((2, 3), np.float32), np.zeros(2, np.int32)).resized((4, 4))
+
+
+def test_data_resize_applies_to_every_split_of_an_in_memory_dataset():
+  plain = data_registry.create("digits")
+  big = data_registry.create("digits", resize=12)
+  assert plain.keys() == big.keys()
+  for key in plain:
+    assert big[key].inputs.shape == (len(plain[key]), 12, 12, 1)
+    np.testing.assert_array_equal(big[key].labels, plain[key].labels)
+  assert data_registry.create("digits", resize=[12, 16])["seen"].inputs.shape[1:] == (12, 16, 1)
+  assert data_registry.arguments("idx")["resize"] is None
+  assert "resize" not in data_registry.arguments("cub200")
+  for bad in (0, -3, (4,), (4, 4, 4), "64", 2.5, True):
+    with pytest.raises(ValueError, match="data.resize must be"):
+      data_registry.create("digits", resize=bad)

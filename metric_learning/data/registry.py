@@ -147,9 +147,9 @@ def idx(*, path: str = "", seen_classes: Sequence[int] | None = None,
 # :class:`metric_learning.data.transforms.Transform`; every streamed dataset also
 # takes ``skip_bad_files``); the others are arrays in memory.
 DATASETS = registry.Registry("dataset", field="data name")
-DATASETS.register("digits", digits)
-DATASETS.register("npz", npz)
-DATASETS.register("idx", idx)
+# In-memory datasets also take ``resize`` (see :func:`create`).
+for _name, _loader in (("digits", digits), ("npz", npz), ("idx", idx)):
+  DATASETS.register(_name, _loader, defaults={"resize": None})
 for _name, _loader in (("image_folder", image_folder), ("cub200", cub200),
                        ("cars196", cars196), ("sop", sop), ("inshop", inshop),
                        ("market1501", market1501), ("dukemtmc", dukemtmc),
@@ -163,7 +163,8 @@ STREAMED = frozenset(DATASETS.names(streamed=True))
 def arguments(name: str) -> dict[str, Any]:
   """The settings dataset ``name`` accepts, with their defaults.
 
-  Image datasets (trait ``streamed``) also take ``skip_bad_files`` (see :func:`create`).
+  Image datasets (trait ``streamed``) also take ``skip_bad_files``, in-memory
+  ones ``resize`` (see :func:`create`).
   """
   return DATASETS.arguments(name)
 
@@ -182,7 +183,10 @@ def create(name: str, **settings) -> dict[str, datasets.Dataset]:
       dataset also ``skip_bad_files``: ``False`` (default) refuses a dataset
       with bad files, ``True`` leaves them out of every split (with the
       verification pairs that use them), logs one warning and records them in
-      each split's ``left_out`` (:func:`skipped_files` counts them).
+      each split's ``left_out`` (:func:`skipped_files` counts them); for an
+      in-memory dataset also ``resize``: ``None`` (default), or ``(h, w)`` / an
+      int ``s`` for ``(s, s)``: every split's images resized to it
+      (:meth:`~metric_learning.data.Dataset.resized`).
 
   Returns:
     ``{split_name: split}``.
@@ -194,11 +198,26 @@ def create(name: str, **settings) -> dict[str, datasets.Dataset]:
   """
   DATASETS.check_settings(name, settings, field="data")
   if name not in STREAMED:
-    return DATASETS[name](**settings)
+    size = _resize_setting(settings.pop("resize", None))
+    splits = DATASETS[name](**settings)
+    return splits if size is None else {k: v.resized(size) for k, v in splits.items()}
   skip = settings.pop("skip_bad_files", False)
   if not isinstance(skip, bool):
     raise ValueError(f"data.skip_bad_files must be True or False; got {skip!r}.")
   return _without_bad_files(DATASETS[name](**settings), name, skip=skip)
+
+
+def _resize_setting(size) -> tuple[int, int] | None:
+  """``data.resize`` as ``(h, w)`` (None: no resize); a ValueError names the field."""
+  if size is None:
+    return None
+  pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(
+      size, (tuple, list)) else ()
+  if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                               for v in pair):
+    raise ValueError(f"data.resize must be None, a positive int or (height, width); "
+                     f"got {size!r}.")
+  return pair
 
 
 def skipped_files(splits: dict[str, Any]) -> int:
