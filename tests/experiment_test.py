@@ -323,7 +323,8 @@ def test_default_config_is_the_documented_experiment():
 
 RECIPES = ["trinet_market1501", "mlrc_cub200", "mlrc_cars196", "mlrc_sop", "inshop",
            "lfw_verification"]
-CONFIGS = ["default", "test", "mnist_npz", "fashion_mnist", "fashion_mnist_proxy", *RECIPES]
+FASHION = ["fashion_mnist", "fashion_mnist_proxy", "fashion_mnist_efficientnet"]
+CONFIGS = ["default", "test", "mnist_npz", *FASHION, *RECIPES]
 
 
 def test_every_config_file_is_listed():
@@ -340,7 +341,7 @@ def test_every_shipped_config_validates_and_its_evaluators_exist(name):
     assert spec["name"] in evaluators.EVALUATORS
 
 
-@pytest.mark.parametrize("name", [*RECIPES, "mnist_npz", "fashion_mnist", "fashion_mnist_proxy"])
+@pytest.mark.parametrize("name", [*RECIPES, "mnist_npz", *FASHION])
 def test_dataset_configs_fail_clearly_without_data(name, tmp_path):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   cfg.data.path = str(tmp_path / "missing")
@@ -361,6 +362,32 @@ def test_mnist_npz_config_trains_on_a_generated_file(tmp_path):
   cfg.progress_bar = False
   summary = train.train_and_evaluate(cfg, str(tmp_path / "w"))
   assert summary["steps"] == 2 and 0 <= summary["seen/map_at_r"] <= 1
+
+
+def test_the_efficientnet_recipe_trains_its_head_alone_on_resized_idx_images(tmp_path):
+  """fashion_mnist_efficientnet.py on generated IDX files (a narrow network, no weights)."""
+  from experiments.configs import fashion_mnist_efficientnet
+  from metric_learning.training import embedder
+  from tests import protocol_fixtures as fx
+  cfg = _light(fashion_mnist_efficientnet.get_config())
+  cfg.data.path = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
+  cfg.data.resize = (20, 20)
+  cfg.model.weights = None
+  cfg.model.width_multiplier = 0.25
+  cfg.sampler.p, cfg.sampler.k = 3, 4
+  cfg.progress_bar = False
+  initial = models.create(input_shape=(20, 20, 1), seed=cfg.seed, **{
+      k: v for k, v in cfg.model.items() if k != "name"}, name="efficientnet_lite0")
+  summary = train.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert summary["steps"] == 2 and 0 <= summary["seen/map_at_r"] <= 1
+  with open(tmp_path / "w" / "config.json") as f:
+    recorded = json.load(f)
+  assert recorded["data"]["resize"] == [20, 20] and recorded["model"]["freeze_backbone"]
+  trained, _ = embedder.load_model(str(tmp_path / "w"), None)
+  x = np.random.default_rng(0).random((3, 20, 20, 1), dtype=np.float32)
+  trained.eval()
+  initial.eval()
+  np.testing.assert_array_equal(trained.features(x), initial.features(x))   # frozen
 
 
 def test_unseen_sweep_variants_all_apply_to_the_default_config():
