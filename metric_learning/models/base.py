@@ -108,8 +108,9 @@ def freeze_backbone(model: nnx.Module) -> nnx.Module:
 
   Only the embedding head (and, under :class:`~metric_learning.models.EncoderWithProxies`,
   the proxies) then train: the frozen-backbone ("linear probe") baseline of
-  transfer learning. The backward pass stops at the head, so a step costs the
-  backbone's forward pass only. The backbone's BatchNorm statistics are not
+  transfer learning: the train step differentiates and optimises the head's
+  parameters alone (no gradient, optimizer state or weight decay for the
+  backbone). The backbone's BatchNorm statistics are not
   parameters: build the model with ``freeze_batch_norm=True`` so that they stay
   fixed too (:func:`~metric_learning.models.create` requires it).
 
