@@ -74,21 +74,6 @@ class Batch:
     """Differentiable ``[A, C]`` distances."""
     return _kernels.pairwise(self.anchors, self.candidates, metric)
 
-  def references(self):
-    """The reference rows as anchors: ``(rows [R, D], PairMasks [R, C])``.
-
-    Lets a loss whose terms need a candidate's own neighbourhood (lifted
-    structure: :math:`N(j)` of a positive ``j``) compute it for bank rows, which
-    are candidates but not anchors.
-    """
-    size = self.candidates.shape[0]
-    start = size - self.num_refs
-    rows = self.candidates[start:]
-    masks = masks_lib.pair_masks(self.candidate_labels[start:], self.candidate_where[start:],
-                                 self.candidate_labels, self.candidate_where,
-                                 jnp.arange(start, size))
-    return rows, masks
-
   def nonfinite_guard(self) -> jax.Array:
     """0 — or NaN, in value and gradient — when a real row holds NaN or inf.
 
@@ -299,9 +284,10 @@ def per_anchor(batch: Batch, block_size, fn, pairs=None, extra=()):
 def per_reference(batch: Batch, block_size, fn):
   """``fn(rows [b, D], masks PairMasks [b, C])`` over blocks of the reference rows.
 
-  What :meth:`Batch.references` gives, streamed like :func:`per_anchor`: for a
-  loss whose terms need a bank row's own neighbourhood. Reference rows carry no
-  gradient, but the candidates they are compared with do.
+  The reference (memory-bank) rows as anchors, streamed like :func:`per_anchor`:
+  for a loss whose terms need a candidate's own neighbourhood (lifted
+  structure: :math:`N(j)` of a positive ``j``), which bank rows are too. They
+  carry no gradient, but the candidates they are compared with do.
   """
   size = batch.candidates.shape[0]
   start = size - batch.num_refs
