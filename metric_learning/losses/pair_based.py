@@ -526,14 +526,16 @@ def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10
     d_cos, _ = _cosine(batch, anchors)
     d = 2.0 * d_cos                                     # |x̂ - ŷ|² in [0, 4]
     centres = jnp.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype)
-    # One [rows, candidates] kernel per bin, reduced at once: never the
-    # [rows, candidates, bins] tensor.
-    h_pos, h_neg = [], []
-    for centre in centres:
+    # A loop over the bins, each one [rows, candidates] kernel reduced at once
+    # and recomputed in the backward pass: memory does not grow with the bins.
+    @jax.checkpoint
+    def histogram(_, centre):
       pulse = jax.nn.relu(1.0 - jnp.abs(d - centre) / delta)
-      h_pos.append(jnp.sum(jnp.where(masks.positive, pulse, 0.0), axis=-1))
-      h_neg.append(jnp.sum(jnp.where(masks.negative, pulse, 0.0), axis=-1))
-    h_pos, h_neg = jnp.stack(h_pos, -1), jnp.stack(h_neg, -1)       # [rows, L+1]
+      return None, (jnp.sum(jnp.where(masks.positive, pulse, 0.0), axis=-1),
+                    jnp.sum(jnp.where(masks.negative, pulse, 0.0), axis=-1))
+
+    _, (h_pos, h_neg) = jax.lax.scan(histogram, None, centres)
+    h_pos, h_neg = h_pos.T, h_neg.T                                # [rows, L+1]
     # 1 - AP = sum_l h+_l (1 - H+_l / H_l) / |P(i)| = sum_l h+_l H-_l / H_l / |P(i)|,
     # because the kernels of one pair sum to 1 over the bins. This form is >= 0
     # and exactly 0 when no negative comes before a positive, without the
