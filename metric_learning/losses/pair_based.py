@@ -293,7 +293,7 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
   block = _pipeline.block_rows(block_size, batch.anchors.shape[0])
   if block is None:
     rows = functools.partial(_angular_rows, batch, t=t, tile=None)
-    terms = _pipeline.per_anchor(batch, None, rows)
+    terms = _pipeline.per_anchor(batch, block_size, rows)
   else:
     # Label-sorted anchors and candidates: the positives of a block of anchors
     # then fill few candidate tiles, and only those are computed.
@@ -521,20 +521,22 @@ def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
   delta = 4.0 / num_bins
+  streamed = _pipeline.block_rows(block_size, batch.anchors.shape[0]) is not None
 
   def rows(anchors, masks):
     d_cos, _ = _cosine(batch, anchors)
     d = 2.0 * d_cos                                     # |x̂ - ŷ|² in [0, 4]
     centres = jnp.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype)
-    # A loop over the bins, each one [rows, candidates] kernel reduced at once
-    # and recomputed in the backward pass: memory does not grow with the bins.
-    @jax.checkpoint
+    # A loop over the bins, each one [rows, candidates] kernel reduced at once.
+    # Streamed, each bin is recomputed in the backward pass: memory does not
+    # grow with the bins (the dense path keeps one residual per bin).
     def histogram(_, centre):
       pulse = jax.nn.relu(1.0 - jnp.abs(d - centre) / delta)
       return None, (jnp.sum(jnp.where(masks.positive, pulse, 0.0), axis=-1),
                     jnp.sum(jnp.where(masks.negative, pulse, 0.0), axis=-1))
 
-    _, (h_pos, h_neg) = jax.lax.scan(histogram, None, centres)
+    _, (h_pos, h_neg) = jax.lax.scan(jax.checkpoint(histogram) if streamed else histogram,
+                                     None, centres)
     h_pos, h_neg = h_pos.T, h_neg.T                                # [rows, L+1]
     # 1 - AP = sum_l h+_l (1 - H+_l / H_l) / |P(i)| = sum_l h+_l H-_l / H_l / |P(i)|,
     # because the kernels of one pair sum to 1 over the bins. This form is >= 0
