@@ -10,8 +10,11 @@ negatives, :math:`\hat x = x / \|x\|_2` (a zero vector stays zero) and
 Like the other in-batch losses they take ``where`` (padding), ``axis_name``
 (global batch under ``pmap`` / ``shard_map``), a memory bank (``ref_*``: rows
 that are candidates but not anchors and receive no gradient) and the four
-reductions of :mod:`metric_learning.reductions`. Every one is O(batch²) in time
-and memory (FastAP: O(batch² · bins)). Default hyper-parameters are the
+reductions of :mod:`metric_learning.reductions`, and ``block_size``: every one
+streams over blocks of anchor rows, O(block · batch) memory (the default is
+automatic: dense up to 512 rows, blocks of 256 above). Time is O(batch² · dim)
+(FastAP: O(batch² · bins); angular: O(batch · dim + positive pairs · batch),
+from label-sorted tiles of candidates that hold positives). Default hyper-parameters are the
 papers' where the papers give them, else pytorch-metric-learning's; each
 docstring says which.
 """
@@ -244,8 +247,11 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
     \ell_{ij} = \log\Big(1 + \sum_{k \in N(i)} e^{f_{ijk}}\Big), \quad j \in P(i)
 
   (the paper's eq. 9). The sum over negatives is one matmul of
-  row-shifted exponentials, :math:`\sum_k e^{4t s_{ik}} e^{4t s_{jk}}`, so
-  memory stays O(batch²). ``"mean"`` divides by the number of positive pairs
+  row-shifted exponentials, :math:`\sum_k e^{4t s_{ik}} e^{4t s_{jk}}`. Streamed,
+  anchors and candidates are put in label order and each block of anchors
+  takes that matmul only against the tiles of candidates that hold its
+  positives: memory O(block · batch), time O(positive pairs · batch) on top of
+  the similarities, for any labels. ``"mean"`` divides by the number of positive pairs
   of valid anchors (pytorch-metric-learning's ``MeanReducer`` over positive
   pairs); ``"none"`` gives each anchor's sum over its positive pairs.
 

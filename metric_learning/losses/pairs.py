@@ -3,8 +3,11 @@ r"""Pair- and similarity-based relatives of the triplet loss.
 Contrastive (Hadsell et al. 2006), lifted structure (Oh Song et al. 2016),
 multi-similarity (Wang et al. 2019), margin (Wu et al. 2017) and N-pair
 (Sohn 2016). Notation as in :mod:`metric_learning.masks`; every loss here is
-O(batch²) in time; contrastive and multi-similarity stream over blocks of
-anchor rows (``block_size``), the others hold ``[batch, batch]`` matrices.
+O(batch²) in time and streams over blocks of anchor rows (``block_size``), so
+memory is O(block · batch): lifted structure in two passes (each row's negative
+log-sum-exp, then the pair terms), N-pair over the rows of its compacted
+(anchor, positive) matrix. Only margin loss with ``key`` (distance-weighted
+sampling) holds the ``[batch, batch]`` distance matrix.
 """
 
 from __future__ import annotations
