@@ -45,6 +45,26 @@ LOSSES = {
     "ntxent": functools.partial(contrastive.ntxent_loss, temperature=0.5),
     "supcon": functools.partial(contrastive.supcon_loss, temperature=0.5),
     "sigmoid": functools.partial(contrastive.sigmoid_loss, temperature=2.0, bias=-1.0),
+    # The losses that stream in two passes, over candidate tiles, or by pair search.
+    "lifted_structure": ml.lifted_structure_loss,
+    "margin": ml.margin_loss,
+    "margin_triplets": functools.partial(ml.margin_loss, weighting="triplets"),
+    "npair": ml.npair_loss,
+    "npair_all_pairs": functools.partial(ml.npair_loss, definition="all_pairs"),
+    "circle": functools.partial(ml.circle_loss, margin=0.25, gamma=16.0),
+    "tuplet_margin": functools.partial(ml.tuplet_margin_loss, scale=16.0),
+    "angular": ml.angular_loss,
+    "generalized_lifted": ml.generalized_lifted_structure_loss,
+    "nca": ml.nca_loss,
+    "fast_ap": ml.fast_ap_loss,
+    "quadruplet": functools.partial(ml.quadruplet_loss, margin=0.5, margin2=0.3),
+}
+# The losses that held [batch, batch] matrices until issue 21 (each one's default call).
+ISSUE_21 = {
+    "lifted_structure": ml.lifted_structure_loss, "margin": ml.margin_loss,
+    "npair": ml.npair_loss, "circle": ml.circle_loss, "tuplet_margin": ml.tuplet_margin_loss,
+    "angular": ml.angular_loss, "generalized_lifted": ml.generalized_lifted_structure_loss,
+    "nca": ml.nca_loss, "fast_ap": ml.fast_ap_loss, "quadruplet": ml.quadruplet_loss,
 }
 
 
@@ -157,7 +177,8 @@ def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
 
 @pytest.mark.parametrize("name", ["batch_hard", "batch_all", "semi_hard_tfa",
                                   "contrastive", "multi_similarity", "ntxent", "supcon",
-                                  "sigmoid"])
+                                  "sigmoid", "lifted_structure", "npair", "angular",
+                                  "quadruplet"])
 def test_pmap_automatic_path_equals_one_device(name):
   loss = LOSSES[name]
   # 8 fake CPU devices (conftest.py); on a real accelerator, the devices there are.
@@ -179,6 +200,69 @@ def test_pmap_automatic_path_equals_one_device(name):
                              atol=2e-6)
   np.testing.assert_allclose(np.asarray(grad).reshape(x.shape), ref_grad, rtol=2e-5,
                              atol=2e-6)
+
+
+def _labels(pattern, size, rng):
+  if pattern == "singletons":               # every label once but two pairs
+    y = np.arange(size)
+    y[[3, size - 2]] = y[[4, size - 1]]
+  elif pattern == "one_class":
+    y = np.zeros(size, int)
+  elif pattern == "pk_sorted":                # P x K, rows grouped by class
+    y = np.arange(size) // 4
+  else:                                       # a few large shuffled classes
+    y = rng.permutation(np.arange(size) % 3)
+  return y.astype(np.int32)
+
+
+@pytest.mark.parametrize("name", sorted(ISSUE_21))
+@pytest.mark.parametrize("pattern", ["singletons", "one_class", "pk_sorted", "three_classes"])
+def test_streamed_paths_agree_on_every_label_pattern(name, pattern):
+  loss = LOSSES[name]
+  rng = np.random.default_rng(3)
+  size = 23                                   # not a multiple of the block (4)
+  x = rng.standard_normal((size, 5)).astype(np.float32)
+  y = _labels(pattern, size, rng)
+  w = np.arange(size) != 7
+  bank = dict(ref_embeddings=rng.standard_normal((6, 5)).astype(np.float32),
+              ref_labels=y[:6], ref_where=np.arange(6) != 1)
+  for kw in ({}, bank):
+    _assert_same(_values_and_grads(loss, x, y, w, kw, 4),
+                 _values_and_grads(loss, x, y, w, kw, 10_000), rtol=1e-5, atol=2e-6)
+
+
+def test_margin_loss_per_anchor_beta_streams():
+  x, y, w, _ = _batch(29)
+  beta = np.linspace(0.5, 1.5, 29).astype(np.float32)
+
+  def grads(block_size):
+    f = lambda e, b: ml.margin_loss(e, y, beta=b, where=w, block_size=block_size)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x, beta)
+
+  _assert_same(grads(4), grads(10_000))
+
+
+def _planned_temp_bytes(loss, batch, dim):
+  x = jax.ShapeDtypeStruct((batch, dim), jnp.float32)
+  y = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  step = jax.jit(jax.value_and_grad(lambda e, labels: loss(e, labels)))
+  return step.lower(x, y).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("name", sorted(ISSUE_21))
+def test_default_call_memory_grows_linearly_with_the_batch(name, monkeypatch):
+  """XLA's planned temporaries of loss + gradient: O(block · batch), not O(batch²).
+
+  At B = 8192 (D = 16) a [B, B] float32 matrix alone is 256 MiB; the default
+  call must plan well under half of that, and doubling B from 4096 must about
+  double the plan (a dense matrix would quadruple it).
+  """
+  monkeypatch.setattr(_pipeline, "AUTO_DENSE_ROWS", 512)    # the library's own rule
+  monkeypatch.setattr(_pipeline, "AUTO_BLOCK_ROWS", 256)
+  loss = ISSUE_21[name]
+  small, large = (_planned_temp_bytes(loss, b, 16) for b in (4096, 8192))
+  assert large < 8192 * 8192 * 4 / 2, f"{name}: {large / 2**20:.0f} MiB planned"
+  assert large < 2.5 * small, f"{name}: {small / 2**20:.0f} -> {large / 2**20:.0f} MiB"
 
 
 def test_forcing_dense_with_a_block_as_large_as_the_batch():

@@ -57,8 +57,8 @@ _MAX_POINT_S = flags.DEFINE_float("max_point_s", 0.0, "Skip a point whose warm-u
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
 
 FAMILIES = {
-    "triplet": ("batch_hard", "batch_all", "semi_hard"),
-    "pair_based": ("contrastive", "multi_similarity"),
+    "triplet": ("batch_hard", "batch_all", "semi_hard", "quadruplet"),
+    "pair_based": ("contrastive", "multi_similarity", "lifted_structure"),
     "contrastive": ("ntxent", "supcon"),
     "proxy": ("proxy_anchor", "arcface"),
     "more_pair_based": ("npair", "margin", "circle", "tuplet_margin", "generalized_lifted",
@@ -66,6 +66,9 @@ FAMILIES = {
 }
 ALL = tuple(name for names in FAMILIES.values() for name in names)
 
+
+# Ours only: pytorch-metric-learning has no quadruplet loss.
+_NO_PML = ("quadruplet",)
 
 # PML losses that build B×B×B tensors: their time grows like B³.
 _PML_CUBIC = ("batch_all", "semi_hard", "ntxent", "tuplet_margin")
@@ -118,6 +121,8 @@ def _ml_runner(name: str, batch: int, dim: int):
           norm(e), y, margin=1.0, squared=False, reduce_separately=True,
           reduction="mean_nonzero"),
       "multi_similarity": lambda e, y: ml.multi_similarity_loss(e, y),
+      "quadruplet": lambda e, y: ml.quadruplet_loss(e, y),
+      "lifted_structure": lambda e, y: ml.lifted_structure_loss(norm(e), y),
       "ntxent": lambda e, y: contrastive.ntxent_loss(e, y, temperature=0.07),
       "supcon": lambda e, y: contrastive.supcon_loss(e, y, temperature=0.1,
                                                   reduction="mean_nonzero"),
@@ -177,6 +182,8 @@ def _pml_runner(name: str, batch: int, dim: int):
     loss = losses.ContrastiveLoss()
   elif name == "multi_similarity":
     miner, loss = miners.MultiSimilarityMiner(epsilon=0.1), losses.MultiSimilarityLoss()
+  elif name == "lifted_structure":
+    loss = losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
   elif name == "ntxent":
     loss = losses.NTXentLoss(temperature=0.07)
   elif name == "supcon":
@@ -277,6 +284,8 @@ def _point(name: str, batch: int, previous: dict | None = None) -> dict:
   why = _too_slow(previous, "pml", name, batch)
   if not _PML.value:
     row["pml_skipped"] = "--nopml"
+  elif name in _NO_PML:
+    row["pml_skipped"] = "no PML counterpart"
   elif _pml_bytes(name, batch) > _PML_MAX_GB.value * 2 ** 30:
     row["pml_skipped"] = f"needs > {_PML_MAX_GB.value:.0f} GB"
   elif why:

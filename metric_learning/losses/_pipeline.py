@@ -74,21 +74,6 @@ class Batch:
     """Differentiable ``[A, C]`` distances."""
     return _kernels.pairwise(self.anchors, self.candidates, metric)
 
-  def references(self):
-    """The reference rows as anchors: ``(rows [R, D], PairMasks [R, C])``.
-
-    Lets a loss whose terms need a candidate's own neighbourhood (lifted
-    structure: :math:`N(j)` of a positive ``j``) compute it for bank rows, which
-    are candidates but not anchors.
-    """
-    size = self.candidates.shape[0]
-    start = size - self.num_refs
-    rows = self.candidates[start:]
-    masks = masks_lib.pair_masks(self.candidate_labels[start:], self.candidate_where[start:],
-                                 self.candidate_labels, self.candidate_where,
-                                 jnp.arange(start, size))
-    return rows, masks
-
   def nonfinite_guard(self) -> jax.Array:
     """0 — or NaN, in value and gradient — when a real row holds NaN or inf.
 
@@ -267,28 +252,54 @@ def mined_pair_masks(batch: Batch, pairs) -> tuple[jax.Array, jax.Array]:
   return out[0], out[1]
 
 
-def per_anchor(batch: Batch, block_size, fn, pairs=None):
-  """``fn(anchors [b, D], masks PairMasks [b, C])`` over blocks of anchor rows.
+def per_anchor(batch: Batch, block_size, fn, pairs=None, extra=()):
+  """``fn(anchors [b, D], masks PairMasks [b, C], *extra)`` over blocks of anchor rows.
 
   The shared streaming path of the losses whose terms are per anchor row:
   ``fn`` returns a pytree of ``[b, ...]`` arrays (typically :class:`Terms`),
   computed from the block's rows against every candidate. Padding rows added
   to fill the last block are not real (``where`` False) and are dropped.
   ``pairs`` (a ``MinedPairs``): only the selected positive and negative pairs
-  are in the masks ``fn`` sees.
+  are in the masks ``fn`` sees. ``extra``: more per-anchor ``[A, ...]`` arrays
+  (e.g. a per-anchor hyper-parameter, or a vector an earlier streamed pass
+  computed), cut into the same blocks.
   """
-  def run(anchors, labels, where, self_index, *selected):
+  extra = tuple(extra)
+
+  def run(anchors, labels, where, self_index, *more):
+    more, selected = more[:len(extra)], more[len(extra):]
     masks = masks_lib.pair_masks(labels, where, batch.candidate_labels,
                                  batch.candidate_where, self_index)
     if selected:
       masks = dataclasses.replace(masks, positive=masks.positive & selected[0],
                                   negative=masks.negative & selected[1])
-    return fn(anchors, masks)
+    return fn(anchors, masks, *more)
 
-  rows = (batch.anchors, batch.labels, batch.where, batch.self_index)
+  rows = (batch.anchors, batch.labels, batch.where, batch.self_index) + extra
   if pairs is not None:
     rows += mined_pair_masks(batch, pairs)
   return map_row_blocks(run, rows, block_rows(block_size, batch.anchors.shape[0]))
+
+
+def per_reference(batch: Batch, block_size, fn):
+  """``fn(rows [b, D], masks PairMasks [b, C])`` over blocks of the reference rows.
+
+  The reference (memory-bank) rows as anchors, streamed like :func:`per_anchor`:
+  for a loss whose terms need a candidate's own neighbourhood (lifted
+  structure: :math:`N(j)` of a positive ``j``), which bank rows are too. They
+  carry no gradient, but the candidates they are compared with do.
+  """
+  size = batch.candidates.shape[0]
+  start = size - batch.num_refs
+
+  def run(rows, labels, where, self_index):
+    masks = masks_lib.pair_masks(labels, where, batch.candidate_labels,
+                                 batch.candidate_where, self_index)
+    return fn(rows, masks)
+
+  rows = (batch.candidates[start:], batch.candidate_labels[start:],
+          batch.candidate_where[start:], jnp.arange(start, size))
+  return map_row_blocks(run, rows, block_rows(block_size, batch.num_refs))
 
 
 def check_options(*, metric=None, reduction=None, similarity: bool = False,

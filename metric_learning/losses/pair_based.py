@@ -10,14 +10,19 @@ negatives, :math:`\hat x = x / \|x\|_2` (a zero vector stays zero) and
 Like the other in-batch losses they take ``where`` (padding), ``axis_name``
 (global batch under ``pmap`` / ``shard_map``), a memory bank (``ref_*``: rows
 that are candidates but not anchors and receive no gradient) and the four
-reductions of :mod:`metric_learning.reductions`. Every one is O(batch²) in time
-and memory (FastAP: O(batch² · bins)). Default hyper-parameters are the
+reductions of :mod:`metric_learning.reductions`, and ``block_size``: every one
+streams over blocks of anchor rows, O(block · batch) memory (the default is
+automatic: dense up to 512 rows, blocks of 256 above). Time is O(batch² · dim)
+(FastAP: O(batch² · bins); angular: O(batch · dim + positive pairs · batch),
+from label-sorted tiles of candidates that hold positives). Default hyper-parameters are the
 papers' where the papers give them, else pytorch-metric-learning's; each
 docstring says which.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import numbers
 
@@ -25,8 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from metric_learning import _kernels
+from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import distances as distances_lib
+from metric_learning import reductions
 from metric_learning.losses import _pipeline
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -43,13 +50,13 @@ def _prepare(embeddings, labels, where, ref_embeddings, ref_labels, ref_where,
   return batch, jnp.dtype(batch.out_dtype)
 
 
-def _cosine(batch: _pipeline.Batch) -> tuple[jax.Array, jax.Array]:
-  """``[A, C]`` cosine distances ``1 - s`` and similarities ``s``.
+def _cosine(batch: _pipeline.Batch, anchors: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``[b, C]`` cosine distances ``1 - s`` and similarities ``s`` of ``anchors``.
 
   Built from the library's cosine distance, whose rounding noise around 0 is set
   to exactly 0: duplicates get ``s = 1`` and gradient 0.
   """
-  d = batch.distances("cosine")
+  d = _kernels.pairwise(anchors, batch.candidates, "cosine")
   return d, 1.0 - d
 
 
@@ -64,6 +71,7 @@ def _angle(value, name: str, *, upper: float) -> None:
 
 def circle_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.4, gamma=80.0,
                 where: jax.Array | None = None, reduction: str = "mean_nonzero",
+                block_size: int | None = None,
                 ref_embeddings: jax.Array | None = None,
                 ref_labels: jax.Array | None = None,
                 ref_where: jax.Array | None = None,
@@ -98,6 +106,9 @@ def circle_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.4, gamma=8
     gamma: scale :math:`\gamma > 0`.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean_nonzero"``, ``"mean"``, ``"sum"`` or ``"none"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -122,21 +133,26 @@ def circle_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.4, gamma=8
   _validation.positive(gamma, "gamma")
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  _, s = _cosine(batch)
-  masks = batch.masks()
-  fixed = jax.lax.stop_gradient(s)
-  logit_p = -gamma * jax.nn.relu(1.0 + margin - fixed) * (s - (1.0 - margin))
-  logit_n = gamma * jax.nn.relu(fixed + margin) * (s - margin)
-  lse_p, _ = _pipeline.log_sum_exp(logit_p, masks.positive)
-  lse_n, _ = _pipeline.log_sum_exp(logit_n, masks.negative)
-  valid = masks.valid_anchor
-  value = jax.nn.softplus(jnp.where(valid, lse_p + lse_n, 0.0))
-  return batch.finish(_pipeline.terms(value, valid), reduction).astype(dtype)
+
+  def rows(anchors, masks):
+    _, s = _cosine(batch, anchors)
+    fixed = jax.lax.stop_gradient(s)
+    logit_p = -gamma * jax.nn.relu(1.0 + margin - fixed) * (s - (1.0 - margin))
+    logit_n = gamma * jax.nn.relu(fixed + margin) * (s - margin)
+    lse_p, _ = _pipeline.log_sum_exp(logit_p, masks.positive)
+    lse_n, _ = _pipeline.log_sum_exp(logit_n, masks.negative)
+    valid = masks.valid_anchor
+    value = jax.nn.softplus(jnp.where(valid, lse_p + lse_n, 0.0))
+    return _pipeline.terms(value, valid)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+                      reduction).astype(dtype)
 
 
 def tuplet_margin_loss(embeddings: jax.Array, labels: jax.Array, *,
                        margin=_TUPLET_MARGIN, scale=64.0,
                        where: jax.Array | None = None, reduction: str = "mean",
+                       block_size: int | None = None,
                        ref_embeddings: jax.Array | None = None,
                        ref_labels: jax.Array | None = None,
                        ref_where: jax.Array | None = None,
@@ -170,6 +186,9 @@ def tuplet_margin_loss(embeddings: jax.Array, labels: jax.Array, *,
     scale: :math:`s > 0`.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -194,21 +213,25 @@ def tuplet_margin_loss(embeddings: jax.Array, labels: jax.Array, *,
   _validation.positive(scale, "scale")
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  d, s = _cosine(batch)
-  masks = batch.masks()
-  # sin(theta) = sqrt(1 - c^2) = sqrt(d (2 - d)): accurate near c = 1, and the
-  # safe sqrt has gradient 0 (not inf) at d = 0.
-  sin = distances_lib.safe_sqrt(jnp.clip(d * (2.0 - d), 0.0, None))
-  shifted = s * jnp.cos(margin) + sin * jnp.sin(margin)
-  lse_n, found = _pipeline.log_sum_exp(scale * s, masks.negative)
-  pairs = masks.positive & found[:, None]
-  gap = jnp.where(pairs, lse_n[:, None] - scale * shifted, 0.0)
-  t = _pipeline.terms(jax.nn.softplus(gap), pairs, axis=-1)
-  return batch.finish(t, reduction).astype(dtype)
+
+  def rows(anchors, masks):
+    d, s = _cosine(batch, anchors)
+    # sin(theta) = sqrt(1 - c^2) = sqrt(d (2 - d)): accurate near c = 1, and the
+    # safe sqrt has gradient 0 (not inf) at d = 0.
+    sin = distances_lib.safe_sqrt(jnp.clip(d * (2.0 - d), 0.0, None))
+    shifted = s * jnp.cos(margin) + sin * jnp.sin(margin)
+    lse_n, found = _pipeline.log_sum_exp(scale * s, masks.negative)
+    pairs = masks.positive & found[:, None]
+    gap = jnp.where(pairs, lse_n[:, None] - scale * shifted, 0.0)
+    return _pipeline.terms(jax.nn.softplus(gap), pairs, axis=-1)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+                      reduction).astype(dtype)
 
 
 def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALPHA,
                  where: jax.Array | None = None, reduction: str = "mean",
+                 block_size: int | None = None,
                  ref_embeddings: jax.Array | None = None,
                  ref_labels: jax.Array | None = None,
                  ref_where: jax.Array | None = None,
@@ -224,8 +247,11 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
     \ell_{ij} = \log\Big(1 + \sum_{k \in N(i)} e^{f_{ijk}}\Big), \quad j \in P(i)
 
   (the paper's eq. 9). The sum over negatives is one matmul of
-  row-shifted exponentials, :math:`\sum_k e^{4t s_{ik}} e^{4t s_{jk}}`, so
-  memory stays O(batch²). ``"mean"`` divides by the number of positive pairs
+  row-shifted exponentials, :math:`\sum_k e^{4t s_{ik}} e^{4t s_{jk}}`. Streamed,
+  anchors and candidates are put in label order and each block of anchors
+  takes that matmul only against the tiles of candidates that hold its
+  positives: memory O(block · batch), time O(positive pairs · batch) on top of
+  the similarities, for any labels. ``"mean"`` divides by the number of positive pairs
   of valid anchors (pytorch-metric-learning's ``MeanReducer`` over positive
   pairs); ``"none"`` gives each anchor's sum over its positive pairs.
 
@@ -243,6 +269,9 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
       degrees, where the shifted exponentials cannot underflow in float32).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -266,11 +295,51 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
   _angle(alpha, "alpha", upper=1.2)
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  _, s = _cosine(batch)                                           # [A, C]
-  s_cc = 1.0 - _kernels.pairwise(batch.candidates, batch.candidates, "cosine")
-  masks = batch.masks()
   t = jnp.tan(alpha) ** 2
-  u, v = 4.0 * t * s, 4.0 * t * s_cc
+  block = _pipeline.block_rows(block_size, batch.anchors.shape[0])
+  if block is None:
+    rows = functools.partial(_angular_rows, batch, t=t, tile=None)
+    terms = _pipeline.per_anchor(batch, block_size, rows)
+  else:
+    # Label-sorted anchors and candidates: the positives of a block of anchors
+    # then fill few candidate tiles, and only those are computed.
+    ordered, inverse = _sorted_by_label(batch)
+    rows = functools.partial(_angular_rows, ordered, t=t, tile=block)
+    terms = jax.tree.map(lambda v: v[inverse], _pipeline.per_anchor(ordered, block, rows))
+  return batch.finish(terms, reduction).astype(dtype)
+
+
+def _sorted_by_label(batch: _pipeline.Batch) -> tuple[_pipeline.Batch, jax.Array]:
+  """``batch`` with anchors and candidates in (stable) label order, and the
+  permutation that puts per-anchor results back in the caller's order."""
+  anchor_order = jax.lax.stop_gradient(jnp.argsort(batch.labels, stable=True))
+  order = jax.lax.stop_gradient(jnp.argsort(batch.candidate_labels, stable=True))
+  position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+  ordered = dataclasses.replace(
+      batch, anchors=_sharding.take_rows(batch.anchors, anchor_order),
+      labels=batch.labels[anchor_order], where=batch.where[anchor_order],
+      candidates=_sharding.take_rows(batch.candidates, order),
+      candidate_labels=batch.candidate_labels[order],
+      candidate_where=batch.candidate_where[order],
+      self_index=position[batch.self_index[anchor_order]])
+  inverse = jnp.zeros_like(anchor_order).at[anchor_order].set(
+      jnp.arange(anchor_order.shape[0], dtype=anchor_order.dtype))
+  return ordered, inverse
+
+
+def _angular_rows(batch: _pipeline.Batch, anchors, masks, *, t, tile: int | None):
+  r"""Angular terms of a block of anchors against every candidate.
+
+  :math:`\log\sum_{k \in N(i)} e^{4t(s_{ik} + s_{jk})}` for each positive
+  :math:`j` is one matmul of row-shifted exponentials,
+  :math:`\sum_k e^{4t s_{ik}} e^{4t s_{jk}}`. With ``tile=None`` it is taken
+  against all candidates at once (a ``[C, C]`` factor); otherwise over tiles
+  of ``tile`` candidates ``j``, skipping the tiles that hold no positive of the
+  block: memory O(block · C + tile · C), time proportional to the tiles that
+  hold positive pairs.
+  """
+  _, s = _cosine(batch, anchors)                                   # [b, C]
+  u = 4.0 * t * s
   # exp(u_ik + v_jk) = exp(u_ik - a_i) exp(v_jk - b_j) e^(a_i + b_j) with the row
   # maxima a, b (constants): every factor is in [e^(-8t), 1] since |s| <= 1, and
   # the largest masked term of each row is at least e^(-8t), which cannot
@@ -278,24 +347,51 @@ def angular_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=_ANGULAR_ALP
   found = masks.has_negative
   a = jax.lax.stop_gradient(jnp.max(jnp.where(masks.negative, u, _pipeline.NEG_LOG), -1))
   a = jnp.where(found, a, 0.0)
-  b = jax.lax.stop_gradient(jnp.max(v, -1))
   left = jnp.where(masks.negative, jnp.exp(jnp.where(masks.negative, u - a[:, None], 0.0)),
                    0.0)
-  right = jnp.exp(v - b[:, None])
-  total = jnp.matmul(left, right.T, precision=_HIGHEST)           # [A, C]
-  total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
-  lse = a[:, None] + b[None, :] + jnp.log(total)
   pairs = masks.positive & found[:, None]
-  f = jnp.where(pairs, lse - 2.0 * (1.0 + t) * s, 0.0)
-  t = _pipeline.terms(jax.nn.softplus(f), pairs, axis=-1)
-  return batch.finish(t, reduction).astype(dtype)
+
+  def tile_terms(cands, s_ij, pairs):
+    """Terms of the anchors against candidates ``cands`` [n, D] as positives."""
+    v = 4.0 * t * (1.0 - _kernels.pairwise(cands, batch.candidates, "cosine"))   # [n, C]
+    b = jax.lax.stop_gradient(jnp.max(v, -1))
+    right = jnp.exp(v - b[:, None])
+    total = jnp.matmul(left, right.T, precision=_HIGHEST)                       # [b, n]
+    total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
+    lse = a[:, None] + b[None, :] + jnp.log(total)
+    f = jnp.where(pairs, lse - 2.0 * (1.0 + t) * s_ij, 0.0)
+    return _pipeline.terms(jax.nn.softplus(f), pairs, axis=-1)
+
+  if tile is None:
+    return tile_terms(batch.candidates, s, pairs)
+  size = batch.candidates.shape[0]
+  tiles = -(-size // tile)
+  pad = tiles * tile - size
+  cands = jnp.pad(batch.candidates, ((0, pad), (0, 0)))
+  s = jnp.pad(s, ((0, 0), (0, pad)))
+  pairs = jnp.pad(pairs, ((0, 0), (0, pad)))
+  active = jnp.any(pairs.reshape(pairs.shape[0], tiles, tile), axis=(0, 2))     # [tiles]
+
+  @jax.checkpoint
+  def step(total, w):
+    start = w * tile
+    cut = lambda x, axis: jax.lax.dynamic_slice_in_dim(x, start, tile, axis)
+    operands = (cut(cands, 0), cut(s, 1), cut(pairs, 1))
+    zero = lambda *_: jax.tree.map(jnp.zeros_like, total)
+    got = jax.lax.cond(active[w], lambda o: tile_terms(*o), zero, operands)
+    return jax.tree.map(jnp.add, total, got), None
+
+  init = reductions.Terms(*(jnp.zeros(anchors.shape[:1], s.dtype) for _ in range(3)))
+  total, _ = jax.lax.scan(step, init, jnp.arange(tiles))
+  return total
 
 
 def generalized_lifted_structure_loss(
     embeddings: jax.Array, labels: jax.Array, *, neg_margin=1.0, pos_margin=0.0,
     metric: str = "euclidean", where: jax.Array | None = None, reduction: str = "mean",
-    ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
-    ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
+    block_size: int | None = None, ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
+    axis_name: str | None = None) -> jax.Array:
   r"""Generalised lifted structure loss (Hermans, Beyer, Leibe 2017), per anchor.
 
   The lifted structure loss of Oh Song et al. (2016) rewritten per anchor, with
@@ -324,6 +420,9 @@ def generalized_lifted_structure_loss(
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -349,16 +448,22 @@ def generalized_lifted_structure_loss(
   _pipeline.check_options(metric=metric, reduction=reduction)
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  d, masks = batch.distances(metric), batch.masks()
-  lse_p, _ = _pipeline.log_sum_exp(d - pos_margin, masks.positive)
-  lse_n, _ = _pipeline.log_sum_exp(neg_margin - d, masks.negative)
-  valid = masks.valid_anchor
-  value = jax.nn.relu(jnp.where(valid, lse_p + lse_n, 0.0))
-  return batch.finish(_pipeline.terms(value, valid), reduction).astype(dtype)
+
+  def rows(anchors, masks):
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
+    lse_p, _ = _pipeline.log_sum_exp(d - pos_margin, masks.positive)
+    lse_n, _ = _pipeline.log_sum_exp(neg_margin - d, masks.negative)
+    valid = masks.valid_anchor
+    value = jax.nn.relu(jnp.where(valid, lse_p + lse_n, 0.0))
+    return _pipeline.terms(value, valid)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+                      reduction).astype(dtype)
 
 
 def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10,
                  where: jax.Array | None = None, reduction: str = "mean",
+                 block_size: int | None = None,
                  ref_embeddings: jax.Array | None = None,
                  ref_labels: jax.Array | None = None,
                  ref_where: jax.Array | None = None,
@@ -393,6 +498,9 @@ def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10
     num_bins: number of histogram bins :math:`L \ge 1` (a Python int).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -418,31 +526,45 @@ def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10
     raise ValueError(f"num_bins must be a Python int >= 1; got {num_bins!r}.")
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  d_cos, _ = _cosine(batch)
-  d = 2.0 * d_cos                                     # |x̂ - ŷ|² in [0, 4]
-  masks = batch.masks()
   delta = 4.0 / num_bins
-  centres = jnp.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype)
-  pulse = jax.nn.relu(1.0 - jnp.abs(d[..., None] - centres) / delta)   # [A, C, L+1]
-  h_pos = jnp.sum(jnp.where(masks.positive[..., None], pulse, 0.0), axis=1)
-  h_neg = jnp.sum(jnp.where(masks.negative[..., None], pulse, 0.0), axis=1)
-  # 1 - AP = sum_l h+_l (1 - H+_l / H_l) / |P(i)| = sum_l h+_l H-_l / H_l / |P(i)|,
-  # because the kernels of one pair sum to 1 over the bins. This form is >= 0
-  # and exactly 0 when no negative comes before a positive, without the
-  # rounding residue of 1 - (a number close to 1).
-  cum_neg = jnp.cumsum(h_neg, axis=-1)
-  cum_all = jnp.cumsum(h_pos, axis=-1) + cum_neg
-  ok = (h_pos > 0) & (cum_all > 0)
-  miss = jnp.sum(jnp.where(ok, h_pos * cum_neg / jnp.where(ok, cum_all, 1.0), 0.0), -1)
-  n_pos = jnp.sum(masks.positive, axis=-1).astype(d.dtype)
-  valid = masks.valid_anchor
-  value = jnp.where(valid, miss / jnp.where(valid, n_pos, 1.0), 0.0)
-  return batch.finish(_pipeline.terms(value, valid), reduction).astype(dtype)
+  streamed = _pipeline.block_rows(block_size, batch.anchors.shape[0]) is not None
+
+  def rows(anchors, masks):
+    d_cos, _ = _cosine(batch, anchors)
+    d = 2.0 * d_cos                                     # |x̂ - ŷ|² in [0, 4]
+    centres = jnp.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype)
+    # A loop over the bins, each one [rows, candidates] kernel reduced at once.
+    # Streamed, each bin is recomputed in the backward pass: memory does not
+    # grow with the bins (the dense path keeps one residual per bin).
+    def histogram(_, centre):
+      pulse = jax.nn.relu(1.0 - jnp.abs(d - centre) / delta)
+      return None, (jnp.sum(jnp.where(masks.positive, pulse, 0.0), axis=-1),
+                    jnp.sum(jnp.where(masks.negative, pulse, 0.0), axis=-1))
+
+    _, (h_pos, h_neg) = jax.lax.scan(jax.checkpoint(histogram) if streamed else histogram,
+                                     None, centres)
+    h_pos, h_neg = h_pos.T, h_neg.T                                # [rows, L+1]
+    # 1 - AP = sum_l h+_l (1 - H+_l / H_l) / |P(i)| = sum_l h+_l H-_l / H_l / |P(i)|,
+    # because the kernels of one pair sum to 1 over the bins. This form is >= 0
+    # and exactly 0 when no negative comes before a positive, without the
+    # rounding residue of 1 - (a number close to 1).
+    cum_neg = jnp.cumsum(h_neg, axis=-1)
+    cum_all = jnp.cumsum(h_pos, axis=-1) + cum_neg
+    ok = (h_pos > 0) & (cum_all > 0)
+    miss = jnp.sum(jnp.where(ok, h_pos * cum_neg / jnp.where(ok, cum_all, 1.0), 0.0), -1)
+    n_pos = jnp.sum(masks.positive, axis=-1).astype(d.dtype)
+    valid = masks.valid_anchor
+    value = jnp.where(valid, miss / jnp.where(valid, n_pos, 1.0), 0.0)
+    return _pipeline.terms(value, valid)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+                      reduction).astype(dtype)
 
 
 def nca_loss(embeddings: jax.Array, labels: jax.Array, *, softmax_scale=1.0,
              metric: str = "sqeuclidean", where: jax.Array | None = None,
-             reduction: str = "mean", ref_embeddings: jax.Array | None = None,
+             reduction: str = "mean", block_size: int | None = None,
+             ref_embeddings: jax.Array | None = None,
              ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
              axis_name: str | None = None) -> jax.Array:
   r"""Neighbourhood components analysis loss (Goldberger et al. 2005).
@@ -476,6 +598,9 @@ def nca_loss(embeddings: jax.Array, labels: jax.Array, *, softmax_scale=1.0,
     metric: ``"sqeuclidean"``, ``"euclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`metric_learning.contrastive_loss`
+      (None: automatic, dense up to 512 rows, blocks of 256 above; an int
+      ``>= batch`` forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     axis_name: mine over the global batch inside ``pmap`` / ``shard_map``.
@@ -499,10 +624,14 @@ def nca_loss(embeddings: jax.Array, labels: jax.Array, *, softmax_scale=1.0,
   _validation.positive(softmax_scale, "softmax_scale")
   batch, dtype = _prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                           ref_where, axis_name)
-  d, masks = batch.distances(metric), batch.masks()
-  z = -softmax_scale * d
-  lse_p, _ = _pipeline.log_sum_exp(z, masks.positive)
-  lse_n, _ = _pipeline.log_sum_exp(z, masks.negative)
-  valid = masks.valid_anchor
-  value = jax.nn.softplus(jnp.where(valid, lse_n - lse_p, 0.0))
-  return batch.finish(_pipeline.terms(value, valid), reduction).astype(dtype)
+
+  def rows(anchors, masks):
+    z = -softmax_scale * _kernels.pairwise(anchors, batch.candidates, metric)
+    lse_p, _ = _pipeline.log_sum_exp(z, masks.positive)
+    lse_n, _ = _pipeline.log_sum_exp(z, masks.negative)
+    valid = masks.valid_anchor
+    value = jax.nn.softplus(jnp.where(valid, lse_n - lse_p, 0.0))
+    return _pipeline.terms(value, valid)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+                      reduction).astype(dtype)

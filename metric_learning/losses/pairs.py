@@ -3,8 +3,11 @@ r"""Pair- and similarity-based relatives of the triplet loss.
 Contrastive (Hadsell et al. 2006), lifted structure (Oh Song et al. 2016),
 multi-similarity (Wang et al. 2019), margin (Wu et al. 2017) and N-pair
 (Sohn 2016). Notation as in :mod:`metric_learning.masks`; every loss here is
-O(batch²) in time; contrastive and multi-similarity stream over blocks of
-anchor rows (``block_size``), the others hold ``[batch, batch]`` matrices.
+O(batch²) in time and streams over blocks of anchor rows (``block_size``), so
+memory is O(block · batch): lifted structure in two passes (each row's negative
+log-sum-exp, then the pair terms), N-pair over the rows of its compacted
+(anchor, positive) matrix. Only margin loss with ``key`` (distance-weighted
+sampling) holds the ``[batch, batch]`` distance matrix.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
 
 def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
                           metric: str = "euclidean", where: jax.Array | None = None,
-                          reduction: str = "mean", ref_embeddings: jax.Array | None = None,
+                          reduction: str = "mean", block_size: int | None = None,
+                          ref_embeddings: jax.Array | None = None,
                           ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
                           axis_name: str | None = None) -> jax.Array:
   r"""Lifted structured loss (Oh Song, Xiang, Jegelka, Savarese 2016).
@@ -128,6 +132,10 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
   appears from both ends). With a memory bank, bank rows are candidates (as
   :math:`j`, :math:`k` or :math:`l`) but never anchors :math:`i`.
 
+  Two streamed passes over blocks of rows: the first gives every candidate's
+  negative log-sum-exp (a ``[candidates]`` vector), the second the pair terms,
+  with that vector broadcast over the columns.
+
   Args:
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
@@ -135,6 +143,9 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
     metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
+    block_size: anchor rows per block, as in :func:`contrastive_loss` (None:
+      automatic, dense up to 512 rows, blocks of 256 above; an int ``>= batch``
+      forces the dense path). Same values and gradients.
     axis_name: device axis for global-batch pairs.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
@@ -156,20 +167,28 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
   _pipeline.check_options(metric=metric, reduction=reduction, margin=margin)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  d, masks = batch.distances(metric), batch.masks()
-  lse, found = _pipeline.log_sum_exp(margin - d, masks.negative)
-  # j has i's label, so N(j) = N(i) and "found" is shared by both ends; j's own
-  # log-sum-exp comes from whichever device holds row j, or, for a bank row,
-  # from the bank row's distances to every candidate.
+
+  def negative_lse(rows, masks):
+    d = _kernels.pairwise(rows, batch.candidates, metric)
+    return _pipeline.log_sum_exp(margin - d, masks.negative)
+
+  # Pass 1. j has i's label, so N(j) = N(i) and "found" is shared by both ends;
+  # j's own log-sum-exp comes from whichever device holds row j, or, for a bank
+  # row, from the bank row's distances to every candidate.
+  lse, found = _pipeline.per_anchor(batch, block_size, negative_lse)
   lse_j = batch.gather(lse)
   if batch.num_refs:
-    rows, ref_masks = batch.references()
-    d_ref = _kernels.pairwise(rows, batch.candidates, metric)
-    lse_j = jnp.concatenate([lse_j, _pipeline.log_sum_exp(margin - d_ref,
-                                                          ref_masks.negative)[0]])
-  j_ij = jnp.logaddexp(lse[:, None], lse_j[None, :]) + d
-  pairs = masks.positive & found[:, None]
-  t = _pipeline.terms(0.5 * jax.nn.relu(j_ij) ** 2, pairs, axis=-1)
+    lse_ref = _pipeline.per_reference(batch, block_size,
+                                      lambda r, m: negative_lse(r, m)[0])
+    lse_j = jnp.concatenate([lse_j, lse_ref])
+
+  def rows(anchors, masks, lse_i, found_i):      # pass 2
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
+    j_ij = jnp.logaddexp(lse_i[:, None], lse_j[None, :]) + d
+    pairs = masks.positive & found_i[:, None]
+    return _pipeline.terms(0.5 * jax.nn.relu(j_ij) ** 2, pairs, axis=-1)
+
+  t = _pipeline.per_anchor(batch, block_size, rows, extra=(lse, found))
   return batch.finish(t, reduction)
 
 
@@ -261,6 +280,7 @@ NPAIR_DEFINITIONS = ("sohn", "all_pairs")
 def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.2,
                 metric: str = "euclidean", key: jax.Array | None = None, weighting: str = "pairs",
                 where: jax.Array | None = None, reduction: str = "mean_nonzero",
+                block_size: int | None = None,
                 ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
                 ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
   r"""Margin-based loss (Wu, Manmatha, Smola, Krähenbühl 2017).
@@ -295,6 +315,10 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
       only; not with ``axis_name`` or a memory bank).
     where: optional ``[batch]`` bool; False marks padding rows.
     reduction: ``"mean_nonzero"``, ``"mean"`` (over pairs), ``"sum"`` or ``"none"``.
+    block_size: anchor rows per block, as in :func:`contrastive_loss` (None:
+      automatic, dense up to 512 rows, blocks of 256 above; an int ``>= batch``
+      forces the dense path). With ``key`` the sampling
+      sees the whole ``[batch, batch]`` distance matrix: always dense. Same values and gradients.
     axis_name: device axis for global-batch pairs.
     weighting: ``"pairs"`` (the paper) or ``"triplets"`` (pytorch-metric-learning).
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
@@ -325,50 +349,68 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
                      "memory bank, or use all negatives.")
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  d, masks = batch.distances(metric), batch.masks()
-  beta = jnp.asarray(beta, d.dtype)
+  dtype = batch.anchors.dtype
+  beta = jnp.asarray(beta, dtype)
   size = 0 if batch.empty else batch.labels.shape[0]
   if beta.ndim not in (0, 1) or (beta.ndim == 1 and beta.shape != (size,)):
     raise ValueError(f"beta must be a scalar or have shape {(size,)}; "
                      f"got shape {beta.shape}.")
   if beta.ndim and batch.empty:
-    beta = jnp.zeros(batch.labels.shape, d.dtype)
-  beta = beta[:, None] if beta.ndim else beta
-  negatives = masks.negative
+    beta = jnp.zeros(batch.labels.shape, dtype)
+  beta = jnp.broadcast_to(beta, batch.labels.shape)       # one boundary per anchor
+  extra = (beta,)
   if key is not None:
-    sel = mining.distance_weighted(jax.lax.stop_gradient(d), batch.labels, key=key,
-                                   dim=batch.anchors.shape[1], where=batch.where)
+    # Distance-weighted sampling draws from the whole [anchors, candidates] matrix.
+    block_size = batch.anchors.shape[0]
+    d = jax.lax.stop_gradient(batch.distances(metric))
+    sel = mining.distance_weighted(d, batch.labels, key=key, dim=batch.anchors.shape[1],
+                                   where=batch.where)
     columns = jnp.arange(d.shape[1])[None, :]
-    negatives = (columns == sel.negative_index[:, None]) & sel.valid[:, None]
-  pos = _pipeline.terms(jax.nn.relu(margin + d - beta), masks.positive, axis=-1)
-  neg = _pipeline.terms(jax.nn.relu(margin - d + beta), negatives, axis=-1)
-  if weighting == "triplets":
+    extra += ((columns == sel.negative_index[:, None]) & sel.valid[:, None],)
+
+  def rows(anchors, masks, beta, *sampled):
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
+    beta = beta[:, None]
+    negatives = sampled[0] if sampled else masks.negative
+    pos = _pipeline.terms(jax.nn.relu(margin + d - beta), masks.positive, axis=-1)
+    neg = _pipeline.terms(jax.nn.relu(margin - d + beta), negatives, axis=-1)
+    if weighting == "pairs":
+      return jax.tree.map(jnp.add, pos, neg)
     num_pos = jnp.sum(masks.positive, -1).astype(d.dtype)
     num_neg = jnp.sum(negatives, -1).astype(d.dtype)
-    t = reductions.Terms(num_neg * pos.values + num_pos * neg.values, num_pos * num_neg,
-                         num_neg * pos.nonzero + num_pos * neg.nonzero)
-    return batch.finish(t, reduction)
-  return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
+    return reductions.Terms(num_neg * pos.values + num_pos * neg.values, num_pos * num_neg,
+                            num_neg * pos.nonzero + num_pos * neg.nonzero)
+
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=extra), reduction)
 
 
 def _second_occurrences(batch: _pipeline.Batch):
   """Sohn's roles, by order of the candidates (batch rows, then the bank).
 
-  Returns ``(first [A], second [C])``: whether each anchor is the first real
-  row of its label, and whether each candidate is the second real row of its
-  label. One [C, C] comparison; under ``axis_name`` the order is the global one.
+  Returns ``(first [A], second [C], pairs [A])``: whether each anchor is the
+  first real row of its label, whether each candidate is the second real row of
+  its label, and whether an anchor is a first row whose label has a second.
+  Under ``axis_name`` the order is the global one. A stable sort by label puts
+  each label's rows in row order: a row's rank is the number of real rows of
+  its label before it (O(C log C), no [C, C] comparison).
   """
   labels, real = batch.candidate_labels, batch.candidate_where
-  size = labels.shape[0]
-  earlier = jnp.arange(size)[None, :] < jnp.arange(size)[:, None]     # [c, j]: j < c
-  same = (labels[:, None] == labels[None, :]) & real[None, :] & earlier
-  rank = jnp.sum(same, axis=-1)
+  order = jnp.argsort(labels, stable=True)
+  ordered = labels[order]
+  counts = jnp.concatenate([jnp.zeros((1,), jnp.int32),
+                            jnp.cumsum(real[order].astype(jnp.int32))])
+  position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+  start = jnp.searchsorted(ordered, labels, side="left")
+  stop = jnp.searchsorted(ordered, labels, side="right")
+  rank = counts[position] - counts[start]          # real rows of the label before it
+  size = counts[stop] - counts[start]              # real rows of the label
   first = batch.where & (jnp.take(rank, batch.self_index) == 0)
-  return first, real & (rank == 1)
+  return first, real & (rank == 1), first & (jnp.take(size, batch.self_index) >= 2)
 
 
 def npair_loss(embeddings: jax.Array, labels: jax.Array, *, definition: str = "sohn",
                l2_penalty=0.0, where: jax.Array | None = None, reduction: str = "mean",
+               block_size: int | None = None,
                ref_embeddings: jax.Array | None = None, ref_labels: jax.Array | None = None,
                ref_where: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
   r"""Multi-class N-pair loss (Sohn 2016).
@@ -415,6 +457,10 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *, definition: str = "s
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     axis_name: device axis for the global batch (roles in global row order).
     definition: ``"sohn"`` or ``"all_pairs"``.
+    block_size: anchor rows per block (Sohn: rows of anchors that
+      have a partner), as in :func:`contrastive_loss` (None:
+      automatic, dense up to 512 rows, blocks of 256 above; an int ``>= batch``
+      forces the dense path). Same values and gradients.
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`metric_learning.batch_hard_triplet_loss`.
     l2_penalty: :math:`\lambda \ge 0`, the weight of the mean squared norm.
@@ -441,7 +487,7 @@ def npair_loss(embeddings: jax.Array, labels: jax.Array, *, definition: str = "s
   _validation.choice(definition, "definition", NPAIR_DEFINITIONS)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  loss = _npair(batch, definition, reduction)
+  loss = _npair(batch, definition, reduction, block_size)
   if _is_zero(l2_penalty):
     return loss
   return _add_penalty(loss, _l2_penalty(batch, l2_penalty))
@@ -485,29 +531,30 @@ def _npair_raw_l2_penalty(embeddings: jax.Array, labels: jax.Array,
   return _l2_penalty(batch, l2_penalty), {**kwargs, "l2_penalty": 0.0}
 
 
-def _npair(batch: _pipeline.Batch, definition: str, reduction: str) -> jax.Array:
+def _npair(batch: _pipeline.Batch, definition: str, reduction: str, block_size) -> jax.Array:
   if definition == "all_pairs":
-    s = jnp.matmul(batch.anchors, batch.candidates.T, precision=_HIGHEST)
-    masks = batch.masks()
-    lse, found = _pipeline.log_sum_exp(s, masks.negative)
-    pairs = masks.positive & found[:, None]
-    t = _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
-    return batch.finish(t, reduction)
-  return batch.finish(_sohn_terms(batch), reduction)
+    def rows(anchors, masks):
+      s = jnp.matmul(anchors, batch.candidates.T, precision=_HIGHEST)
+      lse, found = _pipeline.log_sum_exp(s, masks.negative)
+      pairs = masks.positive & found[:, None]
+      return _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
+
+    return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+  return batch.finish(_sohn_terms(batch, block_size), reduction)
 
 
-def _sohn_terms(batch: _pipeline.Batch) -> reductions.Terms:
+def _sohn_terms(batch: _pipeline.Batch, block_size) -> reductions.Terms:
   """Sohn's terms on the compacted pairs: only anchors that have a partner
   (rows) against only second rows (columns).
 
   Shapes are static, so the compacted matrix has room for every case: at most
   half the candidates are second rows, and without a bank or other devices at
   most half the anchors have a partner. That is a quarter of the
-  [batch, candidates] matrix (an N-pair batch fills it exactly).
+  [batch, candidates] matrix (an N-pair batch fills it exactly), streamed over
+  blocks of its rows like :func:`_pipeline.per_anchor`.
   """
-  first, second = _second_occurrences(batch)
+  _, second, partner = _second_occurrences(batch)
   size, cands = batch.anchors.shape[0], batch.candidates.shape[0]
-  partner = first & jnp.any(batch.masks().positive & second[None, :], axis=-1)
   local = batch.num_refs == 0 and batch.axis_name is None
   rows_cap = (size + 1) // 2 if local else size
   cols_cap = max(1, cands // 2)
@@ -517,13 +564,22 @@ def _sohn_terms(batch: _pipeline.Batch) -> reductions.Terms:
   col_ok = jnp.arange(cols_cap) < jnp.sum(second)
   a = _sharding.take_rows(batch.anchors, jax.lax.stop_gradient(rows))
   c = _sharding.take_rows(batch.candidates, jax.lax.stop_gradient(cols))
-  s = jnp.matmul(a, c.T, precision=_HIGHEST)
-  same = batch.labels[rows][:, None] == batch.candidate_labels[cols][None, :]
-  lse, found = _pipeline.log_sum_exp(s, ~same & col_ok[None, :])
-  positive = same & col_ok[None, :]                  # exactly one: the partner
-  s_pos = jnp.sum(jnp.where(positive, s, 0), axis=-1)
-  valid = row_ok & found
-  values = jnp.where(valid, jax.nn.softplus(lse - s_pos), 0)
+  col_labels = batch.candidate_labels[cols]
+
+  def block(a, labels, ok):
+    s = jnp.matmul(a, c.T, precision=_HIGHEST)
+    same = labels[:, None] == col_labels[None, :]
+    lse, found = _pipeline.log_sum_exp(s, ~same & col_ok[None, :])
+    positive = same & col_ok[None, :]                  # exactly one: the partner
+    s_pos = jnp.sum(jnp.where(positive, s, 0), axis=-1)
+    valid = ok & found
+    return jnp.where(valid, jax.nn.softplus(lse - s_pos), 0), valid
+
+  rows_per_block = _pipeline.block_rows(block_size, size)
+  if rows_per_block is not None and rows_per_block >= rows_cap:
+    rows_per_block = None
+  values, valid = _pipeline.map_row_blocks(block, (a, batch.labels[rows], row_ok),
+                                           rows_per_block)
   # Back to anchor order (the "none" reduction returns a term per anchor).
   scatter = lambda v: jnp.zeros((size,), v.dtype).at[rows].add(jnp.where(row_ok, v, 0))
   return _pipeline.terms(scatter(values), scatter(valid.astype(values.dtype)) > 0)

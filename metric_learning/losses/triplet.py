@@ -456,7 +456,8 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
 
 def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, margin2=0.1,
                     metric: str = "euclidean", soft: bool = False, where: jax.Array | None = None,
-                    reduction: str = "mean", ref_embeddings: jax.Array | None = None,
+                    reduction: str = "mean", block_size: int | None = None,
+                    ref_embeddings: jax.Array | None = None,
                     ref_labels: jax.Array | None = None, ref_where: jax.Array | None = None,
                     axis_name: str | None = None) -> jax.Array:
   r"""Batch-hard quadruplet loss (Chen et al. 2017).
@@ -473,6 +474,13 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, mar
   as in batch-hard's soft margin. With a memory bank, bank rows are candidates
   (positives, negatives and members of the negative pair), never anchors.
 
+  :math:`d^{--}_i` depends only on the anchor's label: it is the closest pair of
+  two classes over the whole batch, unless one of those two classes is the
+  anchor's, and then the closest pair without that class. Three minima over
+  all pairs, found by streaming over blocks of rows (O(block · batch) memory),
+  serve every anchor; the selection and the pair search carry no gradient,
+  which flows only through the selected rows (O(batch · dim)).
+
   Args:
     embeddings: ``[batch, dim]`` floating array.
     labels: ``[batch]`` integer labels.
@@ -484,6 +492,9 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, mar
     reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"mean_nonzero"``.
     axis_name: device axis for global-batch mining.
     soft: softplus instead of both hinges (margins ignored).
+    block_size: rows per block of the mining and the pair search, as in
+      :func:`batch_hard_triplet_loss` (None: automatic, dense up to 512 rows,
+      blocks of 256 above; an int ``>= batch`` forces the dense path).
     ref_embeddings, ref_labels, ref_where: optional extra candidates (memory
       bank), as in :func:`batch_hard_triplet_loss`.
 
@@ -508,29 +519,58 @@ def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, mar
                           margin2=margin2, similarity=True)
   batch = _pipeline.prepare(embeddings, labels, where, ref_embeddings, ref_labels,
                             ref_where, axis_name)
-  # One candidate x candidate matrix serves both terms: the anchors' rows of it
-  # drive the batch-hard selection, all of it the closest negative pair.
-  x = jax.lax.stop_gradient(batch.candidates)
-  d = _kernels.pairwise(x, x, metric)
-  masks = batch.masks()
-  pi, ni, valid = mining.hard_indices(jnp.take(d, batch.self_index, axis=0), masks)
+  pi, ni, valid = _select(batch, metric, block_size)
   first, dp = _triplet_terms(batch, pi, ni, valid, margin=margin, metric=metric, soft=soft)
-  cand_labels, cand_where = batch.candidate_labels, batch.candidate_where
-  other_pair = ((cand_labels[:, None] != cand_labels[None, :])   # y_k != y_l, both real
-                & cand_where[:, None] & cand_where[None, :])
-  size = d.shape[0]
-
-  def hardest_pair(neg_row):
-    allowed = other_pair & neg_row[:, None] & neg_row[None, :]
-    flat, _, found = mining.masked_argmin(d.reshape(-1), allowed.reshape(-1))
-    return jnp.maximum(flat, 0) // size, jnp.maximum(flat, 0) % size, found
-
-  k, l, found = mining.map_anchors(hardest_pair, masks.negative)
-  xk = jnp.take(batch.candidates, k, axis=0)
-  xl = jnp.take(batch.candidates, l, axis=0)
+  k, l, found = _closest_other_pairs(batch, metric,
+                                     _pipeline.block_rows(block_size, batch.anchors.shape[0]))
+  xk = _sharding.take_rows(batch.candidates, k)
+  xl = _sharding.take_rows(batch.candidates, l)
   dnn = _kernels.paired(xk, xl, metric)
   second = jnp.where(valid & found, _pipeline.triplet_term(dp - dnn, margin2, soft), 0)
   values = first.values + second
   terms = reductions.Terms(values, first.counts,
                            (valid & (values > 0)).astype(values.dtype))
   return batch.finish(terms, reduction)
+
+
+def _closest_other_pairs(batch: _pipeline.Batch, metric: str, block_size: int | None):
+  r"""Per anchor, the closest pair :math:`(k, l)` of real candidates with
+  :math:`y_k \ne y_l` and neither label the anchor's: ``(k, l, found)``, [A].
+
+  Ties go to the first pair in row-major order (row k, then column l). The
+  closest pair overall, of classes :math:`c_1 \ne c_2`, serves every anchor of
+  another class; anchors of class :math:`c_1` (:math:`c_2`) get the closest pair
+  without :math:`c_1` (:math:`c_2`). Rows of candidates are streamed in blocks;
+  no gradient flows here.
+  """
+  x = jax.lax.stop_gradient(batch.candidates)
+  labels, real = batch.candidate_labels, batch.candidate_where
+
+  def closest(*exclusions):
+    """Per exclusion (a tuple of labels): the first closest pair whose labels
+    differ and are not excluded. One distance block serves them all."""
+    def rows(a, a_labels, a_real):
+      d = _kernels.pairwise(a, x, metric)
+      other = (a_labels[:, None] != labels[None, :]) & a_real[:, None] & real[None, :]
+      out = []
+      for excluded in exclusions:
+        allowed = other
+        for c in excluded:
+          allowed = allowed & (a_labels[:, None] != c) & (labels[None, :] != c)
+        out.append(mining.masked_argmin(d, allowed))
+      return out
+
+    out = []
+    for l, value, found in _pipeline.map_row_blocks(rows, (x, labels, real), block_size):
+      k, _, any_pair = mining.masked_argmin(value[None], found[None])
+      k = jnp.maximum(k[0], 0)
+      out.append((k, jnp.maximum(l[k], 0), any_pair[0]))
+    return out
+
+  (k, l, found), = closest(())
+  c1, c2 = labels[k], labels[l]
+  (k1, l1, found1), (k2, l2, found2) = closest((c1,), (c2,))
+  y = batch.labels
+  pick = lambda a, b, c: jnp.where(y == c1, a, jnp.where(y == c2, b, c))
+  found = found & pick(found1, found2, True) & batch.where
+  return pick(k1, k2, k), pick(l1, l2, l), found
