@@ -22,7 +22,8 @@ The protocol of "A Metric Learning Reality Check", per loss:
    (``--test_split``); the table gives mean ± 95 % interval (Student's t)
    over seeds. Two baselines use no training: raw pixels, and the config's
    model at initialisation (its pooled backbone features — ImageNet features
-   with ``--config.model.weights=...``, random ones otherwise).
+   with ``--config.model.weights=...``, random ones otherwise), each ranked by
+   euclidean distance and L2-normalised (cosine).
 
 Everything else is the config's: model, optimizer, steps, sampler, augmentation
 (``--config.num_steps=300`` etc. apply to every run). Every run is a workdir
@@ -389,21 +390,28 @@ def search(base, plan, loss: str, workdir: str) -> list[dict]:
 
 
 def baselines(base, test) -> dict[str, dict[str, float]]:
-  """Raw pixels, and the config's model at initialisation (pooled features), on the test split."""
+  """Raw pixels, and the config's model at initialisation (pooled features), on the test
+  split: each by euclidean distance and L2-normalised (cosine ranking), since the trained
+  embeddings of most recipes are L2-normalised and pretrained features rank better so."""
   from metric_learning import metrics  # pylint: disable=import-outside-toplevel
   from metric_learning import models  # pylint: disable=import-outside-toplevel
   from metric_learning.evaluators import base as eval_base  # pylint: disable=import-outside-toplevel
   keys = ("map_at_r", "precision_at_1", "r_precision")
-  raw = metrics.retrieval_metrics(np.asarray(test.inputs, np.float32).reshape(len(test.inputs), -1),
-                                  test.labels)
+  def scores(x):
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return [{k: r[k] for k in keys} for r in (metrics.retrieval_metrics(v, test.labels)
+                                              for v in (x, unit))]
+
   model = models.create(base.model.name, tuple(test.inputs.shape[1:]), seed=base.seed,
                         **config_lib.part_settings(base.model))
   model.eval()
   features = eval_base.embed_dataset(lambda x: np.asarray(model.features(x)), test.inputs,
                                      batch_size=base.eval_batch_size)
-  initial = metrics.retrieval_metrics(np.asarray(features, np.float32), test.labels)
-  return {"raw pixels": {k: raw[k] for k in keys},
-          f"{base.model.name} features at initialisation": {k: initial[k] for k in keys}}
+  name = f"{base.model.name} features at initialisation"
+  rows = dict(zip(("raw pixels", "raw pixels, L2-normalised"), scores(test.inputs)))
+  rows.update(zip((name, f"{name}, L2-normalised"), scores(features)))
+  return rows
 
 
 def summarise(plan, per_loss: dict, base_rows: dict) -> dict[str, Any]:
@@ -456,9 +464,10 @@ def plot(results: dict, path: str) -> None:
   names = [r["loss"] for r in rows]
   ax.barh(names, [r["map_at_r"]["mean"] for r in rows],
           xerr=[r["map_at_r"]["half_width"] for r in rows], color="tab:blue", capsize=3)
-  colours = ("tab:red", "tab:gray", "tab:green")
-  for (name, b), colour in zip(results["baselines"].items(), colours):
-    ax.axvline(b["map_at_r"], color=colour, linestyle="--", label=f"{name} (no training)")
+  # Raw pixels red, the untrained model grey; dashed by euclidean distance, dotted L2-normalised.
+  for i, (name, b) in enumerate(results["baselines"].items()):
+    ax.axvline(b["map_at_r"], color=("tab:red", "tab:gray")[i // 2 % 2],
+               linestyle=("--", ":")[i % 2], label=f"{name} (no training)")
   ax.invert_yaxis()
   ax.set_xlabel("test MAP@R (held-out classes), mean ± 95 % interval")
   ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)

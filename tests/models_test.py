@@ -213,3 +213,28 @@ def test_freeze_backbone_settings_are_checked():
   with pytest.raises(ValueError, match="freeze_backbone must be True or False"):
     models.create("cnn", (8, 8, 1), freeze_backbone=1, freeze_batch_norm=True)
   assert models.arguments("resnet18")["freeze_backbone"] is False
+
+
+@pytest.mark.parametrize("name,shape,kwargs", [
+    ("mlp", (8, 8, 1), dict(hidden=(16,), embedding_dim=16)),
+    ("cnn", (8, 8, 1), dict(widths=(4, 8), embedding_dim=8)),
+    ("efficientnet_lite0", (32, 32, 1), dict(width_multiplier=0.25, embedding_dim=1280)),
+])
+def test_identity_head_starts_from_the_normalised_features(name, shape, kwargs):
+  model = models.create(name, shape, normalize=True, head_init="identity", **kwargs)
+  model.eval()
+  x = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
+  features = np.asarray(model.features(x))
+  np.testing.assert_allclose(model(x), features / np.linalg.norm(features, axis=1,
+                                                                 keepdims=True), atol=1e-6)
+  assert models.arguments(name)["head_init"] == "lecun_normal"
+
+
+def test_identity_head_settings_are_checked():
+  for kwargs, match in ((dict(embedding_dim=5), "embedding_dim equal to the features' width"),
+                        (dict(head_hidden=(8,)), "no head_hidden"),
+                        (dict(head_batch_norm=True), "head_batch_norm=False"),
+                        (dict(head_init="zeros"), "head_init must be one of")):
+    with pytest.raises(ValueError, match=match):
+      models.create("cnn", (8, 8, 1), **{"widths": (4, 8), "embedding_dim": 8,
+                                         "head_init": "identity", **kwargs})

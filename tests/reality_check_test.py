@@ -12,6 +12,7 @@ import pytest
 
 from experiments import reality_check as rc
 from experiments.configs import test as test_config
+from metric_learning import metrics
 from metric_learning.data import registry as data_registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +169,17 @@ def test_a_sweep_cross_validates_on_held_out_classes_and_retrains_the_best(tmp_p
   values = row["map_at_r"]["values"]
   assert len(values) == 2 and row["map_at_r"]["mean"] == pytest.approx(np.mean(values))
   assert row["map_at_r"]["half_width"] > 0
-  assert set(results["baselines"]) == {"raw pixels", "mlp features at initialisation"}
+  assert set(results["baselines"]) == {"raw pixels", "raw pixels, L2-normalised",
+                                       "mlp features at initialisation",
+                                       "mlp features at initialisation, L2-normalised"}
+  # The baselines are the retrieval metrics of the test split's pixels (and their unit rows).
+  test = data_registry.create("digits", seen_classes=train_classes)["unseen"]
+  pixels = test.inputs.reshape(len(test.inputs), -1)
+  for name, x in (("raw pixels", pixels),
+                  ("raw pixels, L2-normalised", pixels / np.linalg.norm(pixels, axis=1,
+                                                                        keepdims=True))):
+    want = metrics.retrieval_metrics(x.astype(np.float32), test.labels)["map_at_r"]
+    assert results["baselines"][name]["map_at_r"] == pytest.approx(want)
   table = open(os.path.join(workdir, "results.md")).read()
   assert "| batch_hard_triplet_loss | margin=" in table and "raw pixels (no training)" in table
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 5000

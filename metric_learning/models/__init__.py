@@ -18,7 +18,7 @@ name                    encoder
 ======================  =========================================================
 
 Settings every model takes: ``embedding_dim``, ``normalize``, ``head_batch_norm``,
-``head_hidden`` (the head), ``input_norm`` (``None`` | ``"imagenet"`` |
+``head_hidden``, ``head_init`` (the head), ``input_norm`` (``None`` | ``"imagenet"`` |
 ``"inception"``; uint8 inputs are always scaled to [0, 1] first), ``dtype`` (``"float32"`` |
 ``"bfloat16"`` compute), ``freeze_batch_norm``, ``weights`` (a
 ``.safetensors`` file in the source library's names, or a directory written by

@@ -131,7 +131,7 @@ class EfficientNetLite(base.Encoder):
     width_multiplier: Tan & Le's width coefficient for the blocks (1.0 is Lite0);
       the stem and head stay 32 and 1280 wide, as in every Lite model. Small values
       build narrow networks for tests.
-    embedding_dim, normalize, head_batch_norm, head_hidden: the
+    embedding_dim, normalize, head_batch_norm, head_hidden, head_init: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     input_norm: ``"inception"`` (default: [0, 1] → [-1, 1], the scaling of
       TensorFlow's Lite checkpoints, mean 127 and std 128 on 0..255, which the
@@ -161,6 +161,7 @@ class EfficientNetLite(base.Encoder):
   def __init__(self, input_shape: Sequence[int], *, width_multiplier: float = 1.0,
                embedding_dim: int = 128, normalize: bool = False,
                head_batch_norm: bool = False, head_hidden: Sequence[int] = (),
+               head_init: str = "lecun_normal",
                input_norm: str | None = "inception", dtype: str = "float32",
                freeze_batch_norm: bool = False, rngs: nnx.Rngs):
     base.check_input_norm(input_norm, input_shape)
@@ -185,6 +186,7 @@ class EfficientNetLite(base.Encoder):
     self.num_features = HEAD_WIDTH
     self.head = heads.EmbeddingHead(HEAD_WIDTH, embedding_dim, normalize=normalize,
                                     batch_norm=head_batch_norm, hidden=head_hidden,
+                                    init=head_init,
                                     rngs=rngs)
 
   def features(self, x):

@@ -18,7 +18,7 @@ class MLP(base.Encoder):
   Args:
     input_shape: one input's shape.
     hidden: hidden widths; ``features(x)`` is the last hidden layer's output.
-    embedding_dim, normalize, head_batch_norm, head_hidden: the
+    embedding_dim, normalize, head_batch_norm, head_hidden, head_init: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     dropout: dropout rate after each hidden layer (training mode only).
     input_norm: ``None`` or ``"imagenet"`` (see
@@ -38,6 +38,7 @@ class MLP(base.Encoder):
   def __init__(self, input_shape: Sequence[int], *, hidden: Sequence[int] = (256,),
                embedding_dim: int = 64, normalize: bool = False, dropout: float = 0.0,
                head_batch_norm: bool = False, head_hidden: Sequence[int] = (),
+               head_init: str = "lecun_normal",
                input_norm: str | None = None, dtype: str = "float32",
                freeze_batch_norm: bool = False, rngs: nnx.Rngs):
     del freeze_batch_norm
@@ -51,7 +52,8 @@ class MLP(base.Encoder):
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.head = heads.EmbeddingHead(hidden[-1] if hidden else features, embedding_dim,
                                     normalize=normalize, batch_norm=head_batch_norm,
-                                    hidden=head_hidden, rngs=rngs)
+                                    hidden=head_hidden,
+                                    init=head_init, rngs=rngs)
 
   def features(self, x):
     """``[batch, *input_shape]`` → ``[batch, hidden[-1]]`` float32."""
@@ -69,7 +71,7 @@ class CNN(base.Encoder):
     input_shape: one input's shape ``(height, width, channels)``.
     widths: the channels of each conv layer; ``features(x)`` is the last one's
       global average.
-    embedding_dim, normalize, head_batch_norm, head_hidden: the
+    embedding_dim, normalize, head_batch_norm, head_hidden, head_init: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     input_norm: ``None`` or ``"imagenet"``.
     dtype: ``"float32"`` or ``"bfloat16"`` compute (parameters stay float32).
@@ -88,6 +90,7 @@ class CNN(base.Encoder):
   def __init__(self, input_shape: Sequence[int], *, widths: Sequence[int] = (32, 64),
                embedding_dim: int = 64, normalize: bool = False,
                head_batch_norm: bool = False, head_hidden: Sequence[int] = (),
+               head_init: str = "lecun_normal",
                input_norm: str | None = None, dtype: str = "float32",
                freeze_batch_norm: bool = False, rngs: nnx.Rngs):
     base.check_input_norm(input_norm, input_shape)
@@ -100,6 +103,7 @@ class CNN(base.Encoder):
                                            rngs=rngs) for w in widths])
     self.head = heads.EmbeddingHead(widths[-1], embedding_dim, normalize=normalize,
                                     batch_norm=head_batch_norm, hidden=head_hidden,
+                                    init=head_init,
                                     rngs=rngs)
 
   def features(self, x):

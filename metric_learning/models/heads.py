@@ -10,6 +10,8 @@ from flax import nnx
 
 from metric_learning import distances
 
+INITS = ("lecun_normal", "identity")
+
 
 class EmbeddingHead(nnx.Module):
   """[BatchNorm →] [Linear → BatchNorm → ReLU] × len(hidden) → Linear [→ L2 normalise].
@@ -31,6 +33,11 @@ class EmbeddingHead(nnx.Module):
     normalize: L2-normalise the embeddings.
     batch_norm: BatchNorm on the input features.
     hidden: widths of the hidden layers.
+    init: the projection's initial weights: ``"lecun_normal"`` (Flax's default),
+      or ``"identity"`` (an identity kernel and zero bias, so that the initial
+      embeddings are the (L2-normalised) features themselves: fine-tuning then
+      starts from, say, ImageNet features as they are). ``"identity"`` needs
+      ``embedding_dim == in_features``, no hidden layers and no ``batch_norm``.
     rngs: initialisation keys.
 
   Example:
@@ -42,12 +49,21 @@ class EmbeddingHead(nnx.Module):
   """
 
   def __init__(self, in_features: int, embedding_dim: int, *, normalize: bool,
-               batch_norm: bool = False, hidden: Sequence[int] = (), rngs: nnx.Rngs):
+               batch_norm: bool = False, hidden: Sequence[int] = (),
+               init: str = "lecun_normal", rngs: nnx.Rngs):
+    if init not in INITS:
+      raise ValueError(f"head_init must be one of {INITS}; got {init!r}.")
+    if init == "identity" and (embedding_dim != in_features or hidden or batch_norm):
+      raise ValueError(f"head_init='identity' needs embedding_dim equal to the features' "
+                       f"width ({in_features}; got {embedding_dim}), no head_hidden and "
+                       "head_batch_norm=False.")
     self.norm = nnx.BatchNorm(in_features, rngs=rngs) if batch_norm else None
     widths = [in_features, *hidden]
     self.hidden = nnx.List([nnx.Linear(i, o, rngs=rngs) for i, o in zip(widths, hidden)])
     self.hidden_norms = nnx.List([nnx.BatchNorm(o, rngs=rngs) for o in hidden])
     self.linear = nnx.Linear(widths[-1], embedding_dim, rngs=rngs)
+    if init == "identity":
+      self.linear.kernel[...] = jnp.eye(in_features, dtype=self.linear.kernel[...].dtype)
     self.normalize = normalize
 
   def __call__(self, x):

@@ -104,7 +104,7 @@ class ResNet(base.Encoder):
     base_width: the first stage's width (64 in the paper); stage ``i`` is
       ``base_width * 2**i`` wide (× 4 at a bottleneck's output). Small values
       build tiny networks for tests.
-    embedding_dim, normalize, head_batch_norm, head_hidden: the
+    embedding_dim, normalize, head_batch_norm, head_hidden, head_init: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     small_inputs: a 3×3/1 stem without max-pool, for tiny images (8×8 digits);
       the default is torchvision's 7×7/2 stem and 3×3/2 max-pool.
@@ -130,6 +130,7 @@ class ResNet(base.Encoder):
                bottleneck: bool = False, base_width: int = 64, embedding_dim: int = 128,
                normalize: bool = False, small_inputs: bool = False,
                head_batch_norm: bool = False, head_hidden: Sequence[int] = (),
+               head_init: str = "lecun_normal",
                input_norm: str | None = "imagenet", dtype: str = "float32",
                freeze_batch_norm: bool = False, rngs: nnx.Rngs):
     base.check_input_norm(input_norm, input_shape)
@@ -153,6 +154,7 @@ class ResNet(base.Encoder):
     self.num_features = cin
     self.head = heads.EmbeddingHead(cin, embedding_dim, normalize=normalize,
                                     batch_norm=head_batch_norm, hidden=head_hidden,
+                                    init=head_init,
                                     rngs=rngs)
 
   def features(self, x):

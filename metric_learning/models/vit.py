@@ -109,7 +109,7 @@ class VisionTransformer(base.Encoder):
     image_size: ``(height, width)`` of the position-embedding grid; default
       ``input_shape[:2]`` (e.g. ``(224, 224)`` to load 224×224 weights and run
       on 256×128 person crops).
-    embedding_dim, normalize, head_batch_norm, head_hidden: the
+    embedding_dim, normalize, head_batch_norm, head_hidden, head_init: the
       :class:`~metric_learning.models.heads.EmbeddingHead`.
     input_norm: ``"imagenet"`` (default) or ``None``; uint8 inputs are scaled to
       [0, 1] first. (Some timm weights use mean = std = 0.5: pass
@@ -133,7 +133,8 @@ class VisionTransformer(base.Encoder):
                num_heads: int = 12, patch_size: int = 16, mlp_ratio: float = 4.0,
                image_size: Sequence[int] | None = None, embedding_dim: int = 128,
                normalize: bool = False, head_batch_norm: bool = False,
-               head_hidden: Sequence[int] = (), input_norm: str | None = "imagenet",
+               head_hidden: Sequence[int] = (),
+               head_init: str = "lecun_normal", input_norm: str | None = "imagenet",
                dtype: str = "float32", freeze_batch_norm: bool = False, rngs: nnx.Rngs):
     del freeze_batch_norm
     base.check_input_norm(input_norm, input_shape)
@@ -152,6 +153,7 @@ class VisionTransformer(base.Encoder):
     self.norm = _layer_norm(dim, self.dtype, rngs)
     self.head = heads.EmbeddingHead(dim, embedding_dim, normalize=normalize,
                                     batch_norm=head_batch_norm, hidden=head_hidden,
+                                    init=head_init,
                                     rngs=rngs)
 
   def position_embeddings(self, grid: tuple[int, int]) -> jax.Array:
