@@ -66,6 +66,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import cli
 from experiments import config as config_lib
 
 # A search dimension: (kind, low, high); kind "uniform", "log" (log-uniform) or "int".
@@ -508,7 +509,7 @@ def run_sweep(base, workdir: str, *, losses, folds=4, trials=10, seeds=(0, 1, 2)
 def define_flags() -> None:
   """The command line's flags; defined only when the module runs as a program, so
   that importing it (tests, other launchers) claims no flag names."""
-  config_flags.DEFINE_config_file("config", "experiments/configs/default.py",
+  config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG,
                                   "The experiment every run starts from.")
   flags.DEFINE_string("workdir", "workdir/reality_check", "Where the sweep goes.")
   flags.DEFINE_list("losses", ["batch_hard_triplet_loss"],
@@ -540,7 +541,7 @@ def main(argv):
     except ValueError:
       raise SweepError(f"--seeds must be integers; got {','.join(f.seeds)!r}.") from None
     results = run_sweep(
-        f.config, f.workdir, losses=f.losses, folds=f.folds, trials=f.trials, seeds=seeds,
+        cli.config_from_flags(), f.workdir, losses=f.losses, folds=f.folds, trials=f.trials, seeds=seeds,
         search_flag=f.search, search_seed=f.search_seed, fold_seed=f.fold_seed,
         objective=f.objective, train_split=f.train_split, test_split=f.test_split,
         space_specs=f.space)
@@ -552,5 +553,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.strip_new_fields()     # before the config flag reads sys.argv (see experiments.cli)
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -227,3 +227,25 @@ def test_the_command_line_fails_in_one_line_naming_the_flag(tmp_path):
   assert out.returncode == 2 and out.stderr.strip().endswith(
       "FATAL: --seeds must be integers; got 'a'.")
   assert not (tmp_path / "w").exists()
+
+
+def test_config_overrides_work_as_in_the_launcher_new_fields_included(tmp_path):
+  """A part's field the config file leaves out (model.head_init) is taken, and a
+  misspelt one fails in one line with the closest name, writing nothing."""
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  common = ["--losses=batch_hard_triplet_loss", "--folds=2", "--trials=1", "--seeds=0",
+            "--config=experiments/configs/test.py", "--config.num_steps=2",
+            "--config.model.embedding_dim=16", "--config.model.normalize=True"]
+  bad = subprocess.run([sys.executable, "-m", "experiments.reality_check", *common,
+                        "--config.model.head_inti=identity", f"--workdir={tmp_path / 'bad'}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].endswith("did you mean config.model.head_init?")
+  assert not (tmp_path / "bad").exists()
+  out = subprocess.run([sys.executable, "-m", "experiments.reality_check", *common,
+                        "--config.model.head_init=identity", "--config.model.hidden=(16,)",
+                        f"--workdir={tmp_path / 'w'}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  model = json.loads((tmp_path / "w" / "plan.json").read_text())["config"]["model"]
+  assert model["head_init"] == "identity" and model["hidden"] == [16]
