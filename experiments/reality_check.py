@@ -333,7 +333,12 @@ def prepare(base, workdir: str, *, losses, folds, trials, seeds, method, search_
     keep = ("losses", "trials", "seeds", "spaces")   # may change: other losses, more runs
     fixed = {k: v for k, v in saved.items() if k not in keep}
     now = {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in keep}
+    # The config as the trainer compares a resumed run's: a plan recorded before a
+    # setting existed (e.g. embed_chunk) holds what its default does today.
+    config_diff = config_lib.config_differences(
+        config_lib.upgrade_saved(copy.deepcopy(fixed.pop("config", {}))), now.pop("config"))
     differ = sorted(k for k in set(fixed) | set(now) if fixed.get(k) != now.get(k))
+    differ += [f"config ({d})" for d in config_diff]
     differ += [f"the search space of {loss}" for loss in sorted(
         set(saved["spaces"]) & set(plan["spaces"]))
                if saved["spaces"][loss] != json.loads(json.dumps(plan["spaces"][loss]))]

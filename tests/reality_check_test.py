@@ -249,3 +249,18 @@ def test_config_overrides_work_as_in_the_launcher_new_fields_included(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   model = json.loads((tmp_path / "w" / "plan.json").read_text())["config"]["model"]
   assert model["head_init"] == "identity" and model["hidden"] == [16]
+
+
+@pytest.mark.slow
+def test_a_plan_recorded_before_a_config_setting_existed_still_resumes(tmp_path):
+  workdir = str(tmp_path / "rc")
+  kwargs = dict(losses=["batch_hard_triplet_loss"], folds=2, trials=1, seeds=[0],
+                search_flag="random")
+  first = rc.run_sweep(_base(), workdir, **kwargs)
+  path = os.path.join(workdir, "plan.json")
+  plan = json.load(open(path))
+  del plan["config"]["embed_chunk"]             # as recorded before gradient caching
+  json.dump(plan, open(path, "w"))
+  assert rc.run_sweep(_base(), workdir, **kwargs) == first
+  with pytest.raises(rc.SweepError, match=r"other settings \(config \(num_steps: 4 → 6\)\)"):
+    rc.run_sweep(_base(steps=6), workdir, **kwargs)
