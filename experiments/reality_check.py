@@ -471,14 +471,15 @@ def plot(results: dict, path: str) -> None:
   ax.barh(names, [r["map_at_r"]["mean"] for r in rows],
           xerr=[r["map_at_r"]["half_width"] for r in rows], color="tab:blue", capsize=3)
   # Raw pixels red, the untrained model grey; dashed by euclidean distance, dotted L2-normalised.
-  for i, (name, b) in enumerate(results["baselines"].items()):
-    ax.axvline(b["map_at_r"], color=("tab:red", "tab:gray")[i // 2 % 2],
-               linestyle=("--", ":")[i % 2], label=f"{name} (no training)")
+  for name, b in sorted(results["baselines"].items(), key=lambda kv: "raw" not in kv[0]):
+    ax.axvline(b["map_at_r"], color="tab:red" if name.startswith("raw") else "tab:gray",
+               linestyle=":" if "L2-normalised" in name else "--",
+               label=f"{name} (no training)")
   ax.invert_yaxis()
   ax.set_xlabel("test MAP@R (held-out classes), mean ± 95 % interval")
-  ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+  ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1, fontsize=8, frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=100, bbox_inches="tight")   # the legend above the axes included
 
 
 def run_sweep(base, workdir: str, *, losses, folds=4, trials=10, seeds=(0, 1, 2),
