@@ -395,28 +395,39 @@ def search(base, plan, loss: str, workdir: str) -> list[dict]:
   return records
 
 
-def baselines(base, test) -> dict[str, dict[str, float]]:
-  """Raw pixels, and the config's model at initialisation (pooled features), on the test
-  split: each by euclidean distance and L2-normalised (cosine ranking), since the trained
-  embeddings of most recipes are L2-normalised and pretrained features rank better so."""
+def ranking_scores(x, labels) -> tuple[dict[str, float], dict[str, float]]:
+  """MAP@R, P@1 and R-precision of ``x`` (flattened) ranked by euclidean distance, and
+  L2-normalised (cosine ranking): the trained embeddings of most recipes are
+  L2-normalised, and pretrained features rank better so."""
   from metric_learning import metrics  # pylint: disable=import-outside-toplevel
+  keys = ("map_at_r", "precision_at_1", "r_precision")
+  x = np.asarray(x, np.float32).reshape(len(x), -1)
+  unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  euclidean, normalised = ({k: float(r[k]) for k in keys}
+                           for r in (metrics.retrieval_metrics(v, labels) for v in (x, unit)))
+  return euclidean, normalised
+
+
+def initial_features(base, inputs) -> np.ndarray:
+  """The config's model at initialisation (its ``weights``, if any): pooled backbone
+  features of ``inputs``, in evaluation mode."""
   from metric_learning import models  # pylint: disable=import-outside-toplevel
   from metric_learning.evaluators import base as eval_base  # pylint: disable=import-outside-toplevel
-  keys = ("map_at_r", "precision_at_1", "r_precision")
-  def scores(x):
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return [{k: r[k] for k in keys} for r in (metrics.retrieval_metrics(v, test.labels)
-                                              for v in (x, unit))]
-
-  model = models.create(base.model.name, tuple(test.inputs.shape[1:]), seed=base.seed,
+  model = models.create(base.model.name, tuple(inputs.shape[1:]), seed=base.seed,
                         **config_lib.part_settings(base.model))
   model.eval()
-  features = eval_base.embed_dataset(lambda x: np.asarray(model.features(x)), test.inputs,
-                                     batch_size=base.eval_batch_size)
+  return eval_base.embed_dataset(lambda x: np.asarray(model.features(x)), inputs,
+                                 batch_size=base.eval_batch_size)
+
+
+def baselines(base, test) -> dict[str, dict[str, float]]:
+  """Raw pixels, and the config's model at initialisation (pooled features), on the test
+  split, each by euclidean distance and L2-normalised (:func:`ranking_scores`)."""
   name = f"{base.model.name} features at initialisation"
-  rows = dict(zip(("raw pixels", "raw pixels, L2-normalised"), scores(test.inputs)))
-  rows.update(zip((name, f"{name}, L2-normalised"), scores(features)))
+  rows = dict(zip(("raw pixels", "raw pixels, L2-normalised"),
+                  ranking_scores(test.inputs, test.labels)))
+  rows.update(zip((name, f"{name}, L2-normalised"),
+                  ranking_scores(initial_features(base, test.inputs), test.labels)))
   return rows
 
 

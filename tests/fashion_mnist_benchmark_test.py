@@ -54,3 +54,34 @@ def test_the_proxy_recipe_trains_its_proxies_at_its_own_rate(tmp_path):
   with open(os.path.join(run, "model.json")) as f:
     assert json.load(f)["proxies"][0] == 5                 # one proxy per training class
   assert 0 <= json.loads(out.read_text())["summary"]["ours"]["seen/map_at_r"]["mean"] <= 1
+
+
+def test_untrained_baselines_and_config_overrides(tmp_path):
+  """--methods=raw,init: raw pixels and the untrained model, each euclidean and
+  L2-normalised; --config.SECTION.FIELD reaches the model (a field the file lacks too)."""
+  root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
+  out = tmp_path / "i.json"
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.fashion_mnist_benchmark", f"--path={root}",
+       "--methods=raw,init", "--config.model.embedding_dim=128",
+       "--config.model.head_batch_norm=False", "--config.model.head_init=identity",
+       "--seeds=0", f"--out={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  summary = result["summary"]
+  assert set(summary) == {"raw pixels", "raw pixels, L2-normalised", "cnn features at initialisation",
+                          "cnn features at initialisation, L2-normalised"}
+  assert result["meta"]["recipe"]["model"]["head_init"] == "identity"
+  assert result["meta"]["recipe"]["model"]["head_batch_norm"] is False
+  for name, rows in result["runs"].items():
+    assert [r["seed"] for r in rows] == [None], name
+    assert all(0 <= rows[0][f"{s}/{m}"] <= 1 for s in ("seen", "unseen")
+               for m in ("map_at_r", "precision_at_1", "r_precision")), name
+  bad = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.fashion_mnist_benchmark", f"--path={root}",
+       "--methods=raw", "--config.model.embeding_dim=8", f"--out={tmp_path / 'bad.json'}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert bad.returncode == 2 and "embeding_dim" in bad.stderr and "Traceback" not in bad.stderr
+  assert not (tmp_path / "bad.json").exists()

@@ -16,7 +16,10 @@ Three methods, each evaluated by our evaluators on its embeddings:
   and ``torch.optim.Adam(lr=1e-3)`` for the same number of steps on the very
   same P×K batches (our sampler and augmentation, same seed); PML's recipe
   as the issue measured it — no warm-up, no schedule;
-* ``raw pixels`` — the flattened pixels (no training, one value).
+* ``raw pixels`` — the flattened pixels (no training, one value), ranked by
+  euclidean distance and L2-normalised;
+* ``init`` (not run by default) — the config's model at initialisation: its pooled
+  backbone features (ImageNet's, with ``--config.model.weights``), both rankings.
 
 The table gives the mean over seeds ± the half-width of a 95 % t-interval
 (``t_{0.975, n-1} · s / √n``), writes ``--out`` (JSON, every seed's numbers
@@ -25,6 +28,9 @@ a log step, and the trainer's health warnings) and ``--plot`` (PNG).
 
   python -m experiments.benchmarks.fashion_mnist_benchmark --seeds=0,1,2 \
       --out=fashion_mnist_benchmark.json --plot=fashion_mnist_benchmark.png
+
+``--config=FILE`` picks another recipe and ``--config.FIELD=VALUE`` changes one of
+its fields, as ``experiments.main`` reads them (``experiments.cli``).
 
 Run it with an interpreter that has torch and pytorch-metric-learning for the
 ``pml`` rows (e.g. a separate venv with this package installed ``-e``).
@@ -41,6 +47,7 @@ import time
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from experiments.benchmarks import harness
 
@@ -49,12 +56,12 @@ _PATH = flags.DEFINE_string("path", "", "Folder of the four IDX files (default: 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (model init, batches).")
 _STEPS = flags.DEFINE_integer("steps", 0, "Training steps (0: the config's num_steps).")
 _METHODS = flags.DEFINE_list("methods", ["ours", "pml", "raw"], "Methods: ours, pml (when torch "
-                             "and pytorch_metric_learning import), raw (raw pixels).")
+                             "and pytorch_metric_learning import), raw (raw pixels), init (the "
+                             "config's model at initialisation: pooled features, e.g. ImageNet's).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Where our runs go (default: a temporary folder).")
 _OUT = flags.DEFINE_string("out", "fashion_mnist_benchmark.json", "JSON output path.")
 _PLOT = flags.DEFINE_string("plot", "", "PNG bar plot path ('' for none).")
-_CONFIG = flags.DEFINE_string("config", "experiments/configs/fashion_mnist.py",
-                              "Our recipe's config file (its get_config()).")
+CONFIG = "experiments/configs/fashion_mnist.py"
 
 METRICS = ("map_at_r", "precision_at_1", "r_precision")
 SPLITS = ("seen", "unseen")
@@ -62,13 +69,8 @@ PML_MARGIN, PML_LEARNING_RATE = 0.2, 1e-3
 
 
 def _config():
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  path = os.path.join(harness.ROOT, _CONFIG.value) if not os.path.isabs(_CONFIG.value) \
-      else _CONFIG.value
-  spec = importlib.util.spec_from_file_location("fashion_mnist_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  c = cli.config_from_flags()
   if _PATH.value:
     c.data.path = _PATH.value
   if _STEPS.value:
@@ -204,6 +206,19 @@ def _pml(config, seed: int, splits, sampler) -> dict:
 
 # ----------------------------------------------------------------- main ---- #
 
+def _ranked(datasets, transform) -> tuple[dict, dict]:
+  """Scores of ``transform(inputs)`` on each split with no training, ranked by
+  euclidean distance and L2-normalised
+  (:func:`experiments.reality_check.ranking_scores`)."""
+  from experiments import reality_check  # pylint: disable=import-outside-toplevel
+  rows = ({"seed": None}, {"seed": None})
+  for s in SPLITS:
+    for row, scores in zip(rows, reality_check.ranking_scores(transform(datasets[s].inputs),
+                                                              datasets[s].labels)):
+      row.update({f"{s}/{m}": v for m, v in scores.items()})
+  return rows
+
+
 def _summaries(runs: list[dict]) -> dict:
   return {k: interval([r[k] for r in runs]) for k in _scores_keys()}
 
@@ -245,6 +260,11 @@ def main(argv):
   from experiments import config as config_lib  # pylint: disable=import-outside-toplevel
 
   config = _config()
+  try:
+    config_lib.validate(config)      # a mistaken field ends here, in one line, before any run
+  except config_lib.ConfigError as e:
+    from experiments import cli  # pylint: disable=import-outside-toplevel
+    cli.fail(str(e))
   seeds = [int(s) for s in _SEEDS.value]
   base = _WORKDIR.value or tempfile.mkdtemp(prefix="fashion_mnist_benchmark_")
   datasets = data_registry.create(config.data.name, **config_lib.part_settings(config.data))
@@ -252,9 +272,10 @@ def main(argv):
   sizes = {k: len(v.labels) for k, v in splits.items()}
   print(f"splits {sizes}, {config.num_steps} steps, seeds {seeds}", flush=True)
 
-  unknown = set(_METHODS.value) - {"ours", "pml", "raw"}
+  unknown = set(_METHODS.value) - {"ours", "pml", "raw", "init"}
   if unknown:
-    raise app.UsageError(f"--methods: unknown {sorted(unknown)}; the methods are ours, pml, raw.")
+    raise app.UsageError(f"--methods: unknown {sorted(unknown)}; the methods are ours, pml, raw, "
+                         "init.")
   runs = {}
   if "ours" in _METHODS.value:
     runs["ours"] = [_ours(config, s, os.path.join(base, f"ours-seed{s}")) for s in seeds]
@@ -269,6 +290,12 @@ def main(argv):
     raw, _ = evaluation.run_evaluators(evaluation.make_evaluators(config),
                                        evaluation.raw_pixels, splits, config.eval_batch_size)
     runs["raw pixels"] = [{"seed": None, **_scores(raw)}]
+    runs["raw pixels, L2-normalised"] = [_ranked(datasets, lambda x: x)[1]]
+  if "init" in _METHODS.value:
+    from experiments import reality_check  # pylint: disable=import-outside-toplevel
+    name = f"{config.model.name} features at initialisation"
+    rows = _ranked(datasets, lambda x: reality_check.initial_features(config, x))
+    runs[name], runs[f"{name}, L2-normalised"] = ([r] for r in rows)
 
   methods = {name: _summaries(r) for name, r in runs.items()}
   keys = _scores_keys()
@@ -289,7 +316,7 @@ def main(argv):
             + (f", health warnings {len(r['health_warnings'])}" if "health_warnings" in r
                else "") + f", {r['seconds']} s")
   meta = {**harness.machine(), "steps": config.num_steps, "seeds": seeds, "splits": sizes,
-          "config": _CONFIG.value, "recipe": config.to_dict(), "pml_note": note,
+          "config": config_flags.get_config_filename(flags.FLAGS["config"]), "recipe": config.to_dict(), "pml_note": note,
           "pml": {"miner": "BatchHardMiner()", "loss": f"TripletMarginLoss(margin={PML_MARGIN})",
                   "optimizer": f"Adam(lr={PML_LEARNING_RATE})"},
           "loadavg_end": harness.loadavg()}
@@ -301,4 +328,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from experiments import cli  # pylint: disable=ungrouped-imports
+  cli.strip_new_fields()     # before the config flag reads sys.argv (see experiments.cli)
+  config_flags.DEFINE_config_file("config", CONFIG, "Our recipe's config file (its get_config()); "
+                                  "--config.FIELD=VALUE overrides a field.")
+  app.run(main, flags_parser=cli.parse_flags)
