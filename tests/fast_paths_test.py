@@ -3,8 +3,9 @@
 Every in-batch loss with a streamed path is checked, in values and gradients,
 for every reduction, with padding rows and a memory bank, on both sides of the
 automatic threshold (shrunk here so that the batches stay small), and under
-``pmap`` with ``axis_name``. The sort-based triplet sums (batch-all and
-semi-hard hinges, TFA semi-hard) are checked against the triplet cube.
+``pmap`` with ``axis_name``. The triplet sums of batch-all and semi-hard (hinges,
+TFA semi-hard), sort-free for few positives per anchor and sorted otherwise, are
+checked against the triplet cube.
 """
 
 import functools
@@ -173,6 +174,39 @@ def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
     got = jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0, metric=metric,
                                             block_size=block))(x)
     _assert_same(got, ref, rtol=1e-5, atol=1e-5)
+
+
+# Rows wider than the largest positive bound (32): the path is chosen at run
+# time per block of rows, from the most positives a row of the block has.
+FEW_POSITIVE_LABELS = {
+    "k4": np.arange(48) // 4,                                  # 3 positives: bound 4
+    "k12": np.arange(48) // 12,                                # 11: bound 32
+    "k40_and_k4": np.r_[np.zeros(40), 1 + np.arange(8) // 4],  # 39 in some blocks: sorted
+}
+
+
+@pytest.mark.parametrize("kind,loss", [
+    ("batch_all", functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero")),
+    ("facenet", functools.partial(ml.semi_hard_triplet_loss, reduction="mean")),
+    ("tfa", functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean")),
+])
+@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
+@pytest.mark.parametrize("path", ["automatic", "sorted"])
+def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels, path,
+                                                              monkeypatch):
+  """The sort-free path for few positives per anchor (issue 21), the sorted path
+  (forced by leaving no bound) and the run-time choice between them, in blocks
+  that take different branches: values and gradients of the triplet cube."""
+  if path == "sorted":
+    monkeypatch.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ())
+  y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
+  x, _, w, _ = _batch(len(y), seed=2)
+  x, w = jnp.asarray(x) * 3, jnp.asarray(w)
+  ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0,
+                                                     metric="euclidean", kind=kind))(x)
+  got = jax.jit(jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0,
+                                                  block_size=16)))(x)
+  _assert_same(got, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["batch_hard", "batch_all", "semi_hard_tfa",

@@ -1,5 +1,7 @@
 """Miners against brute-force selection loops."""
 
+import functools
+
 import cases
 import jax
 import jax.numpy as jnp
@@ -222,12 +224,21 @@ def _window_loops(d, pos, neg, margin, lower):
   return sums, triplets, active, slope
 
 
+WINDOW_SUMS = {
+    "automatic": ml.mining.window_sums,
+    "sorted": ml.mining.sorted_window_sums,
+    "bounded": functools.partial(ml.mining.bounded_window_sums, 8),
+}
+
+
+@pytest.mark.parametrize("impl", sorted(WINDOW_SUMS))
 @pytest.mark.parametrize("lower", [False, True])
 @pytest.mark.parametrize("margin", [0.0, 0.5, 1.0, 1e-9])
-def test_window_sums_match_loops_with_ties(lower, margin):
+def test_window_sums_match_loops_with_ties(lower, margin, impl):
   """Values, counts and the gradient (a count per distance) on integer distances
   full of ties, window ends landing exactly on distances, and a margin too small
-  to change a distance (1e-9 next to 1..5)."""
+  to change a distance (1e-9 next to 1..5); sorted, sort-free with a bound of 8
+  positives (every row here has at most 8) and the automatic choice."""
   rng = np.random.default_rng(int(margin * 10) + lower)
   d = rng.integers(0, 6, (9, 13)).astype(np.float32)
   d[0] = 2.5                                            # one distance everywhere
@@ -236,7 +247,8 @@ def test_window_sums_match_loops_with_ties(lower, margin):
   pos[1] = False                                        # no positive
   neg[2] = False                                        # no negative
   want = _window_loops(d, pos, neg, np.float32(margin), lower)
-  fn = lambda v: ml.mining.window_sums(v, jnp.asarray(pos), jnp.asarray(neg), margin, lower)
+  assert pos.sum(-1).max() <= 8
+  fn = lambda v: WINDOW_SUMS[impl](v, jnp.asarray(pos), jnp.asarray(neg), margin, lower)
   sums, triplets, active = jax.jit(fn)(jnp.asarray(d))
   np.testing.assert_allclose(sums, want[0], rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(triplets, want[1])
@@ -245,10 +257,13 @@ def test_window_sums_match_loops_with_ties(lower, margin):
   np.testing.assert_array_equal(grad, want[3])
 
 
-def test_tfa_selection_equals_the_per_anchor_definition_on_ties():
-  """The sorted form picks the same column as tfa_negatives (the [j, k]
-  comparison of one anchor): lowest column among equal distances, both for the
-  nearest farther negative and for the farthest-negative fallback."""
+@pytest.mark.parametrize("impl", ["automatic", "sorted", "bounded"])
+def test_tfa_selection_equals_the_per_anchor_definition_on_ties(impl):
+  """The sorted and the sort-free forms pick the same column as tfa_negatives
+  (the [j, k] comparison of one anchor): lowest column among equal distances,
+  both for the nearest farther negative and for the farthest-negative fallback."""
+  select = {"automatic": ml.mining.tfa_selection, "sorted": ml.mining.sorted_tfa_selection,
+            "bounded": functools.partial(ml.mining.bounded_tfa_selection, 12)}[impl]
   rng = np.random.default_rng(11)
   for _ in range(3):
     d = rng.integers(0, 4, (10, 14)).astype(np.float32)      # many ties
@@ -257,9 +272,53 @@ def test_tfa_selection_equals_the_per_anchor_definition_on_ties():
     neg[0] = False                                          # no negative at all
     d, pos, neg = jnp.asarray(d), jnp.asarray(pos), jnp.asarray(neg)
     want = jax.vmap(ml.mining.tfa_negatives)(d, pos, neg)
-    got = jax.jit(ml.mining.tfa_selection)(d, pos, neg)
+    got = jax.jit(select)(d, pos, neg)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_positive_slots_list_each_rows_positives_in_column_order():
+  rng = np.random.default_rng(3)
+  pos = rng.random((7, 11)) < 0.3
+  pos[0], pos[1] = False, True                           # none; every column
+  index, valid = jax.jit(ml.mining.positive_slots, static_argnums=1)(jnp.asarray(pos), 5)
+  for i in range(7):
+    want = list(np.flatnonzero(pos[i])[:5])
+    assert index[i].tolist() == want + [-1] * (5 - len(want))
+    assert valid[i].tolist() == [True] * len(want) + [False] * (5 - len(want))
+
+
+@pytest.mark.parametrize("most,branch", [(0, 4), (4, 4), (5, 32), (32, 32), (33, "sorted"),
+                                         (60, "sorted")])
+def test_the_few_positive_path_is_chosen_by_the_largest_positive_count(most, branch):
+  """The smallest bound that every row of the call fits, decided at run time
+  (one compiled function for every count); rows no wider than the largest
+  bound take it without a choice."""
+  assert ml.mining.POSITIVE_BOUNDS == (4, 32)
+  choose = jax.jit(lambda p: ml.mining.by_positive_count(
+      p, lambda bound: jnp.int32(bound), lambda: jnp.int32(-1)))
+  pos = np.zeros((3, 64), bool)
+  pos[1, :most] = True
+  pos[2, :min(most, 2)] = True
+  assert int(choose(jnp.asarray(pos))) == (-1 if branch == "sorted" else branch)
+  assert int(choose(jnp.ones((2, 20), bool))) == 20     # width 20 <= 32: always bounded
+
+
+@pytest.mark.parametrize("labels", [np.arange(40) // 4, np.arange(40) // 10,
+                                    np.r_[np.zeros(36), np.arange(4)]])
+def test_counting_miners_equal_on_both_paths(labels, monkeypatch):
+  """mining.batch_all and the FaceNet / TFA semi_hard miners give the same
+  selection sort-free (few positives) and sorted."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal((40, 3)).astype(np.float32))
+  d, y = ml.pairwise_distances(x), jnp.asarray(labels, jnp.int32)
+  miners = lambda: (ml.mining.batch_all(d, y, margin=0.5),
+                    ml.mining.semi_hard(d, y, margin=0.5),
+                    ml.mining.semi_hard(d, y, definition="tfa"))
+  fast = miners()
+  monkeypatch.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ())
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(miners()), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_every_miner_accepts_an_empty_batch():

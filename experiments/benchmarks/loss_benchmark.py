@@ -57,7 +57,7 @@ _MAX_POINT_S = flags.DEFINE_float("max_point_s", 0.0, "Skip a point whose warm-u
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
 
 FAMILIES = {
-    "triplet": ("batch_hard", "batch_all", "semi_hard", "quadruplet"),
+    "triplet": ("batch_hard", "batch_all", "semi_hard", "semi_hard_tfa", "quadruplet"),
     "pair_based": ("contrastive", "multi_similarity", "lifted_structure"),
     "contrastive": ("ntxent", "supcon"),
     "proxy": ("proxy_anchor", "arcface"),
@@ -67,8 +67,9 @@ FAMILIES = {
 ALL = tuple(name for names in FAMILIES.values() for name in names)
 
 
-# Ours only: pytorch-metric-learning has no quadruplet loss.
-_NO_PML = ("quadruplet",)
+# Ours only: pytorch-metric-learning has no quadruplet loss, and no TensorFlow
+# Addons semi-hard rule (its semi-hard miner is FaceNet's).
+_NO_PML = ("quadruplet", "semi_hard_tfa")
 
 # PML losses that build B×B×B tensors: their time grows like B³.
 _PML_CUBIC = ("batch_all", "semi_hard", "ntxent", "tuplet_margin")
@@ -121,6 +122,8 @@ def _ml_runner(name: str, batch: int, dim: int):
           norm(e), y, margin=1.0, squared=False, reduce_separately=True,
           reduction="mean_nonzero"),
       "multi_similarity": lambda e, y: ml.multi_similarity_loss(e, y),
+      "semi_hard_tfa": lambda e, y: ml.semi_hard_triplet_loss(norm(e), y, margin=0.2,
+                                                           definition="tfa"),
       "quadruplet": lambda e, y: ml.quadruplet_loss(e, y),
       "lifted_structure": lambda e, y: ml.lifted_structure_loss(norm(e), y),
       "ntxent": lambda e, y: contrastive.ntxent_loss(e, y, temperature=0.07),

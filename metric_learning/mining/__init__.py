@@ -39,7 +39,11 @@ from metric_learning.mining.anchors import easy_positive
 from metric_learning.mining.anchors import rank_range
 from metric_learning.mining.anchors import semi_hard
 from metric_learning.mining.anchors import statistics
+from metric_learning.mining.blocks import POSITIVE_BOUNDS
 from metric_learning.mining.blocks import SortedNegatives
+from metric_learning.mining.blocks import bounded_tfa_selection
+from metric_learning.mining.blocks import bounded_window_sums
+from metric_learning.mining.blocks import by_positive_count
 from metric_learning.mining.blocks import count_below
 from metric_learning.mining.blocks import facenet_cube
 from metric_learning.mining.blocks import first_argmax
@@ -48,9 +52,12 @@ from metric_learning.mining.blocks import hard_indices
 from metric_learning.mining.blocks import map_anchors
 from metric_learning.mining.blocks import masked_argmax
 from metric_learning.mining.blocks import masked_argmin
+from metric_learning.mining.blocks import positive_slots
 from metric_learning.mining.blocks import select_triplets
 from metric_learning.mining.blocks import semi_hard_counts
 from metric_learning.mining.blocks import sort_rows
+from metric_learning.mining.blocks import sorted_tfa_selection
+from metric_learning.mining.blocks import sorted_window_sums
 from metric_learning.mining.blocks import square_batch
 from metric_learning.mining.blocks import tfa_negatives
 from metric_learning.mining.blocks import tfa_selection
@@ -71,6 +78,7 @@ from metric_learning.mining.selections import TripletSelection
 __all__ = (
     "MinedPairs",
     "MinedTriplets",
+    "POSITIVE_BOUNDS",
     "PairSelection",
     "RankSelection",
     "SEMI_HARD_DEFINITIONS",
@@ -80,6 +88,9 @@ __all__ = (
     "TripletSelection",
     "batch_all",
     "batch_hard",
+    "bounded_tfa_selection",
+    "bounded_window_sums",
+    "by_positive_count",
     "count_below",
     "distance_weighted",
     "easy_positive",
@@ -93,11 +104,14 @@ __all__ = (
     "multi_similarity_pairs",
     "multi_similarity_selection",
     "pair_margin",
+    "positive_slots",
     "rank_range",
     "select_triplets",
     "semi_hard",
     "semi_hard_counts",
     "sort_rows",
+    "sorted_tfa_selection",
+    "sorted_window_sums",
     "square_batch",
     "statistics",
     "tfa_negatives",

@@ -134,8 +134,9 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
     T_i = |P(i)| \cdot |N(i)|, \qquad
     A_i = |\{(j, k) : j \in P(i), k \in N(i), m + D_{ij} - D_{ik} > 0\}|
 
-  Counted from each row's sorted negative distances: O(batch² log batch)
-  time, no triplet cube. For the dense triplet cube itself see :func:`metric_learning.masks.triplet_mask`.
+  Counted without the triplet cube (:func:`blocks.window_sums`: O(batch²)
+  per positive slot for few positives per anchor, O(batch² log batch) sorted
+  otherwise). For the dense triplet cube itself see :func:`metric_learning.masks.triplet_mask`.
 
   Args:
     distances: ``[batch, batch]`` distances.
@@ -156,10 +157,9 @@ def batch_all(distances: jax.Array, labels: jax.Array, *, margin=0.2,
   """
   _validation.nonnegative(margin, "margin")
   distances, masks = blocks.square_batch(distances, labels, where, axis_name)
-  negs = blocks.SortedNegatives(distances, masks.negative)
-  counts = jnp.sum(masks.positive, -1) * negs.count
-  below = negs.count_below(distances + margin, "left")    # D_ik < D_ij + m
-  active = jnp.sum(jnp.where(masks.positive, below, 0), -1)
+  counts = jnp.sum(masks.positive, -1) * jnp.sum(masks.negative, -1)
+  fixed = jax.lax.stop_gradient(distances)
+  active = blocks.window_sums(fixed, masks.positive, masks.negative, margin, lower=False)[2]
   return TripletCounts(num_triplets=counts.astype(jnp.int32),
                        num_active=active.astype(jnp.int32))
 
