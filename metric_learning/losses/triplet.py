@@ -318,14 +318,16 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   ``"mean_nonzero"`` over the triplets with :math:`\ell > 0` (BA≠0);
   ``"none"`` gives each anchor's sum over its triplets.
 
-  The hinge never builds the triplet cube: with each anchor's negative
-  distances sorted, :math:`\sum_{k} [m + D_{ij} - D_{ik}]_+` is
-  :math:`n_{ij}(m + D_{ij}) - \sum_{D_{ik} < m + D_{ij}} D_{ik}` (a count and a
-  prefix sum; its gradient is a count per distance, see
-  :func:`metric_learning.mining.window_sums`), so the loss costs
-  O(batch² log batch) time and, streamed over blocks of anchor rows,
-  O(block · batch) memory. ``soft=True`` does not
-  decompose: it sums the cube anchor by anchor, O(batch³) time.
+  The hinge never builds the triplet cube: :math:`\sum_{k} [m + D_{ij} - D_{ik}]_+`
+  is :math:`n_{ij}(m + D_{ij}) - \sum_{D_{ik} < m + D_{ij}} D_{ik}` (a count and
+  a sum; its gradient is a count per distance, see
+  :func:`metric_learning.mining.window_sums`). Where every anchor of a block of
+  rows has at most 32 positives (P×K batches) each positive takes one masked
+  pass over the row, O(batch² · K) time; otherwise each row's negative
+  distances are sorted, O(batch² log batch); chosen at run time, same values.
+  Streamed over blocks of anchor rows, memory is O(block · batch).
+  ``soft=True`` does not decompose: it sums the cube anchor by anchor,
+  O(batch³) time.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -392,10 +394,13 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
     (zeros included) — TFA's ``triplet_semihard_loss``, but 0 instead of its NaN
     when there is no pair.
 
-  Both are computed from each anchor's sorted negative distances (a binary
-  search per positive pair and, for "facenet", prefix sums over the window):
-  O(batch² log batch) time and, streamed over blocks of anchor rows,
-  O(block · batch) memory. Only "facenet" with ``soft=True`` (softplus does not
+  Both are computed per positive pair without the cube: where every anchor of
+  a block of rows has at most 32 positives (P×K batches) by one masked pass
+  over the row per positive, O(batch² · K) time; otherwise from each row's
+  sorted negative distances (a binary search per positive pair and, for
+  "facenet", prefix sums over the window), O(batch² log batch); chosen at run
+  time, same values. Streamed over blocks of anchor rows, O(block · batch)
+  memory. Only "facenet" with ``soft=True`` (softplus does not
   decompose) sums the triplet cube anchor by anchor, O(batch³) time.
 
   Args:

@@ -260,15 +260,15 @@ def sorted_window_sums(d, pos, neg, margin, lower: bool):
 # ----------------------------------------------------------------------------- #
 
 # Static bounds of the sort-free path (each is compiled as one branch). On 2 CPU
-# cores a 256 x 4096 block costs about 1 ms per group of 4 positive slots and
-# 70-90 ms sorted, so 32 slots are still 8x cheaper than the sort.
+# cores the loss + gradient of batch-all at B = 4096 takes 0.2-0.3 s with 3
+# positives per anchor (bound 4), 0.49 s with 7 (bound 32) and 2.4 s sorted.
 POSITIVE_BOUNDS = (4, 32)
 # Positive slots per masked pass; the passes run one after another (a scan), so
-# that XLA CPU cannot fuse them into one [rows, slots, C] window that it would
-# materialise. One slot per pass for the window sums (their window is then never
-# materialised: 3x faster per block than 4 slots, whose 16 MB window is also
-# paged in afresh on every call), four for the TFA choice (two reductions).
-_SLOT_GROUP = 1
+# that XLA CPU cannot fuse them into one wider [rows, slots, C] window, which it
+# spills (10x slower per slot from 8 slots on). Four slots per pass and one
+# slot per pass measured within noise of each other in the loss benchmark at
+# B = 4096; four were faster at B = 16384.
+_SLOT_GROUP = 4
 _TFA_SLOT_GROUP = 4
 
 
@@ -340,7 +340,7 @@ def _scatter_slots(shape, index, valid, values, fill):
 def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
   r""":func:`window_sums` for rows with at most ``bound`` positives: no sort.
 
-  One masked pass over ``[rows, C]`` per positive slot gives its window size
+  Masked passes over ``[rows, 4, C]`` give each positive slot's window size
   :math:`n_j` and each negative's cover (how many windows hold it), from the
   same comparisons as :func:`window_sums`; the value is
   :math:`\sum_j n_j (m + D_{ij} - b) - \sum_k \mathrm{cover}_k (D_{ik} - b)`
