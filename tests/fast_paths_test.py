@@ -305,17 +305,27 @@ def test_forcing_dense_with_a_block_as_large_as_the_batch():
   assert not _streams(ml.batch_hard_triplet_loss, x, y, w, {}, block_size=37)
 
 
+def test_positive_bounds_flag_sets_the_library_bounds(monkeypatch):
+  """loss_benchmark --positive_bounds=none times the sorted path alone."""
+  from experiments.benchmarks import loss_benchmark  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ml.mining.POSITIVE_BOUNDS)
+  for value, want in ((None, (4, 32)), (["none"], ()), (["32", "8"], (8, 32))):
+    loss_benchmark.set_positive_bounds(value)
+    assert ml.mining.blocks.POSITIVE_BOUNDS == want
+
+
 def test_loss_benchmark_smoke(tmp_path):
   out = tmp_path / "bench.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   cmd = [sys.executable, "-m", "experiments.benchmarks.loss_benchmark", "--batch_sizes=64",
-         "--repeats=1", "--min_time=0", "--losses=batch_hard,ntxent", f"--out={out}",
-         f"--plot_dir={tmp_path}"]
+         "--repeats=1", "--min_time=0", "--losses=batch_hard,ntxent,batch_all",
+         "--positive_bounds=none", f"--out={out}", f"--plot_dir={tmp_path}"]
   subprocess.run(cmd, check=True, cwd=root, env=env, capture_output=True, text=True,
                  timeout=600)
   rows = json.loads(out.read_text())["results"]
-  assert {r["loss"] for r in rows} == {"batch_hard", "ntxent"}
+  assert json.loads(out.read_text())["meta"]["positive_bounds"] == ["none"]
+  assert {r["loss"] for r in rows} == {"batch_hard", "ntxent", "batch_all"}
   assert all(r["ml_ms"] > 0 for r in rows)
   assert all(r["ml_peak_mb"] > 0 for r in rows)
   assert all(r["floor_ms"] > 0 for r in rows)   # the fused-GEMM floor, same run

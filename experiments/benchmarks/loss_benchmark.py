@@ -55,6 +55,10 @@ _TORCH_DEVICE = flags.DEFINE_string("torch_device", "cpu", "torch device of the 
 _MAX_POINT_S = flags.DEFINE_float("max_point_s", 0.0, "Skip a point whose warm-up is "
                                   "predicted from the previous B to exceed this (0: never).")
 _SINGLE = flags.DEFINE_string("single", "", "Internal: 'impl:loss:B' memory subprocess.")
+_POSITIVE_BOUNDS = flags.DEFINE_list(
+    "positive_bounds", None, "Positives per anchor up to which batch-all and semi-hard take "
+    "their sort-free path (metric_learning.mining.POSITIVE_BOUNDS; default: the library's); "
+    "'none' times the sorted path alone.")
 
 FAMILIES = {
     "triplet": ("batch_hard", "batch_all", "semi_hard", "semi_hard_tfa", "quadruplet"),
@@ -92,12 +96,22 @@ def _pml_bytes(name: str, batch: int) -> float:
   return 40.0 * batch * batch
 
 
+def set_positive_bounds(values) -> None:
+  """Applies ``--positive_bounds`` (read when a loss is traced); None: the library's."""
+  if values is None:
+    return
+  from metric_learning.mining import blocks  # pylint: disable=import-outside-toplevel
+  bounds = [v for v in values if v != "none"]
+  blocks.POSITIVE_BOUNDS = tuple(sorted(int(v) for v in bounds))
+
+
 def _ml_runner(name: str, batch: int, dim: int):
   """Our default call (``block_size`` left automatic), loss + gradient, jitted.
 
   Labels are arguments, as in a training step (closed-over labels would be
   compile-time constants that XLA spends seconds folding).
   """
+  set_positive_bounds(_POSITIVE_BOUNDS.value)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -246,7 +260,7 @@ def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
   try:
     got = harness.in_fresh_process("experiments.benchmarks.loss_benchmark",
                                    f"--single={impl}:{name}:{batch}",
-                                   *harness.flag_args("dim", "torch_device"),
+                                   *harness.flag_args("dim", "torch_device", "positive_bounds"),
                                    timeout=timeout)
   except harness.FreshProcessError as e:
     return None, e.reason
@@ -378,6 +392,7 @@ def main(argv):
     raise ValueError(f"unknown losses {unknown}; known: {list(ALL)}")
   load = harness.loadavg()
   meta = {**harness.machine(), "loadavg_start": load, "repeats": _REPEATS.value,
+          "positive_bounds": _POSITIVE_BOUNDS.value,
           "torch_device": _TORCH_DEVICE.value if _PML.value else None}
   results = []
   for name in names:
