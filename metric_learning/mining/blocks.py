@@ -285,8 +285,9 @@ def positive_slots(positive: jax.Array, bound: int):
     found = jnp.min(jnp.where(positive & (columns > past[..., None]), columns, size), axis=-1)
     return found, found
 
-  _, index = jax.lax.scan(next_slot, jnp.full(positive.shape[:-1], -1, jnp.int32), None,
-                          length=bound)
+  # Initial values made from the inputs keep their sharding / varying manual axes.
+  start = jnp.full_like(positive[..., 0], -1, dtype=jnp.int32)
+  _, index = jax.lax.scan(next_slot, start, None, length=bound)
   index = jnp.moveaxis(index, 0, -1)
   valid = index < size
   return jnp.where(valid, index, -1), valid
@@ -330,11 +331,15 @@ def _slot_passes(fixed, positive, bound, init, step, group):
   return carry, out, index, valid, dp
 
 
-def _scatter_slots(shape, index, valid, values, fill):
-  """``[rows, C]`` array of ``fill`` with ``values[i, s]`` at column ``index[i, s]``."""
-  rows = jnp.arange(shape[0])[:, None]
-  column = jnp.where(valid, index, shape[-1])                 # out of range: dropped
-  return jnp.full(shape, fill, values.dtype).at[rows, column].set(values, mode="drop")
+def _scatter_slots(like, index, valid, values, fill):
+  """An array shaped ``like`` [rows, C] of ``fill`` with ``values[i, s]`` at column ``index[i, s]``."""
+  rows = jnp.arange(like.shape[0])[:, None]
+  column = jnp.where(valid, index, like.shape[-1])            # out of range: dropped
+  out = jnp.full_like(like, fill, dtype=values.dtype)
+  if _sharding.is_explicitly_sharded(like):       # rows sharded over an Explicit mesh
+    return out.at[rows, column].set(values, mode="drop",
+                                    out_sharding=jax.typeof(like).sharding.spec)
+  return out.at[rows, column].set(values, mode="drop")
 
 
 def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
@@ -360,12 +365,12 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
             jnp.sum(window, axis=-1, dtype=jnp.int32))
 
   covers, n, index, valid, dp = _slot_passes(
-      fixed, pos, bound, jnp.zeros(d.shape, jnp.int32), step, _SLOT_GROUP)
+      fixed, pos, bound, jnp.zeros_like(fixed, dtype=jnp.int32), step, _SLOT_GROUP)
   base = jnp.min(jnp.where(valid, dp, jnp.inf), axis=-1, keepdims=True)
   base = jnp.where(jnp.isfinite(base), base, 0)
   values = (jnp.sum(jnp.where(n > 0, n * (dp + margin - base), 0), -1)
             - jnp.sum(jnp.where(covers > 0, covers * (fixed - base), 0), -1))
-  slope = (_scatter_slots(d.shape, index, valid, n, 0) - covers).astype(d.dtype)
+  slope = (_scatter_slots(fixed, index, valid, n, 0) - covers).astype(d.dtype)
   sums = values.astype(d.dtype) + jnp.sum(slope * (d - fixed), -1)
   active = jnp.sum(n, -1)
   triplets = jnp.sum(pos, -1) * jnp.sum(neg, -1) if not lower else active
@@ -395,7 +400,7 @@ def bounded_tfa_selection(bound: int, distances, positive, negative):
   far_i = jnp.min(jnp.where(negative & (fixed == far), columns, size), axis=-1)
   has_neg = far_i < size
   chosen = jnp.where(near_i < size, near_i, far_i[..., None])  # [r, b]
-  full = _scatter_slots(fixed.shape, index, valid & has_neg[..., None], chosen, -1)
+  full = _scatter_slots(fixed, index, valid & has_neg[..., None], chosen, -1)
   valid_full = positive & has_neg[..., None]
   return jnp.where(valid_full, full, -1), valid_full
 
