@@ -288,6 +288,32 @@ def test_positive_slots_list_each_rows_positives_in_column_order():
     assert valid[i].tolist() == [True] * len(want) + [False] * (5 - len(want))
 
 
+@pytest.mark.parametrize("pattern", ["groups", "one_class", "distinct", "padding", "refs",
+                                     "extreme_labels"])
+def test_label_slots_equal_the_positive_columns_of_the_masks(pattern):
+  """The positives found by one label sort (what the losses use) are the
+  masks' positive columns in column order, with their count, for padding,
+  reference rows, singletons and labels at the integer limits."""
+  rng = np.random.default_rng(7)
+  a, refs = 23, (9 if pattern == "refs" else 0)
+  labels = {"groups": np.arange(a + refs) // 3, "one_class": np.zeros(a + refs),
+            "distinct": np.arange(a + refs), "padding": rng.integers(0, 4, a + refs),
+            "refs": rng.integers(0, 5, a + refs),
+            "extreme_labels": rng.choice([np.iinfo(np.int32).min, -1, 0,
+                                          np.iinfo(np.int32).max], a + refs)}[pattern]
+  labels = jnp.asarray(labels, jnp.int32)
+  where = jnp.asarray(rng.random(a + refs) > (0.3 if pattern in ("padding", "extreme_labels",
+                                                                  "refs") else -1))
+  self_index = jnp.arange(a)
+  masks = ml.masks.pair_masks(labels[:a], where[:a], labels, where, self_index)
+  for bound in (4, 12, 40):
+    want = ml.mining.positive_slots(masks.positive, bound)[0]
+    index, count = jax.jit(ml.mining.label_slots, static_argnums=5)(
+        labels[:a], where[:a], labels, where, self_index, bound)
+    np.testing.assert_array_equal(index, want)
+    np.testing.assert_array_equal(count, jnp.sum(masks.positive, -1))
+
+
 @pytest.mark.parametrize("most,branch", [(0, 4), (4, 4), (5, 32), (32, 32), (33, "sorted"),
                                          (60, "sorted")])
 def test_the_few_positive_path_is_chosen_by_the_largest_positive_count(most, branch):

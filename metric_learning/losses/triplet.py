@@ -297,9 +297,16 @@ def _sum_terms(values, mask):
   return jnp.sum(t.values), jnp.sum(t.counts), jnp.sum(t.nonzero)
 
 
-def _window_terms(d, pos, neg, margin, lower: bool):
+def _anchor_slots(batch: _pipeline.Batch) -> tuple:
+  """Each anchor's positive columns and count from the labels, for :func:`per_anchor`."""
+  slots = mining.anchor_slots(batch.labels, batch.where, batch.candidate_labels,
+                              batch.candidate_where, batch.self_index)
+  return () if slots is None else tuple(slots)
+
+
+def _window_terms(d, pos, neg, margin, lower: bool, slots=None):
   """Per-anchor :class:`Terms` of the hinge windows (:func:`mining.window_sums`)."""
-  sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower)
+  sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower, slots)
   return reductions.Terms(sums, triplets.astype(d.dtype), active.astype(d.dtype))
 
 
@@ -370,9 +377,14 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
     rows = _cube_rows(batch, metric, row)
   else:
-    def rows(anchors, masks):
+    slots = _anchor_slots(batch)
+
+    def rows(anchors, masks, *known):
       d = _kernels.pairwise(anchors, batch.candidates, metric)
-      return _window_terms(d, masks.positive, masks.negative, margin, lower=False)
+      return _window_terms(d, masks.positive, masks.negative, margin, lower=False,
+                           slots=known or None)
+    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots),
+                        reduction)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 
@@ -448,14 +460,20 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
     rows = _cube_rows(batch, metric, facenet_row)
   else:
-    def rows(anchors, masks):
+    slots = _anchor_slots(batch)
+
+    def rows(anchors, masks, *known):
       d = _kernels.pairwise(anchors, batch.candidates, metric)
       if definition == "facenet":
-        return _window_terms(d, masks.positive, masks.negative, margin, lower=True)
+        return _window_terms(d, masks.positive, masks.negative, margin, lower=True,
+                             slots=known or None)
       # TFA: the first negative farther than D_ij, else the farthest one.
-      index, valid = mining.tfa_selection(d, masks.positive, masks.negative)
+      index, valid = mining.tfa_selection(d, masks.positive, masks.negative,
+                                          slots=known or None)
       gap = d - mining.gather_rows(d, jax.lax.stop_gradient(index))
       return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
+    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots),
+                        reduction)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
 
 

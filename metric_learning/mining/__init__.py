@@ -41,6 +41,7 @@ from metric_learning.mining.anchors import semi_hard
 from metric_learning.mining.anchors import statistics
 from metric_learning.mining.blocks import POSITIVE_BOUNDS
 from metric_learning.mining.blocks import SortedNegatives
+from metric_learning.mining.blocks import anchor_slots
 from metric_learning.mining.blocks import bounded_tfa_selection
 from metric_learning.mining.blocks import bounded_window_sums
 from metric_learning.mining.blocks import by_positive_count
@@ -49,6 +50,7 @@ from metric_learning.mining.blocks import facenet_cube
 from metric_learning.mining.blocks import first_argmax
 from metric_learning.mining.blocks import gather_rows
 from metric_learning.mining.blocks import hard_indices
+from metric_learning.mining.blocks import label_slots
 from metric_learning.mining.blocks import map_anchors
 from metric_learning.mining.blocks import masked_argmax
 from metric_learning.mining.blocks import masked_argmin
@@ -86,6 +88,7 @@ __all__ = (
     "TRIPLET_TYPES",
     "TripletCounts",
     "TripletSelection",
+    "anchor_slots",
     "batch_all",
     "batch_hard",
     "bounded_tfa_selection",
@@ -98,6 +101,7 @@ __all__ = (
     "first_argmax",
     "gather_rows",
     "hard_indices",
+    "label_slots",
     "map_anchors",
     "masked_argmax",
     "masked_argmin",

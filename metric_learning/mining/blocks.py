@@ -293,12 +293,64 @@ def positive_slots(positive: jax.Array, bound: int):
   return jnp.where(valid, index, -1), valid
 
 
-def by_positive_count(positive: jax.Array, bounded: Callable, general: Callable):
+def label_slots(labels, where, candidate_labels, candidate_where, self_index, bound: int):
+  """:func:`positive_slots` of the label masks, from one sort of the candidate labels.
+
+  Anchor i's positives are the real candidates with its label other than its
+  own column ``self_index[i]`` (:func:`metric_learning.masks.pair_masks`); with
+  the candidates sorted by (real first, label, column) they are one run, found
+  by binary search: O((A + C) log C) instead of ``bound`` passes over [A, C].
+  Returns ``(index [A, bound], count [A])``: the first ``bound`` positive
+  columns in column order (-1 past the last) and how many positives there are.
+  """
+  size = candidate_labels.shape[0]
+  columns = jnp.arange(size, dtype=jnp.int32)
+  order = jnp.lexsort((columns, candidate_labels, ~candidate_where)).astype(jnp.int32)
+  real = candidate_where[order]
+  top = jnp.iinfo(candidate_labels.dtype).max
+  key = jnp.where(real, candidate_labels[order], top)      # sorted: real labels, then top
+  num_real = jnp.sum(candidate_where, dtype=jnp.int32)
+  lo = jnp.searchsorted(key, labels, side="left").astype(jnp.int32)
+  hi = jnp.minimum(jnp.searchsorted(key, labels, side="right"), num_real).astype(jnp.int32)
+  own = jnp.clip(self_index, 0, max(size - 1, 0))
+  self_in = (self_index >= 0) & candidate_where[own] & (candidate_labels[own] == labels)
+  count = jnp.where(where, jnp.maximum(hi - lo, 0) - self_in, 0)
+  # The first bound + 1 entries of the run hold the first bound positives and,
+  # at most once, the anchor itself: skip it.
+  step = jnp.arange(bound + 1, dtype=jnp.int32)
+  at = lo[:, None] + step
+  entry = order[jnp.clip(at, 0, max(size - 1, 0))]
+  inside = (at < hi[:, None]) & where[:, None]
+  is_self = inside & (entry == self_index[:, None])
+  self_at = jnp.where(jnp.any(is_self, -1), jnp.argmax(is_self, -1), bound + 1)
+  take = step[:bound] + (step[:bound] >= self_at[:, None])
+  index = jnp.take_along_axis(jnp.where(inside & ~is_self, entry, -1), take, axis=-1)
+  return index, count
+
+
+def anchor_slots(labels, where, candidate_labels, candidate_where, self_index):
+  """:func:`label_slots` as wide as :func:`window_sums` / :func:`tfa_selection` read.
+
+  ``None`` where the sort-free path is off (no ``POSITIVE_BOUNDS``), or where
+  the anchors are sharded over an Explicit mesh (their positive columns are
+  then found from the mask, row by row).
+  """
+  size = candidate_labels.shape[0]
+  if not POSITIVE_BOUNDS or size == 0 or _sharding.is_explicitly_sharded(labels):
+    return None
+  group = max(_SLOT_GROUP, _TFA_SLOT_GROUP)
+  width = -(-min(POSITIVE_BOUNDS[-1], size) // group) * group
+  return label_slots(labels, where, candidate_labels, candidate_where, self_index, width)
+
+
+def by_positive_count(positive: jax.Array, bounded: Callable, general: Callable,
+                      count: jax.Array | None = None):
   """``bounded(bound)`` with the smallest bound every row fits, else ``general()``.
 
   Chosen at run time (``lax.switch`` on the largest positive count of these
-  rows), so the result is exact for any labels. Rows no wider than the largest
-  bound always take that path (bound = width), with no switch.
+  rows; ``count``: the rows' counts if known, else summed from ``positive``),
+  so the result is exact for any labels. Rows no wider than the largest bound
+  always take that path (bound = width), with no switch.
   """
   width = positive.shape[-1]
   if width == 0:
@@ -309,18 +361,27 @@ def by_positive_count(positive: jax.Array, bounded: Callable, general: Callable)
   if width <= bounds[-1]:                   # a row cannot hold more: one branch
     return bounded(width)
   branches = [functools.partial(bounded, b) for b in bounds] + [general]
-  most = jnp.max(jnp.sum(positive, axis=-1, dtype=jnp.int32), initial=0)
+  if count is None:
+    count = jnp.sum(positive, axis=-1, dtype=jnp.int32)
+  most = jnp.max(count, initial=0)
   which = jnp.sum(most > jnp.array(bounds, jnp.int32))
   return jax.lax.switch(which, branches)
 
 
-def _slot_passes(fixed, positive, bound, init, step, group):
+def _slot_passes(fixed, positive, bound, init, step, group, slots=None):
   """Scans ``step(carry, (index, valid, distance))`` over groups of positive slots.
 
   Each group is ``[rows, group]``; returns the final carry and the per-slot
-  outputs as ``[rows, bound]`` (with the slots' index and validity).
+  outputs as ``[rows, bound]`` (with the slots' index and validity). ``slots``:
+  the rows' positive columns if known (:func:`label_slots`, at least ``bound``
+  rounded up to ``group`` of them), else found from ``positive``.
   """
-  index, valid = positive_slots(positive, -(-bound // group) * group)
+  width = -(-bound // group) * group
+  if slots is None:
+    index, valid = positive_slots(positive, width)
+  else:
+    index = slots[..., :width]
+    valid = index >= 0
   dp = gather_rows(fixed, index)
 
   def groups(x):                              # [r, b] -> [b / G, r, G]
@@ -342,7 +403,7 @@ def _scatter_slots(like, index, valid, values, fill):
   return out.at[rows, column].set(values, mode="drop")
 
 
-def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
+def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None):
   r""":func:`window_sums` for rows with at most ``bound`` positives: no sort.
 
   Masked passes over ``[rows, 4, C]`` give each positive slot's window size
@@ -365,7 +426,7 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
             jnp.sum(window, axis=-1, dtype=jnp.int32))
 
   covers, n, index, valid, dp = _slot_passes(
-      fixed, pos, bound, jnp.zeros_like(fixed, dtype=jnp.int32), step, _SLOT_GROUP)
+      fixed, pos, bound, jnp.zeros_like(fixed, dtype=jnp.int32), step, _SLOT_GROUP, slots)
   base = jnp.min(jnp.where(valid, dp, jnp.inf), axis=-1, keepdims=True)
   base = jnp.where(jnp.isfinite(base), base, 0)
   values = (jnp.sum(jnp.where(n > 0, n * (dp + margin - base), 0), -1)
@@ -377,7 +438,7 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool):
   return sums, triplets, active
 
 
-def bounded_tfa_selection(bound: int, distances, positive, negative):
+def bounded_tfa_selection(bound: int, distances, positive, negative, slots=None):
   """:func:`tfa_selection` for rows with at most ``bound`` positives: no sort.
 
   Same choice and ties (lowest column): per positive slot a masked min over
@@ -395,7 +456,7 @@ def bounded_tfa_selection(bound: int, distances, positive, negative):
     return carry, jnp.min(jnp.where(farther & (dn == near), columns, size), axis=-1)
 
   _, near_i, index, valid, _ = _slot_passes(fixed, positive, bound, (), step,
-                                            _TFA_SLOT_GROUP)
+                                            _TFA_SLOT_GROUP, slots)
   far = jnp.max(jnp.where(negative, fixed, -jnp.inf), axis=-1, keepdims=True)
   far_i = jnp.min(jnp.where(negative & (fixed == far), columns, size), axis=-1)
   has_neg = far_i < size
@@ -424,7 +485,7 @@ def sorted_tfa_selection(distances, positive, negative):
   return jnp.where(valid, index, -1), valid
 
 
-def window_sums(d, pos, neg, margin, lower: bool):
+def window_sums(d, pos, neg, margin, lower: bool, slots=None):
   r"""Per anchor row, the hinge sum over (j, k) in its triplet windows, with counts.
 
   :math:`\sum_{j \in P(i)} \sum_k (m + D_{ij} - D_{ik})` over the negatives k
@@ -438,24 +499,30 @@ def window_sums(d, pos, neg, margin, lower: bool):
   Exact for any labels: rows with at most ``POSITIVE_BOUNDS[-1]`` positives
   take :func:`bounded_window_sums` (O(C) per positive, no sort), others
   :func:`sorted_window_sums` (O(C log C) per row), chosen at run time.
+  ``slots``: the rows' ``(index, count)`` from :func:`label_slots` (with at
+  least ``POSITIVE_BOUNDS[-1]`` columns), so that the positive columns are not
+  searched for in ``pos``.
   """
+  index, count = slots if slots is not None else (None, None)
   return by_positive_count(
-      pos, lambda bound: bounded_window_sums(bound, d, pos, neg, margin, lower),
-      lambda: sorted_window_sums(d, pos, neg, margin, lower))
+      pos, lambda bound: bounded_window_sums(bound, d, pos, neg, margin, lower, index),
+      lambda: sorted_window_sums(d, pos, neg, margin, lower), count)
 
 
-def tfa_selection(distances, positive, negative):
+def tfa_selection(distances, positive, negative, slots=None):
   """The TensorFlow Addons semi-hard negative of every (anchor, positive) pair.
 
   For each positive j, the first negative farther than D_ij (the lowest column
   among equal distances), or else the farthest negative (lowest column too).
   Returns ``(index [rows, C], valid)``, index -1 where invalid. Rows with few
   positives take :func:`bounded_tfa_selection`, others
-  :func:`sorted_tfa_selection`, as in :func:`window_sums`.
+  :func:`sorted_tfa_selection`, and ``slots`` is used, as in :func:`window_sums`.
   """
+  index, count = slots if slots is not None else (None, None)
   return by_positive_count(
-      positive, lambda bound: bounded_tfa_selection(bound, distances, positive, negative),
-      lambda: sorted_tfa_selection(distances, positive, negative))
+      positive, lambda bound: bounded_tfa_selection(bound, distances, positive, negative,
+                                                    index),
+      lambda: sorted_tfa_selection(distances, positive, negative), count)
 
 
 def semi_hard_counts(distances, positive, negative, margin):
