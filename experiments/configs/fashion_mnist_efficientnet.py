@@ -16,8 +16,9 @@ installed, nothing is downloaded::
   python -m experiments.tools.export_weights --model=efficientnet_lite0 \
       --out=efficientnet_lite0.safetensors
 
-(``--config.model.weights=PATH`` for another place). Results against random
-initialisation and raw pixels: docs/benchmarks.md.
+(``--config.model.weights=PATH`` for another place). Results — the untrained
+ImageNet features, this frozen-backbone recipe and a fine-tuned run against raw
+pixels and the CNN trained from random initialisation: docs/benchmarks.md.
 """
 
 from experiments.configs import fashion_mnist

@@ -304,6 +304,29 @@ def _anchor_slots(batch: _pipeline.Batch) -> tuple:
   return () if slots is None else tuple(slots)
 
 
+def _tfa_terms(d, pos, neg, margin, soft: bool, slots=None):
+  """Per-anchor :class:`Terms` of TFA semi-hard: for each positive the first
+  negative farther than D_ij, else the farthest one (:func:`mining.tfa_selection`).
+
+  With few positives per anchor (:func:`mining.by_positive_count`) the terms
+  are read per positive slot (two distances each); otherwise from the sorted
+  selection over the whole row.
+  """
+  index, count = slots if slots is not None else (None, None)
+
+  def bounded(bound):
+    pi, ni, valid = mining.bounded_tfa_pairs(bound, d, pos, neg, index)
+    gap = mining.gather_rows(d, pi) - mining.gather_rows(d, ni)
+    return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
+
+  def general():
+    ni, valid = mining.sorted_tfa_selection(d, pos, neg)
+    gap = d - mining.gather_rows(d, jax.lax.stop_gradient(ni))
+    return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
+
+  return mining.by_positive_count(pos, bounded, general, count)
+
+
 def _window_terms(d, pos, neg, margin, lower: bool, slots=None):
   """Per-anchor :class:`Terms` of the hinge windows (:func:`mining.window_sums`)."""
   sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower, slots)
@@ -467,11 +490,7 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       if definition == "facenet":
         return _window_terms(d, masks.positive, masks.negative, margin, lower=True,
                              slots=known or None)
-      # TFA: the first negative farther than D_ij, else the farthest one.
-      index, valid = mining.tfa_selection(d, masks.positive, masks.negative,
-                                          slots=known or None)
-      gap = d - mining.gather_rows(d, jax.lax.stop_gradient(index))
-      return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
+      return _tfa_terms(d, masks.positive, masks.negative, margin, soft, known or None)
     return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots),
                         reduction)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)

@@ -438,11 +438,13 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None
   return sums, triplets, active
 
 
-def bounded_tfa_selection(bound: int, distances, positive, negative, slots=None):
-  """:func:`tfa_selection` for rows with at most ``bound`` positives: no sort.
+def bounded_tfa_pairs(bound: int, distances, positive, negative, slots=None):
+  """The TFA semi-hard (positive, negative) column pairs of rows with few positives.
 
-  Same choice and ties (lowest column): per positive slot a masked min over
-  the row, scattered back to the positive's column.
+  Returns ``(positive_index, negative_index, valid)``, each ``[rows, bound]``
+  (rounded up to a multiple of 4): one entry per positive slot, the negative
+  chosen as :func:`sorted_tfa_selection` chooses it (lowest column on ties).
+  A loss reads two distances per slot instead of gathering a whole row.
   """
   fixed = jax.lax.stop_gradient(distances)
   size = fixed.shape[-1]
@@ -459,10 +461,20 @@ def bounded_tfa_selection(bound: int, distances, positive, negative, slots=None)
                                             _TFA_SLOT_GROUP, slots)
   far = jnp.max(jnp.where(negative, fixed, -jnp.inf), axis=-1, keepdims=True)
   far_i = jnp.min(jnp.where(negative & (fixed == far), columns, size), axis=-1)
-  has_neg = far_i < size
   chosen = jnp.where(near_i < size, near_i, far_i[..., None])  # [r, b]
-  full = _scatter_slots(fixed, index, valid & has_neg[..., None], chosen, -1)
-  valid_full = positive & has_neg[..., None]
+  valid = valid & (far_i < size)[..., None]
+  return jnp.where(valid, index, -1), jnp.where(valid, chosen, -1), valid
+
+
+def bounded_tfa_selection(bound: int, distances, positive, negative, slots=None):
+  """:func:`tfa_selection` for rows with at most ``bound`` positives: no sort.
+
+  :func:`bounded_tfa_pairs` scattered back to each positive's column.
+  """
+  index, chosen, valid = bounded_tfa_pairs(bound, distances, positive, negative, slots)
+  full = _scatter_slots(distances, index, valid, chosen, -1)
+  has_neg = jnp.any(negative, axis=-1, keepdims=True)
+  valid_full = positive & has_neg
   return jnp.where(valid_full, full, -1), valid_full
 
 
