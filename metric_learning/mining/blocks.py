@@ -260,8 +260,8 @@ def sorted_window_sums(d, pos, neg, margin, lower: bool):
 # ----------------------------------------------------------------------------- #
 
 # Static bounds of the sort-free path (each is compiled as one branch). On 2 CPU
-# cores the loss + gradient of batch-all at B = 4096 takes 0.2-0.3 s with 3
-# positives per anchor (bound 4), 0.49 s with 7 (bound 32) and 2.4 s sorted.
+# cores the loss + gradient of batch-all at B = 4096, 3 positives per anchor,
+# takes 0.18 s this way and 2.6 s sorted (docs/benchmarks.md).
 POSITIVE_BOUNDS = (4, 32)
 # Positive slots per masked pass; the passes run one after another (a scan), so
 # that XLA CPU cannot fuse them into one wider [rows, slots, C] window, which it
