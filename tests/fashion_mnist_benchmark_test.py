@@ -71,7 +71,8 @@ def test_untrained_baselines_and_config_overrides(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
   summary = result["summary"]
-  assert set(summary) == {"raw pixels", "raw pixels, L2-normalised", "cnn features at initialisation",
+  assert set(summary) == {"raw pixels", "raw pixels, L2-normalised",
+                          "cnn features at initialisation",
                           "cnn features at initialisation, L2-normalised"}
   assert result["meta"]["recipe"]["model"]["head_init"] == "identity"
   assert result["meta"]["recipe"]["model"]["head_batch_norm"] is False

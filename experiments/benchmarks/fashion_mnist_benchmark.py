@@ -253,11 +253,11 @@ def _plot(path: str, methods: dict) -> None:
 
 def main(argv):
   del argv
+  from experiments import config as config_lib  # pylint: disable=import-outside-toplevel
   from experiments import evaluation  # pylint: disable=import-outside-toplevel
   from metric_learning.data import registry as data_registry  # pylint: disable=import-outside-toplevel
   from metric_learning.data import sampler as sampler_lib  # pylint: disable=import-outside-toplevel
   from metric_learning.data import sources  # pylint: disable=import-outside-toplevel
-  from experiments import config as config_lib  # pylint: disable=import-outside-toplevel
 
   config = _config()
   try:
@@ -316,7 +316,8 @@ def main(argv):
             + (f", health warnings {len(r['health_warnings'])}" if "health_warnings" in r
                else "") + f", {r['seconds']} s")
   meta = {**harness.machine(), "steps": config.num_steps, "seeds": seeds, "splits": sizes,
-          "config": config_flags.get_config_filename(flags.FLAGS["config"]), "recipe": config.to_dict(), "pml_note": note,
+          "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+          "recipe": config.to_dict(), "pml_note": note,
           "pml": {"miner": "BatchHardMiner()", "loss": f"TripletMarginLoss(margin={PML_MARGIN})",
                   "optimizer": f"Adam(lr={PML_LEARNING_RATE})"},
           "loadavg_end": harness.loadavg()}

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import masks as masks_lib
-from metric_learning import reductions
 from metric_learning.mining.selections import TripletSelection
 
 # Elements of one [anchors_chunk, candidates, candidates] block in the anchor
@@ -393,7 +392,7 @@ def _slot_passes(fixed, positive, bound, init, step, group, slots=None):
 
 
 def _scatter_slots(like, index, valid, values, fill):
-  """An array shaped ``like`` [rows, C] of ``fill`` with ``values[i, s]`` at column ``index[i, s]``."""
+  """``fill`` shaped as ``like`` [rows, C], with ``values[i, s]`` at column ``index[i, s]``."""
   rows = jnp.arange(like.shape[0])[:, None]
   column = jnp.where(valid, index, like.shape[-1])            # out of range: dropped
   out = jnp.full_like(like, fill, dtype=values.dtype)
