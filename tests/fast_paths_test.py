@@ -148,6 +148,11 @@ def _cube_reference(x, y, w, *, margin, metric, kind):
     fixed = jax.lax.stop_gradient(gap)
     mask = mask & (fixed < 0) & (fixed > -margin)
     return jnp.sum(jnp.where(mask, margin + gap, 0)) / jnp.sum(mask)
+  if kind in ("batch_all_soft", "facenet_soft"):                # softplus, mean over triplets
+    if kind == "facenet_soft":
+      fixed = jax.lax.stop_gradient(gap)
+      mask = mask & (fixed < 0) & (fixed > -margin)
+    return jnp.sum(jnp.where(mask, jax.nn.softplus(gap), 0)) / jnp.sum(mask)
   # tfa: per (i, j) the closest negative farther than D_ij, else the farthest.
   fixed = jax.lax.stop_gradient(d)
   farther = neg[:, None, :] & (fixed[:, None, :] > fixed[:, :, None])
@@ -189,14 +194,18 @@ FEW_POSITIVE_LABELS = {
     ("batch_all", functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero")),
     ("facenet", functools.partial(ml.semi_hard_triplet_loss, reduction="mean")),
     ("tfa", functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean")),
+    ("batch_all_soft", functools.partial(ml.batch_all_triplet_loss, soft=True,
+                                         reduction="mean")),
+    ("facenet_soft", functools.partial(ml.semi_hard_triplet_loss, soft=True, reduction="mean")),
 ])
 @pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
 @pytest.mark.parametrize("path", ["automatic", "sorted"])
 def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels, path,
                                                               monkeypatch):
   """The sort-free path for few positives per anchor (issue 21), the sorted path
-  (forced by leaving no bound) and the run-time choice between them, in blocks
-  that take different branches: values and gradients of the triplet cube."""
+  (forced by leaving no bound; the per-anchor cube for the soft margins) and the
+  run-time choice between them, in blocks that take different branches: values
+  and gradients of the triplet cube."""
   if path == "sorted":
     monkeypatch.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ())
   y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)

@@ -292,6 +292,28 @@ def _cube_rows(batch: _pipeline.Batch, metric: str, row_terms):
   return rows
 
 
+def _soft_rows(batch: _pipeline.Batch, metric: str, row_terms, margin, facenet: bool):
+  """Block function of the soft-margin sums over (anchor, positive, negative).
+
+  Blocks whose anchors have few positives take :func:`mining.bounded_softplus_sums`
+  (O(batch) per positive); others sum the cube anchor by anchor (:func:`_cube_rows`,
+  O(batch²) per anchor), chosen at run time.
+  """
+  cube = _cube_rows(batch, metric, row_terms)
+
+  def rows(anchors, masks):
+    pos, neg = masks.positive, masks.negative
+
+    def bounded(bound):
+      d = _kernels.pairwise(anchors, batch.candidates, metric)
+      sums, triplets, active = mining.bounded_softplus_sums(bound, d, pos, neg, margin,
+                                                             facenet)
+      return reductions.Terms(sums, triplets.astype(d.dtype), active.astype(d.dtype))
+
+    return mining.by_positive_count(pos, bounded, lambda: cube(anchors, masks))
+  return rows
+
+
 def _sum_terms(values, mask):
   t = _pipeline.terms(values, mask)
   return jnp.sum(t.values), jnp.sum(t.counts), jnp.sum(t.nonzero)
@@ -356,8 +378,9 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   pass over the row, O(batch² · K) time; otherwise each row's negative
   distances are sorted, O(batch² log batch); chosen at run time, same values.
   Streamed over blocks of anchor rows, memory is O(block · batch).
-  ``soft=True`` does not decompose: it sums the cube anchor by anchor,
-  O(batch³) time.
+  ``soft=True`` does not decompose into counts: with at most 32 positives per
+  anchor it sums softplus over each positive's row (O(batch² · K)), otherwise
+  the cube anchor by anchor (O(batch³)); chosen at run time, same values.
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -398,7 +421,7 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
     def row(d, pos, neg):
       gap, mask = mining.triplet_cube(d, pos, neg)
       return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
-    rows = _cube_rows(batch, metric, row)
+    rows = _soft_rows(batch, metric, row, margin, facenet=False)
   else:
     slots = _anchor_slots(batch)
 
@@ -435,8 +458,9 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   sorted negative distances (a binary search per positive pair and, for
   "facenet", prefix sums over the window), O(batch² log batch); chosen at run
   time, same values. Streamed over blocks of anchor rows, O(block · batch)
-  memory. Only "facenet" with ``soft=True`` (softplus does not
-  decompose) sums the triplet cube anchor by anchor, O(batch³) time.
+  memory. "facenet" with ``soft=True`` (softplus does not decompose into
+  counts) sums over each positive's row with few positives, O(batch² · K),
+  and the triplet cube anchor by anchor otherwise, O(batch³).
 
   Args:
     embeddings: ``[batch, dim]`` floating array.
@@ -481,7 +505,7 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       gap, mask = mining.facenet_cube(jax.lax.stop_gradient(d), pos, neg, margin)
       gap, _ = mining.triplet_cube(d, pos, neg)
       return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
-    rows = _cube_rows(batch, metric, facenet_row)
+    rows = _soft_rows(batch, metric, facenet_row, margin, facenet=True)
   else:
     slots = _anchor_slots(batch)
 

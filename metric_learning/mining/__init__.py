@@ -42,6 +42,7 @@ from metric_learning.mining.anchors import statistics
 from metric_learning.mining.blocks import POSITIVE_BOUNDS
 from metric_learning.mining.blocks import SortedNegatives
 from metric_learning.mining.blocks import anchor_slots
+from metric_learning.mining.blocks import bounded_softplus_sums
 from metric_learning.mining.blocks import bounded_tfa_pairs
 from metric_learning.mining.blocks import bounded_tfa_selection
 from metric_learning.mining.blocks import bounded_window_sums
@@ -92,6 +93,7 @@ __all__ = (
     "anchor_slots",
     "batch_all",
     "batch_hard",
+    "bounded_softplus_sums",
     "bounded_tfa_pairs",
     "bounded_tfa_selection",
     "bounded_window_sums",

@@ -437,6 +437,44 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None
   return sums, triplets, active
 
 
+def bounded_softplus_sums(bound: int, d, pos, neg, margin, facenet: bool, slots=None):
+  r"""Per anchor row, :math:`\sum_j \sum_k \mathrm{softplus}(D_{ij} - D_{ik})`, no cube.
+
+  Over every (positive, negative) pair (soft batch-all), or with ``facenet``
+  over the FaceNet semi-hard ones, :math:`-m < D_{ij} - D_{ik} < 0`, compared
+  as :func:`facenet_cube` compares them. For rows with at most ``bound``
+  positives: masked passes over ``[rows, 4, C]``, O(C) per positive instead of
+  the O(C²) cube per anchor. Returns ``(sums, triplets, active)`` as
+  :func:`window_sums` does; the gradient is the sigmoid's, summed per
+  positive and per negative in the same passes.
+  """
+  fixed = jax.lax.stop_gradient(d)
+  dn = fixed[..., None, :]
+
+  def step(carry, slots_g):
+    covers, values, triplets, active = carry
+    _, valid, dp = slots_g
+    gap = dp[..., None] - dn                                   # [r, G, C]
+    mask = valid[..., None] & neg[..., None, :]
+    if facenet:
+      mask = mask & (gap < 0) & (gap > -margin)
+    term = jnp.where(mask, jax.nn.softplus(gap), 0)
+    slope = jnp.where(mask, jax.nn.sigmoid(gap), 0)
+    carry = (covers + jnp.sum(slope, axis=-2),
+             values + jnp.sum(term, axis=(-2, -1)),
+             triplets + jnp.sum(mask, axis=(-2, -1), dtype=jnp.int32),
+             active + jnp.sum(mask & (term > 0), axis=(-2, -1), dtype=jnp.int32))
+    return carry, jnp.sum(slope, axis=-1)
+
+  count = jnp.zeros_like(fixed[..., 0], dtype=jnp.int32)
+  init = (jnp.zeros_like(fixed), jnp.zeros_like(fixed[..., 0]), count, count)
+  (covers, values, triplets, active), own, index, valid, _ = _slot_passes(
+      fixed, pos, bound, init, step, _SLOT_GROUP, slots)
+  slope = _scatter_slots(fixed, index, valid, own, 0) - covers
+  sums = values + jnp.sum(slope * (d - fixed), -1)
+  return sums, triplets, active
+
+
 def bounded_tfa_pairs(bound: int, distances, positive, negative, slots=None):
   """The TFA semi-hard (positive, negative) column pairs of rows with few positives.
 
