@@ -61,7 +61,8 @@ _POSITIVE_BOUNDS = flags.DEFINE_list(
     "'none' times the sorted path alone.")
 
 FAMILIES = {
-    "triplet": ("batch_hard", "batch_all", "semi_hard", "semi_hard_tfa", "quadruplet"),
+    "triplet": ("batch_hard", "batch_all", "batch_all_soft", "semi_hard", "semi_hard_tfa",
+                "quadruplet"),
     "pair_based": ("contrastive", "multi_similarity", "lifted_structure"),
     "contrastive": ("ntxent", "supcon"),
     "proxy": ("proxy_anchor", "arcface"),
@@ -71,9 +72,10 @@ FAMILIES = {
 ALL = tuple(name for names in FAMILIES.values() for name in names)
 
 
-# Ours only: pytorch-metric-learning has no quadruplet loss, and no TensorFlow
-# Addons semi-hard rule (its semi-hard miner is FaceNet's).
-_NO_PML = ("quadruplet", "semi_hard_tfa")
+# Ours only: pytorch-metric-learning has no quadruplet loss, no TensorFlow
+# Addons semi-hard rule (its semi-hard miner is FaceNet's), and its smooth
+# triplet loss keeps the margin inside the softplus (not Hermans' soft margin).
+_NO_PML = ("quadruplet", "semi_hard_tfa", "batch_all_soft")
 
 # PML losses that build B×B×B tensors: their time grows like B³.
 _PML_CUBIC = ("batch_all", "semi_hard", "ntxent", "tuplet_margin")
@@ -136,6 +138,8 @@ def _ml_runner(name: str, batch: int, dim: int):
           norm(e), y, margin=1.0, squared=False, reduce_separately=True,
           reduction="mean_nonzero"),
       "multi_similarity": lambda e, y: ml.multi_similarity_loss(e, y),
+      "batch_all_soft": lambda e, y: ml.batch_all_triplet_loss(norm(e), y, soft=True,
+                                                            reduction="mean"),
       "semi_hard_tfa": lambda e, y: ml.semi_hard_triplet_loss(norm(e), y, margin=0.2,
                                                            definition="tfa"),
       "quadruplet": lambda e, y: ml.quadruplet_loss(e, y),
