@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
 
 import metric_learning as ml
 from metric_learning import reductions
 from metric_learning.losses import _pipeline
 from metric_learning.losses import contrastive
+from metric_learning.losses import triplet
 
 REDUCTIONS = reductions.REDUCTIONS
 DENSE_ROWS, BLOCK_ROWS = 16, 8        # the automatic rule, shrunk for the tests
@@ -176,8 +178,8 @@ def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
   ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0, metric=metric,
                                                      kind=kind))(x)
   for block in (None, 4):
-    got = jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0, metric=metric,
-                                            block_size=block))(x)
+    got = jax.value_and_grad(lambda e, block=block: loss(e, y, where=w, margin=2.0,
+                                                         metric=metric, block_size=block))(x)
     _assert_same(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -216,6 +218,38 @@ def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels
   got = jax.jit(jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0,
                                                   block_size=16)))(x)
   _assert_same(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("positive", ["hard", "easy"])
+@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
+def test_batch_hard_positives_from_label_slots_equal_the_masked_pass(positive, labels,
+                                                                     monkeypatch):
+  """Batch-hard's positive read from each anchor's listed positive columns
+  (issue 21 item 6; blocks whose anchors have more than 32 positives read the
+  masked row) selects what the pass over the masked row selects, ties included;
+  the loss equals the loop reference."""
+  y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
+  x, _, w, bank = _batch(len(y), seed=4, refs=6)
+  x = np.round(x)                      # coarse coordinates: many tied distances
+  x[9] = x[8]
+  batch = _pipeline.prepare(jnp.asarray(x), y, jnp.asarray(w), **{
+      k: jnp.asarray(v) for k, v in bank.items()})
+  select = jax.jit(lambda b, block: triplet._select(b, "euclidean", block, positive),
+                   static_argnums=1)
+  for block in (None, 16):
+    got = select(batch, block)
+    with monkeypatch.context() as mp:
+      mp.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ())
+      assert triplet._anchor_slots(batch) == ()
+      want = select(batch, block)
+    for u, v in zip(got, want, strict=True):
+      np.testing.assert_array_equal(u, v)
+  if positive == "hard":
+    s = ref.Setup(x, np.asarray(y), w, bank["ref_embeddings"], bank["ref_labels"],
+                  bank["ref_where"])
+    want = ref.reduce(ref.batch_hard(s, "euclidean", 0.5, False), "mean")
+    got = ml.batch_hard_triplet_loss(jnp.asarray(x), y, where=w, margin=0.5, **bank)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["batch_hard", "batch_all", "semi_hard_tfa",

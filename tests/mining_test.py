@@ -374,3 +374,30 @@ def test_every_miner_accepts_an_empty_batch():
         assert np.all(np.isfinite(np.asarray(leaf))), name
       else:
         assert leaf.shape[0] == 0, (name, leaf.shape)
+
+
+@pytest.mark.parametrize("width", [4, 12])
+def test_slot_argmax_equals_the_masked_first_argmax(width):
+  """The batch-hard positive read from the listed columns is the masked row's
+  first maximum (ties to the first column, empty rows), and rows with more
+  columns than listed fall back to the whole row, whether the keys and mask
+  are given as arrays or as functions."""
+  rng = np.random.default_rng(11)
+  keys = rng.integers(0, 4, (9, 30)).astype(np.float32)   # many ties
+  mask = rng.random((9, 30)) < 0.3
+  for i in range(9):                                       # at most width columns
+    mask[i, np.flatnonzero(mask[i])[width:]] = False
+  mask[0] = False                                          # no column
+  mask[1, :width + 3] = True                               # more than width: the whole row
+  keys[1, width + 2] = 9                                   # its maximum is not listed
+  mask[2] = np.arange(30) < width                          # exactly width columns
+  want = ml.mining.first_argmax(jnp.where(mask, keys, -jnp.inf))
+  for rows in (slice(0, 9), slice(2, 9), slice(0, 1)):
+    index, _ = ml.mining.positive_slots(jnp.asarray(mask[rows]), width)
+    count = jnp.sum(mask[rows], -1)
+    assert (int(jnp.max(count)) > width) == (rows.start == 0 and rows.stop == 9)
+    k, m = keys[rows], mask[rows]
+    for args in ((k, m), (lambda k=k: k, lambda m=m: m)):
+      got = jax.jit(lambda i, c, args=args: ml.mining.slot_argmax(*args, i, c))(index, count)
+      np.testing.assert_array_equal(got[0], want[0][rows])
+      np.testing.assert_array_equal(got[1], want[1][rows])

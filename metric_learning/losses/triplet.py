@@ -75,28 +75,39 @@ def _triplet_terms(batch: _pipeline.Batch, positive_index, negative_index, valid
   recomputed distances is the exact gradient of the mined loss. It touches only
   the selected rows: O(batch · dim), no [batch, batch] backward pass.
   """
-  index = jax.lax.stop_gradient(jnp.stack([positive_index, negative_index]))
-  chosen = _sharding.take_rows(batch.candidates, jnp.maximum(index, 0))
-  dp = _kernels.paired(batch.anchors, chosen[0], metric)
-  dn = _kernels.paired(batch.anchors, chosen[1], metric)
+  # Two gathers, not one of the stacked indices: the backward pass then adds
+  # two scatters instead of padding and summing a [2, anchors, dim] cotangent.
+  def chosen(index):
+    return _sharding.take_rows(batch.candidates,
+                               jax.lax.stop_gradient(jnp.maximum(index, 0)))
+  dp = _kernels.paired(batch.anchors, chosen(positive_index), metric)
+  dn = _kernels.paired(batch.anchors, chosen(negative_index), metric)
   return _pipeline.terms(_pipeline.triplet_term(dp - dn, margin, soft), valid), dp
 
 
 def _select(batch: _pipeline.Batch, metric: str, block_size: int | None,
             positive: str = "hard"):
   """Batch-hard style (positive_index, negative_index, valid), dense or streamed
-  over blocks of anchor rows. Never differentiated; only indices are kept."""
+  over blocks of anchor rows. Never differentiated; only indices are kept.
+
+  Each anchor's positive columns come from one sort of the labels
+  (:func:`mining.anchor_slots`): with few positives per anchor, only the
+  negative is found by a pass over the distance block.
+  """
   anchors = jax.lax.stop_gradient(batch.anchors)
   cands = jax.lax.stop_gradient(batch.candidates)
 
-  def select(a, labels, where, self_index):
+  def select(a, labels, where, self_index, *slots):
     # Only indices are used: rank by a per-row monotone score, not the distances.
-    scores = _kernels.row_ranking(a, cands, metric)
-    m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
-                             batch.candidate_where, self_index)
-    return mining.hard_indices(scores, m, positive=positive)
+    def scores():   # built where read: see hard_indices
+      return _kernels.row_ranking(a, cands, metric)
 
-  rows = (anchors, batch.labels, batch.where, batch.self_index)
+    def masks():
+      return masks_lib.pair_masks(labels, where, batch.candidate_labels,
+                                  batch.candidate_where, self_index)
+    return mining.hard_indices(scores, masks, positive=positive, slots=slots or None)
+
+  rows = (anchors, batch.labels, batch.where, batch.self_index) + _anchor_slots(batch)
   return _pipeline.map_row_blocks(select, rows,
                                   _pipeline.block_rows(block_size, anchors.shape[0]))
 

@@ -59,6 +59,7 @@ from metric_learning.mining.blocks import masked_argmin
 from metric_learning.mining.blocks import positive_slots
 from metric_learning.mining.blocks import select_triplets
 from metric_learning.mining.blocks import semi_hard_counts
+from metric_learning.mining.blocks import slot_argmax
 from metric_learning.mining.blocks import sort_rows
 from metric_learning.mining.blocks import sorted_tfa_selection
 from metric_learning.mining.blocks import sorted_window_sums
@@ -117,6 +118,7 @@ __all__ = (
     "select_triplets",
     "semi_hard",
     "semi_hard_counts",
+    "slot_argmax",
     "sort_rows",
     "sorted_tfa_selection",
     "sorted_window_sums",

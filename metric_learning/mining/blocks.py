@@ -44,19 +44,61 @@ def masked_argmin(values: jax.Array, mask: jax.Array):
   return index, -value, found
 
 
-def hard_indices(scores: jax.Array, masks: masks_lib.PairMasks, *,
-                 positive: str = "hard"):
+def hard_indices(scores, masks, *, positive: str = "hard", slots=None):
   """Indices only (no values) of the batch-hard selection: the losses' fast path.
 
   ``scores`` need only order each row like its distances. Returns
   ``(positive_index, negative_index, valid)`` with -1 where invalid; ties go
-  to the first column.
+  to the first column. ``slots``: the rows' positive columns, ``(index [rows,
+  width], count [rows])`` from :func:`label_slots`; where every row's positives
+  are listed, the positive is chosen among those columns (:func:`slot_argmax`)
+  instead of by a pass over the row. Same result.
+
+  ``scores`` and ``masks`` (a :class:`~metric_learning.masks.PairMasks`) may
+  also be functions returning them: with ``slots`` the pass over the positive
+  mask is then traced only in the branch that needs it, and the scores are
+  never materialised for it (XLA keeps a conditional's operands in memory).
   """
+  get_scores = scores if callable(scores) else lambda: scores
+  get_masks = masks if callable(masks) else lambda: masks
   sign = 1 if positive == "hard" else -1
-  pi, has_pos = first_argmax(jnp.where(masks.positive, sign * scores, -jnp.inf))
-  ni, has_neg = first_argmax(jnp.where(masks.negative, -scores, -jnp.inf))
+  ni, has_neg = first_argmax(jnp.where(get_masks().negative, -get_scores(), -jnp.inf))
+  if slots is None:
+    pi, has_pos = first_argmax(jnp.where(get_masks().positive, sign * get_scores(), -jnp.inf))
+  else:
+    pi, has_pos = slot_argmax(lambda: sign * get_scores(), lambda: get_masks().positive, *slots)
   valid = has_pos & has_neg
   return jnp.where(valid, pi, -1), jnp.where(valid, ni, -1), valid
+
+
+def slot_argmax(keys, mask, index: jax.Array, count: jax.Array):
+  """:func:`first_argmax` of ``where(mask, keys, -inf)``, reading the listed columns.
+
+  ``index [rows, width]`` lists each row's masked columns in column order (-1
+  past the last) and ``count [rows]`` how many there are (:func:`label_slots`).
+  If every row's columns are listed, the maximum is taken over those ``width``
+  keys (the first in column order wins ties, and an empty row gives (0, False),
+  as in :func:`first_argmax`); if a row has more, the masked row is read whole
+  instead, chosen at run time.
+  ``keys`` and ``mask`` (bool, like ``keys``) may be functions returning them:
+  the pass over the whole row is then traced only inside that branch.
+  """
+  get_keys = keys if callable(keys) else lambda: keys
+  get_mask = mask if callable(mask) else lambda: mask
+  width = index.shape[-1]
+
+  def masked():
+    return first_argmax(jnp.where(get_mask(), get_keys(), -jnp.inf))
+
+  if width == 0:
+    return masked()
+  # The listed columns are gathered outside the conditional, so the keys are
+  # read where they are made rather than stored as its operand.
+  k = jnp.take_along_axis(get_keys(), jnp.maximum(index, 0), axis=-1)
+  at = jnp.argmax(jnp.where(index >= 0, k, -jnp.inf), axis=-1)
+  chosen = jnp.take_along_axis(index, at[..., None], axis=-1)[..., 0]
+  listed = jnp.maximum(chosen, 0), count > 0          # an empty row: (0, False)
+  return jax.lax.cond(jnp.max(count, initial=0) <= width, lambda: listed, masked)
 
 
 def first_argmax(keys: jax.Array, chunk: int = _ARGMAX_CHUNK):
@@ -304,7 +346,10 @@ def label_slots(labels, where, candidate_labels, candidate_where, self_index, bo
   """
   size = candidate_labels.shape[0]
   columns = jnp.arange(size, dtype=jnp.int32)
-  order = jnp.lexsort((columns, candidate_labels, ~candidate_where)).astype(jnp.int32)
+  # One stable sort on two keys (real first, label) carrying the columns:
+  # cheaper on CPU than a three-key lexsort with the same order.
+  order = jax.lax.sort((~candidate_where, candidate_labels, columns), num_keys=2,
+                       is_stable=True)[2]
   real = candidate_where[order]
   top = jnp.iinfo(candidate_labels.dtype).max
   key = jnp.where(real, candidate_labels[order], top)      # sorted: real labels, then top
