@@ -84,3 +84,16 @@ def test_write_json_and_loglog_plot(tmp_path):
                                  harness.Line("empty", [], ":", color="black")],
                       xlabel="B", ylabel="ms", title="t", fontsize=9)
   assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paired_ratio_is_the_median_of_each_rounds_ratio():
+  """A load that doubles every time in one round does not move the paired ratio;
+  the ratio of the medians would."""
+  timings = harness.Timings({"a": [3.0, 6.0, 12.0], "floor": [2.0, 4.0, 6.0]},
+                            {"a": [None] * 3, "floor": [None] * 3})
+  assert timings.paired_ratio("a", "floor") == 1.5
+  assert timings.median("a") / timings.median("floor") == 1.5
+  timings.seconds["a"][1] = 20.0                       # one disturbed round
+  assert timings.paired_ratio("a", "floor") == 2.0
+  with pytest.raises(ValueError):
+    harness.Timings({"a": [1.0], "b": []}, {}).paired_ratio("a", "b")

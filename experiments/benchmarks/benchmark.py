@@ -14,7 +14,10 @@ For each batch size B (labels in groups of 4, float32, dim D) it times
 * ``pml``       — pytorch-metric-learning BatchHardMiner + TripletMarginLoss, when
                   installed;
 
-interleaved, ``--repeats`` times each, and reports medians. With ``--memory``
+interleaved (the order reversed every other round), ``--repeats`` times each,
+and reports medians; "x floor" is the median over rounds of a method's time
+over the floor's in the same round (less moved by a changing load than the
+ratio of the medians). With ``--memory``
 each (method, B) point also runs in a subprocess that reports its peak
 resident memory. Prints a table, writes JSON and a log-log PNG plot.
 
@@ -143,15 +146,16 @@ def main(argv):
       run = None if _skip(method, batch) else _runner(method, batch, _DIM.value, _BLOCK.value)
       if run is not None:
         runners[method] = run
-    timings = harness.interleaved(runners, rounds=_REPEATS.value, warmup=1)
+    timings = harness.interleaved(runners, rounds=_REPEATS.value, warmup=1, alternate=True)
     for method in _METHODS.value:
       row = {"method": method, "batch": batch, "dim": _DIM.value,
              "median_ms": 1e3 * timings.median(method) if method in runners else None,
-             "runs_ms": timings.ms(method) if method in runners else None}
+             "runs_ms": timings.ms(method) if method in runners else None,
+             "floor_ratio": (timings.paired_ratio(method, "floor")
+                             if method in runners and "floor" in runners else None)}
       if _MEMORY.value and method in runners:
         row["peak_rss_mb"] = _peak_rss_mb(method, batch)
       results.append(row)
-  floor = {r["batch"]: r["median_ms"] for r in results if r["method"] == "floor"}
   pml = {r["batch"]: r["median_ms"] for r in results if r["method"] == "pml"}
   meta = harness.machine()
   columns = [("method", "<10"), ("B", ">7"), ("median ms", ">10.1f"), ("x floor", ">8.2f"),
@@ -160,8 +164,8 @@ def main(argv):
   for r in results:
     if r["median_ms"] is None:
       continue
-    f, p = floor.get(r["batch"]), pml.get(r["batch"])
-    rows.append([r["method"], r["batch"], r["median_ms"], r["median_ms"] / f if f else None,
+    p = pml.get(r["batch"])
+    rows.append([r["method"], r["batch"], r["median_ms"], r["floor_ratio"],
                  p / r["median_ms"] if p else None, r.get("peak_rss_mb")])
   print(f"\ndevice: {meta['device']}, D={_DIM.value}, repeats={_REPEATS.value}")
   print(harness.table(columns, rows))

@@ -33,7 +33,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from typing import Callable
+from typing import Iterable
+from typing import Mapping
+from typing import Sequence
 
 from absl import flags
 
@@ -54,6 +58,15 @@ class Timings:
 
   def ms(self, name: str) -> list[float]:
     return [1e3 * s for s in self.seconds[name]]
+
+  def paired_ratio(self, name: str, baseline: str) -> float:
+    """The median over rounds of ``name``'s time / ``baseline``'s in the same round.
+
+    A load that changes between rounds slows both calls of a round alike, so
+    this ratio drifts less than the ratio of the two medians.
+    """
+    return statistics.median(a / b for a, b in zip(self.seconds[name],
+                                                   self.seconds[baseline], strict=True))
 
 
 def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 0,
