@@ -4,7 +4,8 @@
 names (one line naming the field, the closest valid name when there is one);
 ``resolve(config)`` fills every section with the defaults its part uses, so
 that ``config.json`` says how a run was made; ``config_differences`` decides
-whether a workdir may be resumed. The trainer (``experiments/train.py``) and
+whether a workdir may be resumed, and ``claim_workdir`` records the config in a
+workdir (or refuses one made by another config). The trainer (``experiments/train.py``) and
 the tools read configs only through this module.
 """
 
@@ -15,11 +16,15 @@ import importlib.util
 import inspect
 import json
 import numbers
+import os
+import subprocess
+import time
 
 import jax
 import ml_collections
 from absl import logging
 
+import metric_learning as ml
 from metric_learning import _validation
 from metric_learning import evaluators
 from metric_learning import models
@@ -28,6 +33,7 @@ from metric_learning.data import sources
 from metric_learning.losses import registry as loss_registry
 from metric_learning.training import optim
 from metric_learning.training import parallel
+from metric_learning.training import rundir
 
 # Top-level fields: (type, check, what it must be). Sections are checked against
 # the registries of their parts.
@@ -346,3 +352,47 @@ def check_loss(loss, config, dim: int, proxies) -> None:
     jax.eval_shape(lambda e, y, w, *a: loss(e, y, *a, where=w), emb, labels, where, *args)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.loss ({config.loss.name!r}): {e}") from None
+
+
+# ------------------------------------------------------------- workdir --- #
+
+def _provenance() -> dict:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = {"metric_learning_version": ml.__version__, "jax_version": jax.__version__}
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                            text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=root, capture_output=True, text=True, timeout=10).stdout
+    out.update(git_commit=commit, git_dirty=bool(dirty.strip()))
+  except (OSError, subprocess.SubprocessError):
+    out.update(git_commit=None, git_dirty=None)
+  return out
+
+
+def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
+  """Records the config in ``workdir``; refuses one whose saved config differs.
+
+  ``fresh=True`` moves an existing workdir aside (``WORKDIR.old-TIMESTAMP``) —
+  nothing is deleted — and starts anew.
+  """
+  run = rundir.RunDir(workdir)
+  current, defaults = resolve(config)
+  used = run.used()
+  if used and fresh:
+    aside = f"{os.path.normpath(workdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(workdir, aside)
+    logging.warning("--fresh: moved the previous run in %s to %s.", workdir, aside)
+  elif used:
+    if not run.exists(rundir.CONFIG):
+      raise ConfigError(f"workdir {workdir!r} holds checkpoints but no config.json, so it "
+                        "cannot be checked against this config; use another --workdir or "
+                        "--fresh.")
+    saved = upgrade_saved(run.read_json(rundir.CONFIG))
+    diff = config_differences(saved, current, defaults)
+    if diff:
+      raise ConfigError(f"workdir {workdir!r} was made by a different config ("
+                        + "; ".join(diff) + "); use another --workdir, or --fresh to move "
+                        "the old run aside and start anew.")
+  run.write_json(rundir.CONFIG, current)
+  run.write_json(rundir.PROVENANCE, _provenance())

@@ -10,9 +10,7 @@ the maths lives in the library.
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -22,10 +20,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+import metric_learning as ml
 from experiments import config as config_lib
 from experiments import evaluation
 from experiments.config import ConfigError
-import metric_learning as ml
 from metric_learning import models
 from metric_learning import training
 from metric_learning.data import registry as data_registry
@@ -38,6 +36,7 @@ from metric_learning.training import optim
 from metric_learning.training import parallel
 from metric_learning.training import rundir
 
+
 class Interrupted(Exception):
   """SIGINT / SIGTERM stopped the run after saving a checkpoint at ``step``."""
 
@@ -46,50 +45,6 @@ class Interrupted(Exception):
     name = signal.Signals(signum).name
     super().__init__(f"{name} at step {step}: checkpoint saved in {workdir}; run the same "
                      "command again to resume.")
-
-
-# ------------------------------------------------------------- workdir --- #
-
-def _provenance() -> dict:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = {"metric_learning_version": ml.__version__, "jax_version": jax.__version__}
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                            text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=root, capture_output=True, text=True, timeout=10).stdout
-    out.update(git_commit=commit, git_dirty=bool(dirty.strip()))
-  except (OSError, subprocess.SubprocessError):
-    out.update(git_commit=None, git_dirty=None)
-  return out
-
-
-def claim_workdir(config, workdir: str, *, fresh: bool) -> None:
-  """Records the config in ``workdir``; refuses one whose saved config differs.
-
-  ``fresh=True`` moves an existing workdir aside (``WORKDIR.old-TIMESTAMP``) —
-  nothing is deleted — and starts anew.
-  """
-  run = rundir.RunDir(workdir)
-  current, defaults = config_lib.resolve(config)
-  used = run.used()
-  if used and fresh:
-    aside = f"{os.path.normpath(workdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.replace(workdir, aside)
-    logging.warning("--fresh: moved the previous run in %s to %s.", workdir, aside)
-  elif used:
-    if not run.exists(rundir.CONFIG):
-      raise ConfigError(f"workdir {workdir!r} holds checkpoints but no config.json, so it "
-                        "cannot be checked against this config; use another --workdir or "
-                        "--fresh.")
-    saved = config_lib.upgrade_saved(run.read_json(rundir.CONFIG))
-    diff = config_lib.config_differences(saved, current, defaults)
-    if diff:
-      raise ConfigError(f"workdir {workdir!r} was made by a different config ("
-                        + "; ".join(diff) + "); use another --workdir, or --fresh to move "
-                        "the old run aside and start anew.")
-  run.write_json(rundir.CONFIG, current)
-  run.write_json(rundir.PROVENANCE, _provenance())
 
 
 # --------------------------------------------------------------- signals --- #
@@ -199,7 +154,8 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
 
   opt = config_lib.part_settings(config.optimizer)
   schedule = optim.make_schedule(config.schedule.name, learning_rate=opt.pop("learning_rate"),
-                                 num_steps=config.num_steps, **config_lib.part_settings(config.schedule))
+                                 num_steps=config.num_steps,
+                                 **config_lib.part_settings(config.schedule))
   tx = optim.make_optimizer(config.optimizer.name, schedule, **opt, lr_scales=(
       None if proxies is None else {"proxies": config.loss_lr_scale}))
   graphdef, state = training.init_state(model, tx, config.seed)
@@ -218,7 +174,7 @@ def _train_and_evaluate(config, workdir, fresh, stop) -> dict:
   # ---------------------------------------------------------- restore ---- #
   # Claimed only now: a wrong data path, sampler or weights file writes nothing.
   if is_main:
-    claim_workdir(config, workdir, fresh=fresh)
+    config_lib.claim_workdir(config, workdir, fresh=fresh)
   manager = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints) \
       if is_main else None
   first_step = 0

@@ -38,7 +38,8 @@ MISTAKES = [
     (["--config.loss.marginn=0.1"],
      "config.loss.marginn is not an argument of loss 'batch_hard_triplet_loss'; did you mean "
      "config.loss.margin?"),
-    (["--config.optimizer.learning_rate=-1"], "config.optimizer.learning_rate must be a number > 0"),
+    (["--config.optimizer.learning_rate=-1"],
+     "config.optimizer.learning_rate must be a number > 0"),
     (["--config.loss.name=batch_hard_triplet_los"],
      "config.loss.name: unknown loss 'batch_hard_triplet_los'; did you mean "
      "'batch_hard_triplet_loss'?"),
@@ -99,7 +100,6 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
   k-NN / re-ID cut-offs were ``k`` / ``ranks`` and ``loss_lr_scale`` did not
   exist: the run resumes (train) and
   re-evaluates (tools.evaluate) as if it said ``name`` and ``ks``."""
-  from experiments import train
   from experiments.tools import evaluate
   cfg = test_config.get_config()
   with cfg.unlocked():
@@ -107,7 +107,7 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
     cfg.raw_baseline = False
     cfg.evals["seen_knn"] = dict(name="knn", query="seen", gallery="train", ks=(1, 3))
   workdir = str(tmp_path / "w")
-  train.claim_workdir(cfg, workdir, fresh=False)
+  config_lib.claim_workdir(cfg, workdir, fresh=False)
   path = os.path.join(workdir, "config.json")
   with open(path) as f:
     saved = json.load(f)
@@ -117,7 +117,7 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
   del saved["loss_lr_scale"], saved["embed_chunk"]     # recorded before the fields existed
   with open(path, "w") as f:
     json.dump(saved, f)
-  train.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
+  config_lib.claim_workdir(cfg, workdir, fresh=False)       # no "different config" refusal
   recorded = evaluate.recorded_config(workdir)
   assert recorded.evals.seen.name == "retrieval"
   assert recorded.evals.seen_knn.ks == (1, 3) and "k" not in recorded.evals.seen_knn
