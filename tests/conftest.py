@@ -25,10 +25,22 @@ if TEST_PLATFORM == "cpu":
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "metric_learning-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# ... but the pytest processes themselves neither read nor write it (pytest_configure):
+# twice an xdist worker died of a segmentation fault inside jax's cache write
+# (``executable.serialize()``, once in tests/property_test.py, once in a recipe test),
+# which no serial run reproduced. With an empty cache (CI) the in-process cache saved
+# nothing (recipes + experiment tests: 201 s with it, 199 s without); what it saves is
+# the subprocesses' repeated compiles, and those still share it.
 
 # The fixture makers run by hand, in an environment with torch (their docstrings say
 # how): not test modules, and --doctest-modules would import them.
 collect_ignore = ["fixtures/make_pretrained_fixtures.py"]
+
+
+def pytest_configure(config):
+  del config
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
 
 
 def pytest_sessionstart(session):
