@@ -26,9 +26,9 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "metric_learning-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # ... but the pytest processes themselves neither read nor write it (pytest_configure):
-# twice an xdist worker died of a segmentation fault inside jax's cache write
-# (``executable.serialize()``, once in tests/property_test.py, once in a recipe test),
-# which no serial run reproduced. With an empty cache (CI) the in-process cache saved
+# an xdist worker died of a segmentation fault inside jax's cache write
+# (``executable.serialize()``, in tests/property_test.py; no serial run reproduced it,
+# and an earlier CI run lost a worker in a recipe test to a fatal signal not traced). With an empty cache (CI) the in-process cache saved
 # nothing (recipes + experiment tests: 201 s with it, 199 s without); what it saves is
 # the subprocesses' repeated compiles, and those still share it.
 
