@@ -7,8 +7,11 @@ once if JAX's default backend is not that platform (no silent fallback to CPU).
 Unset or ``cpu``: the fake CPU devices, as always.
 """
 
+import gc
 import os
 import tempfile
+
+import pytest
 
 TEST_PLATFORM = os.environ.get("ML_TEST_PLATFORM", "cpu")
 
@@ -25,22 +28,29 @@ if TEST_PLATFORM == "cpu":
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "metric_learning-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# ... but the pytest processes themselves neither read nor write it (pytest_configure):
-# an xdist worker died of a segmentation fault inside jax's cache write
-# (``executable.serialize()``, in tests/property_test.py; no serial run reproduced it,
-# and an earlier CI run lost a worker in a recipe test to a fatal signal not traced). With an empty cache (CI) the in-process cache saved
-# nothing (recipes + experiment tests: 201 s with it, 199 s without); what it saves is
-# the subprocesses' repeated compiles, and those still share it.
+
 
 # The fixture makers run by hand, in an environment with torch (their docstrings say
 # how): not test modules, and --doctest-modules would import them.
 collect_ignore = ["fixtures/make_pretrained_fixtures.py"]
 
 
-def pytest_configure(config):
-  del config
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Frees every compiled program after each test module.
+
+  Each program a process keeps compiled holds about 20 memory mappings on CPU, and
+  Linux allows 65,530 per process (``vm.max_map_count``): an xdist worker that keeps
+  every program of a whole suite (module-level caches hold the jitted functions)
+  approaches the limit, and a failed mapping inside XLA is a segmentation fault. Three
+  full runs in a row each lost a worker to a segmentation fault inside XLA (a compile
+  or the cache write) late in the run, in different modules: what this prevents.
+  Programs are rarely shared between modules, so little is recompiled.
+  """
+  yield
   import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  jax.clear_caches()
+  gc.collect()
 
 
 def pytest_sessionstart(session):
