@@ -44,6 +44,11 @@ def masked_argmin(values: jax.Array, mask: jax.Array):
   return index, -value, found
 
 
+def _lazy(value):
+  """``value`` if it is a function returning the array, else a function returning it."""
+  return value if callable(value) else lambda: value
+
+
 def hard_indices(scores, masks, *, positive: str = "hard", slots=None):
   """Indices only (no values) of the batch-hard selection: the losses' fast path.
 
@@ -59,13 +64,13 @@ def hard_indices(scores, masks, *, positive: str = "hard", slots=None):
   mask is then traced only in the branch that needs it, and the scores are
   never materialised for it (XLA keeps a conditional's operands in memory).
   """
-  get_scores = scores if callable(scores) else lambda: scores
-  get_masks = masks if callable(masks) else lambda: masks
+  get_scores, get_masks = _lazy(scores), _lazy(masks)
   sign = 1 if positive == "hard" else -1
-  ni, has_neg = first_argmax(jnp.where(get_masks().negative, -get_scores(), -jnp.inf))
+  s, m = get_scores(), get_masks()
+  ni, has_neg = first_argmax(jnp.where(m.negative, -s, -jnp.inf))
   if slots is None:
-    pi, has_pos = first_argmax(jnp.where(get_masks().positive, sign * get_scores(), -jnp.inf))
-  else:
+    pi, has_pos = first_argmax(jnp.where(m.positive, sign * s, -jnp.inf))
+  else:   # the branch rebuilds what it reads (see the docstring)
     pi, has_pos = slot_argmax(lambda: sign * get_scores(), lambda: get_masks().positive, *slots)
   valid = has_pos & has_neg
   return jnp.where(valid, pi, -1), jnp.where(valid, ni, -1), valid
@@ -83,8 +88,7 @@ def slot_argmax(keys, mask, index: jax.Array, count: jax.Array):
   ``keys`` and ``mask`` (bool, like ``keys``) may be functions returning them:
   the pass over the whole row is then traced only inside that branch.
   """
-  get_keys = keys if callable(keys) else lambda: keys
-  get_mask = mask if callable(mask) else lambda: mask
+  get_keys, get_mask = _lazy(keys), _lazy(mask)
   width = index.shape[-1]
 
   def masked():
@@ -94,7 +98,7 @@ def slot_argmax(keys, mask, index: jax.Array, count: jax.Array):
     return masked()
   # The listed columns are gathered outside the conditional, so the keys are
   # read where they are made rather than stored as its operand.
-  k = jnp.take_along_axis(get_keys(), jnp.maximum(index, 0), axis=-1)
+  k = gather_rows(get_keys(), index)
   at = jnp.argmax(jnp.where(index >= 0, k, -jnp.inf), axis=-1)
   chosen = jnp.take_along_axis(index, at[..., None], axis=-1)[..., 0]
   listed = jnp.maximum(chosen, 0), count > 0          # an empty row: (0, False)
