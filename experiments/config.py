@@ -148,10 +148,9 @@ def validate(config) -> None:
 
 
 def validate_augment(data_name: str, augment) -> None:
-  """``config.augment``: the augmentation settings of the data's source kind
-  (:mod:`metric_learning.data.sources`): a
-  :class:`~metric_learning.data.transforms.Transform` for image files, shifts
-  and flips for arrays in memory."""
+  """``config.augment``: one :class:`~metric_learning.data.transforms.Transform`
+  for either kind of data (:mod:`metric_learning.data.sources`), checked for the
+  kind ``data_name`` is (arrays take no colour jitter, image files need a size)."""
   try:
     sources.kind(data_name).check_augment(dict(augment))
   except (TypeError, ValueError) as e:
@@ -196,9 +195,13 @@ def upgrade_saved(saved: dict) -> dict:
   """A recorded ``config.json`` in today's schema: runs recorded before every
   section chose its part with ``name`` named their evaluators by ``type``, and
   the cut-offs of the k-NN and re-ID evaluators ``k`` and ``ranks`` (``ks`` now),
-  and runs recorded before ``loss_lr_scale`` trained every parameter at one rate."""
+  runs recorded before ``loss_lr_scale`` trained every parameter at one rate, and
+  a run on image files recorded before ``augment.size`` was required used 224×224
+  (:func:`metric_learning.data.sources.upgrade_augment`)."""
   saved.setdefault("loss_lr_scale", 1.0)   # recorded before it existed: the encoder's rate
   saved.setdefault("embed_chunk", 0)       # ... and before gradient caching
+  saved["augment"] = sources.upgrade_augment(saved.get("data", {}).get("name"),
+                                             saved.get("augment", {}))
   for spec in saved.get("evals", {}).values():
     if not isinstance(spec, dict):
       continue
@@ -227,13 +230,7 @@ def resolve_part_overrides(config, file_config, overrides: dict):
     _check_part_name(section, config[section].get("name"))
     if file_config[section].get("name") == config[section].name:
       continue
-    _keep_given(config, section, overrides, f"--config.{section}.name={config[section].name}",
-                keep_name=True)
-  # The augmentation of arrays (shifts) and of image files (a Transform) differ:
-  # a data set of the other source kind does not take the file's augment section.
-  if sources.kind(file_config.data.get("name")) is not sources.kind(config.data.get("name")):
-    _keep_given(config, "augment", overrides, f"--config.data.name={config.data.name}",
-                keep_name=False)
+    _keep_given(config, section, overrides, f"--config.{section}.name={config[section].name}")
   return config
 
 
@@ -245,17 +242,15 @@ def _check_part_name(section: str, name) -> None:
                                                kind=KINDS[section]))
 
 
-def _keep_given(config, section, overrides, why, *, keep_name):
+def _keep_given(config, section, overrides, why):
   given = {k: config[section][k] for k in config[section]
-           if (keep_name and k == "name") or f"{section}.{k}" in overrides}
+           if k == "name" or f"{section}.{k}" in overrides}
   dropped = sorted(set(config[section]) - set(given))
   if dropped:
     logging.warning("%s: using its defaults, not the config file's %s.", why,
                     ", ".join(f"{section}.{k}" for k in dropped))
   with config.unlocked():
     config[section] = given
-
-
 
 
 def not_a_field(field: str, known) -> str:
@@ -285,7 +280,7 @@ def section_defaults(config) -> dict:
       "loss": loss_registry.arguments(config.loss.name),
       "optimizer": {"grad_clip": 0.0, **optim.optimizer_arguments(config.optimizer.name)},
       "schedule": {"warmup_steps": 0, **optim.schedule_arguments(config.schedule.name)},
-      "augment": sources.kind(config.data.name).augment_defaults(),
+      "augment": sources.augment_defaults(),
   }
   out["evals"] = {name: _evaluator_defaults(spec["name"])
                   for name, spec in config.evals.items()}

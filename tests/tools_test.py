@@ -419,8 +419,8 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   train.train_and_evaluate(cfg, run)
   got = embed_tool.run(run, str(root), str(tmp_path / "out.npz"))
   files = protocols.image_folder(str(root))["all"]
-  transform = embed_tool.workdir_transform(run)
-  assert transform.num_views == 2 and transform.input_shape == (12, 10, 3)
+  transform, in_memory = embed_tool.workdir_transform(run)
+  assert transform.num_views == 2 and transform.input_shape == (12, 10, 3) and not in_memory
   want = pipeline.embed_files(load_embedder(run), files, transform, 5)
   np.testing.assert_allclose(got["embeddings"], want, rtol=1e-5, atol=1e-6)
   # ... and as the model itself embeds the uint8 views it evaluates on (it scales
@@ -431,6 +431,27 @@ def test_a_run_on_image_files_embeds_folders_with_its_evaluation_views(tmp_path)
   direct = pipeline.embed_files(lambda x: np.asarray(model(x)), files, transform, 5)
   np.testing.assert_allclose(got["embeddings"], direct, rtol=1e-5, atol=1e-5)
   assert got["labels"].tolist() == files.labels.tolist()
+
+
+def test_a_run_on_arrays_embeds_rows_with_its_evaluation_views(workdir, unseen, tmp_path):
+  """A run on arrays whose augment resizes and flips embeds an .npz's rows (at the
+  data's own 8×8) as its evaluation embedded that split: the mean over the views."""
+  from metric_learning.data import sources
+  cfg = test_config.get_config()
+  cfg.augment = dict(size=(10, 10), max_shift=1, flip=True, tta="flip")
+  cfg.num_steps, cfg.plots, cfg.raw_baseline = 2, False, False
+  run = str(tmp_path / "run")
+  train.train_and_evaluate(cfg, run)
+  assert embed_tool.workdir_transform(run)[1] is True
+  rows = str(tmp_path / "rows.npz")
+  np.savez(rows, inputs=unseen.inputs[:7], labels=unseen.labels[:7])
+  got = embed_tool.run(run, rows, str(tmp_path / "out.npz"))
+  plain = load_embedder(run)
+  assert plain.input_shape == (10, 10, 1)
+  want = sources.source(unseen.subset(np.arange(7)), cfg.augment).embed(plain, 4)
+  np.testing.assert_allclose(got["embeddings"], want, rtol=1e-5, atol=1e-6)
+  # Without resizing or views the run takes rows as they are (the tools' old path).
+  assert embed_tool.workdir_transform(workdir)[0] is None
 
 
 # ------------------------------------------------------------ evaluate ---- #

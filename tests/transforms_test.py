@@ -264,7 +264,9 @@ def test_non_square_size_and_input_shape():
     (dict(erasing=1.5), "Transform.erasing"),
     (dict(color_jitter=-0.1), "Transform.color_jitter"),
     (dict(hue=0.6), "Transform.hue"),
-    (dict(eval_resize=(100, 100)), "Transform.eval_resize"),
+    (dict(size=(120, 120), eval_resize=(100, 100)), "Transform.eval_resize"),
+    (dict(max_shift=-1), "Transform.max_shift"),
+    (dict(max_shift=True), "Transform.max_shift"),
     (dict(tta="ten_crop"), "Transform.tta"),
     (dict(tta="five_crop_flip"), "Transform.tta"),
 ])
@@ -274,5 +276,31 @@ def test_bad_fields_name_the_field(kwargs, field):
 
 
 def test_bad_image():
-  with pytest.raises(ValueError, match="uint8"):
-    T.Transform(size=(4, 4)).train(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match="uint8 or float"):
+    T.Transform(size=(4, 4)).train(np.zeros((4, 4, 3), np.int32), rng)
+  with pytest.raises(ValueError, match="uint8 or float"):
+    T.Transform(size=(4, 4)).eval_views(np.zeros((4, 4), np.float32))
+  with pytest.raises(ValueError, match="color_jitter and Transform.hue need uint8 RGB"):
+    T.Transform(color_jitter=0.2).train(np.zeros((4, 4, 3), np.float32), rng)
+
+
+def test_the_default_transform_returns_its_input():
+  x = np.random.default_rng(0).random((5, 4, 2), np.float32)
+  t = T.Transform()
+  np.testing.assert_array_equal(t.train(x, np.random.default_rng(0)), x, strict=True)
+  np.testing.assert_array_equal(t.eval_views(x), x[None], strict=True)
+  assert t.output_size(5, 4) == (5, 4) and t.num_views == 1
+  with pytest.raises(ValueError, match="Transform.size is None"):
+    _ = t.input_shape
+
+
+def test_float_images_take_every_geometric_setting():
+  f = np.random.default_rng(3).random((11, 9, 2)).astype(np.float32)
+  t = T.Transform(size=(6, 5), resize=(8, 7), random_resized_crop=(0.3, 1.0), max_shift=2,
+                  flip=True, erasing=1.0, eval_resize=(7, 6), tta="five_crop_flip")
+  out = t.train(f, np.random.default_rng(1))
+  assert out.shape == (6, 5, 2) and out.dtype == np.float32
+  np.testing.assert_array_equal(t.train(f, np.random.default_rng(1)), out)
+  views = t.eval_views(f)
+  assert views.shape == (10, 6, 5, 2) and views.dtype == np.float32

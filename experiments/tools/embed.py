@@ -11,7 +11,10 @@ hidden entries (``.ipynb_checkpoints/``, ``.DS_Store``) are skipped. A run
 trained on image files (a streamed dataset such as ``cub200``) reads images the
 way its evaluation did: its ``config.augment`` transform's evaluation views
 (resize, centre crop, test-time flips / crops), the embeddings of an image's
-views averaged.
+views averaged. A run trained on arrays in memory whose ``config.augment``
+changes its evaluation views (``size``, ``eval_resize``, ``tta``) takes them of
+every row read (an ``.npz``'s rows at any height and width), as its evaluation
+did.
 
 ``OUT.npz`` holds ``embeddings`` ``[n, dim]``, ``labels`` ``[n]`` (when known),
 ``names`` (a JSON object ``{"label": "class name"}``) and ``rows`` (each row's
@@ -79,7 +82,7 @@ def load_embedder(workdir: str) -> Callable[[np.ndarray], np.ndarray]:
     embed = embedder_lib.load_embedder(workdir)
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise ToolError(f"--workdir: {e}") from e
-  transform = workdir_transform(workdir)
+  transform, in_memory = workdir_transform(workdir)
   if transform is None:
     return embed
 
@@ -93,19 +96,32 @@ def load_embedder(workdir: str) -> Callable[[np.ndarray], np.ndarray]:
 
   for attr in ("input_shape", "step", "identity"):
     setattr(embed_views, attr, getattr(embed, attr))
-  embed_views.transform = transform
+  embed_views.transform, embed_views.in_memory = transform, in_memory
   return embed_views
 
 
 def workdir_transform(workdir: str):
-  """The evaluation transform of a run trained on image files, else None."""
+  """``(transform, in_memory)``: the run's evaluation transform and whether it
+  was trained on arrays in memory; ``(None, True)`` for a run on arrays whose
+  transform leaves every row as it is (no resize, one view)."""
   config = rundir.RunDir(workdir).read_json(rundir.CONFIG)
   if config is None:
-    return None
+    return None, True
   kind = sources.kind(config.get("data", {}).get("name"))
-  if kind is not sources.Files:
-    return None
-  return kind.make_transform(config.get("augment", {}))   # lists become tuples
+  augment = sources.upgrade_augment(config.get("data", {}).get("name"),
+                                    config.get("augment", {}))
+  transform = kind.make_transform(augment)   # lists become tuples
+  if kind is sources.Arrays and transform.size is None and not transform.changes_evaluation:
+    return None, True
+  return transform, kind is sources.Arrays
+
+
+def read_run_inputs(path: str, embed, workdir: str, *, flag: str = "--inputs") -> Inputs:
+  """:func:`read_inputs` for ``embed``, the :func:`load_embedder` of run
+  ``workdir``: its input shape, class names and evaluation views."""
+  return read_inputs(path, embed.input_shape, flag=flag, known_names=workdir_names(workdir),
+                     transform=getattr(embed, "transform", None),
+                     in_memory=getattr(embed, "in_memory", True))
 
 
 def workdir_names(workdir: str) -> dict[int, str]:
@@ -120,7 +136,8 @@ def workdir_names(workdir: str) -> dict[int, str]:
 
 
 def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--inputs",
-                known_names: dict[int, str] | None = None, transform=None) -> Inputs:
+                known_names: dict[int, str] | None = None, transform=None,
+                in_memory: bool = False) -> Inputs:
   """An ``.npz`` or an image folder as rows of the model's ``input_shape``.
 
   Args:
@@ -130,9 +147,11 @@ def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--input
     known_names: ``{label: name}`` used for an npz's labels when it has no
       ``names`` array (the run's ``labels.json``); other labels are named by
       their number.
-    transform: for a run trained on image files, its
-      :class:`~metric_learning.data.transforms.Transform`: an image folder's
-      rows are then each image's evaluation views, uint8 ``[n, views, h, w, 3]``.
+    transform: the run's :class:`~metric_learning.data.transforms.Transform`
+      (None: rows as read): rows are then each image's evaluation views
+      ``[n, views, h, w, c]`` — of each decoded image (uint8) for a run on image
+      files, of each row read (float32) for a run on arrays (``in_memory``).
+    in_memory: ``transform`` is that of a run trained on arrays in memory.
 
   Returns:
     The rows with their labels and class names when known.
@@ -141,10 +160,21 @@ def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--input
     ToolError: ``path`` is missing or unreadable, or its rows do not fit
       ``input_shape``.
   """
+  views = transform if in_memory else None   # of the rows read, not of decoded files
   if os.path.isdir(path):
-    return _read_folder(path, tuple(input_shape), flag, transform)
-  if os.path.isfile(path):
-    return _read_npz(path, tuple(input_shape), flag, known_names or {})
+    data = _read_folder(path, tuple(input_shape), flag, None if in_memory else transform)
+  elif os.path.isfile(path):
+    data = _read_npz(path, tuple(input_shape), flag, known_names or {}, views is not None)
+  else:
+    data = None
+  if data is not None and views is not None:
+    rows = np.stack([views.eval_views(row) for row in data.inputs])
+    if rows.shape[2:] != tuple(input_shape):
+      raise ToolError(f"{flag}: {path!r}: its rows' evaluation views have shape "
+                      f"{list(rows.shape[2:])} but the model takes {_shape(input_shape)}.")
+    return dataclasses.replace(data, inputs=rows)
+  if data is not None:
+    return data
   raise ToolError(f"{flag}: no such file or folder {path!r}; give an .npz (arrays inputs, "
                   "labels optional) or an image folder ROOT/CLASS_NAME/IMAGE.png.")
 
@@ -153,7 +183,7 @@ def _shape(shape) -> str:
   return "[n, " + ", ".join(map(str, shape)) + "]"
 
 
-def _read_npz(path, input_shape, flag, fallback_names) -> Inputs:
+def _read_npz(path, input_shape, flag, fallback_names, any_size=False) -> Inputs:
   try:
     loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -175,7 +205,8 @@ def _read_npz(path, input_shape, flag, fallback_names) -> Inputs:
     raise ToolError(f"{flag}: {path!r}: 'inputs' must be float or uint8; got {inputs.dtype}.")
   if inputs.ndim == len(input_shape) and input_shape[-1:] == (1,):
     inputs = inputs[..., None]      # [n, h, w] images for an [h, w, 1] model
-  if inputs.shape[1:] != input_shape:
+  if (inputs.shape[1:] != input_shape if not any_size
+      else inputs.ndim != len(input_shape) + 1 or inputs.shape[-1] != input_shape[-1]):
     raise ToolError(f"{flag}: {path!r} holds inputs of shape {list(inputs.shape)} but the "
                     f"model takes {_shape(input_shape)}.")
   if labels is None:
@@ -295,8 +326,7 @@ def run(workdir: str, inputs: str, output: str) -> dict:
   if os.path.isdir(output):
     raise ToolError(f"--output: {output!r} is a folder; give the .npz file to write.")
   embed = load_embedder(workdir)
-  data = read_inputs(inputs, embed.input_shape, known_names=workdir_names(workdir),
-                     transform=getattr(embed, "transform", None))
+  data = read_run_inputs(inputs, embed, workdir)
   emb = embed(data.inputs)
   arrays = {"embeddings": emb, "names": np.asarray(json.dumps(
       {str(k): v for k, v in sorted(data.names.items())})), "rows": np.asarray(data.rows)}

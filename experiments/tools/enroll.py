@@ -134,9 +134,7 @@ def run(workdir: str, gallery: str, index: str, *, append: bool = False,
   embed = embed_lib.load_embedder(workdir)
   if existing is not None:
     _check_append(existing, index, workdir, embed.identity)
-  data = embed_lib.read_inputs(gallery, embed.input_shape, flag="--gallery",
-                               known_names=embed_lib.workdir_names(workdir),
-                               transform=getattr(embed, "transform", None))
+  data = embed_lib.read_run_inputs(gallery, embed, workdir, flag="--gallery")
   if data.labels is None:
     raise embed_lib.ToolError(f"--gallery: {gallery!r} has no labels, and enrollment needs "
                               "classes: give ROOT/CLASS_NAME/IMAGE.png or an .npz with labels.")

@@ -64,9 +64,7 @@ def run(workdir: str, index: str, inputs: str, *, k: int = 1) -> dict:
                f"--workdir: {workdir!r} has no config.json that identifies its model")
     print(f"WARNING {unknown}; the answers are right only if --workdir's model embedded the "
           "index (enroll again to record it).", file=sys.stderr)
-  data = embed_lib.read_inputs(inputs, embed.input_shape,
-                               known_names=embed_lib.workdir_names(workdir),
-                               transform=getattr(embed, "transform", None))
+  data = embed_lib.read_run_inputs(inputs, embed, workdir)
   emb = embed(data.inputs)
   if gallery.embeddings.shape[1] != emb.shape[1]:
     raise embed_lib.ToolError(f"--index: {index!r} holds embeddings of dim "

@@ -1,9 +1,12 @@
-"""Image operations in NumPy / Pillow, uint8 in and out.
+"""Image operations in NumPy / Pillow, the image's dtype in and out.
 
 The building blocks of :class:`metric_learning.data.transforms.Transform`:
-resizing, centre and five crops, the random-resized-crop box, colour jitter
-and random erasing. Images are ``uint8 [h, w, 3]``; every random choice draws
-from the ``np.random.Generator`` passed in, so a result is a function of that
+resizing, centre and five crops, the random-resized-crop box, random shifts,
+colour jitter and random erasing. Images are ``[h, w, c]``: ``uint8`` RGB
+decoded from files, or the ``float32`` arrays of an in-memory
+:class:`~metric_learning.data.Dataset` (any number of channels); colour jitter
+alone needs ``uint8`` RGB. Every random choice draws from the
+``np.random.Generator`` passed in, so a result is a function of that
 generator's state alone.
 """
 
@@ -22,22 +25,47 @@ def resize(image: np.ndarray, size) -> np.ndarray:
   """Bilinear resize (antialiased, as Pillow and torchvision on PIL images).
 
   Args:
-    image: ``uint8 [h, w, 3]``.
+    image: ``[h, w, c]``, ``uint8`` or ``float32``.
     size: ``(h, w)``, or an int: the shorter side's new length, keeping the
       aspect ratio (torchvision's ``Resize(int)``).
 
   Returns:
-    ``uint8 [size_h, size_w, 3]``.
+    ``[size_h, size_w, c]`` in ``image``'s dtype.
 
   Example:
     >>> resize(np.full((4, 6, 3), 9, np.uint8), 2).shape
     (2, 3, 3)
+    >>> resize(np.full((4, 6, 1), 0.5, np.float32), (2, 3))[..., 0]
+    array([[0.5, 0.5, 0.5],
+           [0.5, 0.5, 0.5]], dtype=float32)
   """
   h, w = image.shape[:2]
   out_h, out_w = _resized_shape(h, w, size)
   if (out_h, out_w) == (h, w):
     return image
-  return np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.BILINEAR))
+  return _bilinear(image, (out_h, out_w))
+
+
+def _bilinear(image: np.ndarray, size: tuple[int, int], box=None) -> np.ndarray:
+  """Pillow's antialiased bilinear resize of ``box`` (default: all) of ``image`` to ``size``.
+
+  ``uint8`` RGB and single-channel images are resized as Pillow images ("RGB",
+  "L"); any other image channel by channel in 32-bit float ("F"), the result
+  cast back to the image's dtype (rounded for integers).
+  """
+  target = (int(size[1]), int(size[0]))
+  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+    out = np.asarray(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+                     .resize(target, Image.BILINEAR, box=box))
+    return out.reshape(*out.shape[:2], image.shape[-1])
+  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32))
+                       .resize(target, Image.BILINEAR, box=box))
+            for c in range(image.shape[-1])]
+  out = np.stack(planes, axis=-1)
+  if np.issubdtype(image.dtype, np.integer):
+    info = np.iinfo(image.dtype)
+    out = np.clip(np.rint(out), info.min, info.max)
+  return out.astype(image.dtype)
 
 
 def _resized_shape(h: int, w: int, size) -> tuple[int, int]:
@@ -60,8 +88,7 @@ def _resize_extent(image: np.ndarray, size: tuple[int, int],
   """
   if tuple(extent) == image.shape[:2]:
     return resize(image, size)
-  return np.asarray(Image.fromarray(image).resize(
-      (size[1], size[0]), Image.BILINEAR, box=(0, 0, extent[1], extent[0])))
+  return _bilinear(image, size, box=(0, 0, extent[1], extent[0]))
 
 
 def center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -85,7 +112,7 @@ def five_crops(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """Top-left, top-right, bottom-left, bottom-right and centre crops (torchvision's order).
 
   Returns:
-    ``uint8 [5, h, w, 3]``.
+    ``[5, h, w, c]``.
   """
   h, w = image.shape[:2]
   ch, cw = size
@@ -124,6 +151,30 @@ def random_resized_crop_box(rng: np.random.Generator, height: int, width: int, *
   else:
     h, w = height, width
   return (height - h) // 2, (width - w) // 2, h, w
+
+
+def shift(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+  """A random translation by up to ``max_shift`` pixels each way, zero fill.
+
+  The offsets ``(dy, dx)`` are drawn together, ``rng.integers(-max_shift,
+  max_shift + 1, size=2)``; ``max_shift=0`` draws nothing and returns ``image``.
+  With ``padding = max_shift`` this is torchvision's ``RandomCrop(size,
+  padding)`` (zero padding, then a random crop of the original size).
+
+  Example:
+    >>> shift(np.ones((3, 3, 1)), np.random.default_rng(0), 1)[..., 0]
+    array([[0., 0., 0.],
+           [1., 1., 1.],
+           [1., 1., 1.]])
+  """
+  if max_shift == 0:
+    return image
+  h, w = image.shape[:2]
+  dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+  out = np.zeros_like(image)
+  src = image[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+  out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+  return out
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, *, strength: float,
@@ -179,21 +230,23 @@ def _hue_matrix(angle: float) -> np.ndarray:
 def random_erasing(image: np.ndarray, rng: np.random.Generator, *, probability: float,
                    area: tuple[float, float] = (0.02, 0.33),
                    aspect: tuple[float, float] = (0.3, 3.3)) -> np.ndarray:
-  """Replaces a random rectangle by random uint8 noise with probability ``probability``.
+  """Replaces a random rectangle by random noise with probability ``probability``.
 
   The rectangle covers a fraction ``U(area)`` of the image with aspect ratio
   (height / width) log-uniform in ``aspect``; up to 10 tries, as torchvision's
   ``RandomErasing``. Zhong et al., "Random Erasing Data Augmentation", 2020.
+  The noise is uniform: over 0–255 for ``uint8`` images, over the image's own
+  range ``[min, max]`` for float ones.
 
   Args:
-    image: ``uint8 [h, w, 3]``.
+    image: ``[h, w, c]``, ``uint8`` or float.
     rng: the generator.
     probability: chance of erasing.
     area: erased area fraction range.
     aspect: erased rectangle aspect-ratio range.
 
   Returns:
-    ``uint8 [h, w, 3]`` (a copy when erased).
+    ``[h, w, c]`` in ``image``'s dtype (a copy when erased).
   """
   if probability <= 0 or rng.random() >= probability:
     return image
@@ -208,6 +261,10 @@ def random_erasing(image: np.ndarray, rng: np.random.Generator, *, probability: 
       top = int(rng.integers(0, height - h + 1))
       left = int(rng.integers(0, width - w + 1))
       out = image.copy()
-      out[top:top + h, left:left + w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+      shape = (h, w, image.shape[-1])
+      if image.dtype == np.uint8:
+        out[top:top + h, left:left + w] = rng.integers(0, 256, shape, dtype=np.uint8)
+      else:
+        out[top:top + h, left:left + w] = rng.uniform(image.min(), image.max(), shape)
       return out
   return image

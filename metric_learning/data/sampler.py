@@ -90,13 +90,16 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
 
 def augment(rng: np.random.Generator, images: np.ndarray, *, max_shift: int = 1,
             flip: bool = False) -> np.ndarray:
-  """Random translations by up to ``max_shift`` pixels (zero fill), optional h-flips."""
-  out = np.zeros_like(images)
-  h, w = images.shape[1:3]
+  """Random translations by up to ``max_shift`` pixels (zero fill), optional h-flips.
+
+  Image by image: the shift's offsets, then the flip's coin, from ``rng`` — the
+  draws of :class:`~metric_learning.data.transforms.Transform` with only
+  ``max_shift`` and ``flip`` set, so both give the same images.
+  """
+  from metric_learning.data import image_ops  # pylint: disable=import-outside-toplevel
+  out = np.empty_like(images)
   for i, im in enumerate(images):
-    dy, dx = rng.integers(-max_shift, max_shift + 1, size=2)
-    src = im[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    out[i, max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    out[i] = image_ops.shift(im, rng, max_shift)
     if flip and rng.random() < 0.5:
       out[i] = out[i, :, ::-1]
   return out

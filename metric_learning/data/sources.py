@@ -6,11 +6,15 @@ embeddings of every sample and the pictures of a few. Two kinds implement it:
 
 * :class:`Arrays`: a :class:`~metric_learning.data.Dataset` in memory
   (digits, ``.npz``, MNIST-format files); training batches are rows of its
-  arrays, augmented by random shifts and flips (``max_shift``, ``flip``).
+  arrays, augmented in float32.
 * :class:`Files`: :class:`~metric_learning.data.ImageFiles` (the image
   benchmarks and folders); batches are decoded and augmented per step by
-  :mod:`metric_learning.data.pipeline` with a
-  :class:`~metric_learning.data.transforms.Transform`.
+  :mod:`metric_learning.data.pipeline`, in uint8.
+
+Both read their ``augment`` settings as one
+:class:`~metric_learning.data.transforms.Transform` (one schema: the same
+fields, defaults and checks); a kind refuses only what it cannot do (colour
+jitter on float arrays, no ``size`` for files of many sizes).
 
 :func:`source` wraps a split in its kind, :func:`kind` names the kind of a
 registered dataset before it is read (so that an experiment's ``augment``
@@ -23,15 +27,18 @@ Example:
   >>> from metric_learning.data import sources
   >>> split = data.Dataset(np.arange(24, dtype=np.float32).reshape(6, 2, 2, 1),
   ...                      np.array([0, 0, 1, 1, 2, 2]))
-  >>> src = sources.source(split, {"max_shift": 0})
-  >>> src.input_shape, src.augment
-  ((2, 2, 1), {'max_shift': 0, 'flip': False})
+  >>> src = sources.source(split, {"max_shift": 1, "flip": True})
+  >>> src.input_shape, src.augment["max_shift"], src.augment["size"]
+  ((2, 2, 1), 1, None)
   >>> batch = next(src.train_batches(data.PKSampler(split.labels, p=2, k=2, seed=0),
   ...                                seed=0, start_step=0, num_steps=1))
   >>> batch["inputs"].shape, batch["where"].all()
   ((4, 2, 2, 1), np.True_)
   >>> src.embed(lambda x: x.reshape(len(x), -1)[:, :1], batch_size=4).ravel().tolist()
   [0.0, 4.0, 8.0, 12.0, 16.0, 20.0]
+  >>> sources.source(split, {"tta": "flip"}).embed(         # mean of the image and its mirror
+  ...     lambda x: x.reshape(len(x), -1)[:, :1], batch_size=4).ravel().tolist()
+  [0.5, 4.5, 8.5, 12.5, 16.5, 20.5]
 """
 
 from __future__ import annotations
@@ -76,49 +83,97 @@ class Source(Protocol):
   def images(self, index: np.ndarray) -> np.ndarray: ...
 
 
-def _check_fields(augment: Mapping[str, Any] | None, defaults: Mapping[str, Any],
-                  what: str) -> dict:
-  """``augment`` over ``defaults``; an unknown field fails with the one message of
-  every registry (:func:`metric_learning._validation.known_settings`)."""
-  augment = dict(augment or {})
-  _validation.known_settings(augment, defaults, field="augment",
-                             owner=f"the augmentation of {what}")
-  return {**defaults, **augment}
+def augment_defaults() -> dict[str, Any]:
+  """Every ``augment`` setting and its default, the same for both kinds: the
+  fields of :class:`~metric_learning.data.transforms.Transform` (all off)."""
+  from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
+  return {f.name: f.default for f in dataclasses.fields(transforms.Transform)}
+
+
+def upgrade_augment(data_name: str | None, augment: Mapping[str, Any]) -> dict[str, Any]:
+  """A recorded ``augment`` section in today's schema: image files took 224×224
+  when ``size`` was left out, before it was required."""
+  augment = dict(augment)
+  if data_name is not None and kind(data_name) is Files and augment.get("size") is None:
+    augment["size"] = [224, 224]
+  return augment
+
+
+def _fields(transform) -> dict[str, Any]:
+  return {f.name: getattr(transform, f.name) for f in dataclasses.fields(transform)}
+
+
+class _Augmented:
+  """What both kinds share: ``augment`` read as one
+  :class:`~metric_learning.data.transforms.Transform`, checked for the kind."""
+
+  WHAT = ""
+
+  @classmethod
+  def make_transform(cls, augment: Mapping[str, Any] | None):
+    """The :class:`~metric_learning.data.transforms.Transform` of ``augment``; a
+    ValueError names a bad field (an unknown one with the one message of every
+    registry, :func:`metric_learning._validation.known_settings`)."""
+    from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
+    augment = dict(augment or {})
+    _validation.known_settings(augment, augment_defaults(), field="augment",
+                               owner="the augmentation (a data.transforms.Transform)")
+    try:
+      transform = transforms.Transform(**augment)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"augment: {e}") from None
+    cls._check_kind(transform)
+    return transform
+
+  @classmethod
+  def _check_kind(cls, transform) -> None:
+    """A ValueError naming a setting this kind of data cannot take."""
+
+  @classmethod
+  def check_augment(cls, augment: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every augmentation setting in effect (as the Transform holds it); a
+    ValueError names a bad one."""
+    return _fields(cls.make_transform(augment))
+
+  @staticmethod
+  def augment_defaults() -> dict[str, Any]:
+    return augment_defaults()
 
 
 @dataclasses.dataclass
-class Arrays:
-  """A split in memory; training batches augmented by shifts and flips.
+class Arrays(_Augmented):
+  """A split in memory, its rows augmented by the
+  :class:`~metric_learning.data.transforms.Transform` of ``augment``, in float32.
+
+  Without ``size`` the model takes the arrays' own ``[h, w, c]``; with one, every
+  training row and evaluation view is resized to it. Colour jitter needs RGB
+  image files and is refused here.
 
   Attributes:
     split: the :class:`~metric_learning.data.Dataset`.
-    augment: ``max_shift`` (random translations by up to this many pixels, zero
-      fill) and ``flip`` (horizontal flips with probability 0.5); both off by default.
+    augment: the fields of a :class:`~metric_learning.data.transforms.Transform`
+      (training augmentation and evaluation views); all off by default.
   """
   split: Dataset
   augment: dict[str, Any] = dataclasses.field(default_factory=dict)
   local_rows = False
 
-  AUGMENT = {"max_shift": 0, "flip": False}
-
   def __post_init__(self):
-    self.augment = self.check_augment(self.augment)
+    self.transform = self.make_transform(self.augment)
+    self.augment = _fields(self.transform)
+    if self.split.inputs.ndim != 4 and (self.transform.changes_training
+                                        or self.transform.changes_evaluation
+                                        or self.transform.size is not None):
+      raise ValueError(f"augment: {self.split.name or 'the data'} holds inputs of shape "
+                       f"{list(self.split.inputs.shape[1:])}, not images [h, w, c]; leave "
+                       "every augment setting at its default.")
 
   @classmethod
-  def check_augment(cls, augment: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every augmentation setting in effect; a ValueError names a bad one."""
-    out = _check_fields(augment, cls.AUGMENT, "in-memory data (image-file data take a "
-                        "data.transforms.Transform)")
-    shift = out["max_shift"]
-    if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or shift < 0:
-      raise ValueError(f"augment.max_shift must be an int >= 0; got {shift!r}.")
-    if not isinstance(out["flip"], (bool, np.bool_)):
-      raise ValueError(f"augment.flip must be True or False; got {out['flip']!r}.")
-    return out
-
-  @classmethod
-  def augment_defaults(cls) -> dict[str, Any]:
-    return dict(cls.AUGMENT)
+  def _check_kind(cls, transform) -> None:
+    if transform.color_jitter > 0 or transform.hue > 0:
+      name = "color_jitter" if transform.color_jitter > 0 else "hue"
+      raise ValueError(f"augment.{name} needs RGB image files (uint8); in-memory arrays "
+                       "are float32: leave it 0.")
 
   @property
   def labels(self) -> np.ndarray:
@@ -126,16 +181,22 @@ class Arrays:
 
   @property
   def input_shape(self) -> tuple[int, ...]:
-    return tuple(self.split.inputs.shape[1:])
+    shape = tuple(self.split.inputs.shape[1:])
+    if len(shape) != 3:
+      return shape
+    return (*self.transform.output_size(*shape[:2]), shape[-1])
+
+  @property
+  def _same_size(self) -> bool:
+    return self.input_shape == tuple(self.split.inputs.shape[1:])
 
   def batch(self, sampler: sampler_lib.PKSampler, step: int, seed: int) -> Batch:
     """Batch ``step``: a function of ``(seed, step)`` only, so a resumed run repeats it."""
     index = sampler.batch(step)
     inputs = self.split.inputs[index]
-    if self.augment["max_shift"] > 0 or self.augment["flip"]:
-      inputs = sampler_lib.augment(np.random.default_rng([seed, step, 1]), inputs,
-                                   max_shift=self.augment["max_shift"],
-                                   flip=self.augment["flip"])
+    if self.transform.changes_training or not self._same_size:
+      rng = np.random.default_rng([seed, step, 1])   # one generator, row after row
+      inputs = np.stack([self.transform.train(row, rng) for row in inputs])
     return {"inputs": inputs, "labels": self.split.labels[index],
             "where": np.ones(len(index), bool)}
 
@@ -148,24 +209,38 @@ class Arrays:
                                 for s in range(start_step, num_steps))
 
   def embed(self, embed_fn: EmbedFn, batch_size: int, *, workers: int = 0) -> np.ndarray:
-    """``[n, dim]`` embeddings in padded fixed-size batches (one compile)."""
+    """``[n, dim]`` embeddings in padded fixed-size batches (one compile),
+    averaged over the transform's evaluation views when it has several."""
     del workers
     from metric_learning.evaluators import base  # pylint: disable=import-outside-toplevel
-    return base.embed_dataset(embed_fn, self.split.inputs, batch_size)
+    if not self.transform.changes_evaluation and self._same_size:
+      return base.embed_dataset(embed_fn, self.split.inputs, batch_size)
+    views = self.transform.num_views
+
+    def embed_views(rows: np.ndarray) -> np.ndarray:
+      stacked = np.stack([self.transform.eval_views(row) for row in rows])
+      emb = np.asarray(embed_fn(stacked.reshape(-1, *stacked.shape[2:])))
+      return emb.reshape(len(rows), views, -1).mean(axis=1, dtype=emb.dtype)
+
+    return base.embed_dataset(embed_views, self.split.inputs, batch_size)
 
   def images(self, index: np.ndarray) -> np.ndarray:
-    """The inputs of samples ``index``, as the model sees them."""
-    return self.split.inputs[np.asarray(index)]
+    """The inputs of samples ``index``, as the model sees them (the first evaluation view)."""
+    rows = self.split.inputs[np.asarray(index)]
+    if not self.transform.changes_evaluation and self._same_size:
+      return rows
+    return np.stack([self.transform.eval_views(row)[0] for row in rows])
 
 
 @dataclasses.dataclass
-class Files:
+class Files(_Augmented):
   """Image files decoded and augmented per batch by worker processes.
 
   Attributes:
     split: the :class:`~metric_learning.data.ImageFiles`.
     augment: the fields of a :class:`~metric_learning.data.transforms.Transform`
-      (training augmentation and evaluation views).
+      (training augmentation and evaluation views); ``size`` is required (the
+      images differ in size).
   """
   split: ImageFiles
   augment: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -173,34 +248,13 @@ class Files:
 
   def __post_init__(self):
     self.transform = self.make_transform(self.augment)
-    self.augment = self._fields(self.transform)
-
-  @staticmethod
-  def _fields(transform) -> dict[str, Any]:
-    return {f.name: getattr(transform, f.name) for f in dataclasses.fields(transform)}
+    self.augment = _fields(self.transform)
 
   @classmethod
-  def augment_defaults(cls) -> dict[str, Any]:
-    from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-    return {f.name: f.default for f in dataclasses.fields(transforms.Transform)}
-
-  @classmethod
-  def make_transform(cls, augment: Mapping[str, Any] | None):
-    """The :class:`~metric_learning.data.transforms.Transform` of ``augment``; a
-    ValueError names a bad field."""
-    from metric_learning.data import transforms  # pylint: disable=import-outside-toplevel
-    fields = _check_fields(augment, cls.augment_defaults(), "image-file data (a "
-                           "data.transforms.Transform)")
-    try:
-      return transforms.Transform(**fields)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"augment: {e}") from None
-
-  @classmethod
-  def check_augment(cls, augment: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every transform setting in effect (as the Transform holds it); a ValueError
-    names a bad one."""
-    return cls._fields(cls.make_transform(augment))
+  def _check_kind(cls, transform) -> None:
+    if transform.size is None:
+      raise ValueError("augment.size is required for image files (their images differ in "
+                       "size), e.g. augment.size=(224, 224).")
 
   @property
   def labels(self) -> np.ndarray:

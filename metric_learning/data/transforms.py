@@ -1,8 +1,12 @@
-"""The ``augment`` configuration of image files: :class:`Transform`, uint8 in and out.
+"""The ``augment`` configuration of every experiment: :class:`Transform`.
 
-Images stay ``uint8 [h, w, 3]`` until they reach the device (a quarter of the
-bytes of float32 through the pipeline and the host-to-device copy);
-normalisation to the ImageNet mean and standard deviation happens in the model.
+One schema for both kinds of data (:mod:`metric_learning.data.sources`): image
+files are decoded to ``uint8 [h, w, 3]`` and stay uint8 until they reach the
+device (a quarter of the bytes of float32 through the pipeline and the
+host-to-device copy; normalisation to the ImageNet mean and standard deviation
+happens in the model); the ``float32 [h, w, c]`` arrays of an in-memory
+:class:`~metric_learning.data.Dataset` go through the same operations in
+float32, colour jitter aside (it needs RGB).
 Every random choice draws from the ``np.random.Generator`` passed in, so an
 image's augmentation is a function of that generator's seed alone
 (:mod:`metric_learning.data.pipeline` seeds it with ``(seed, step, row)``).
@@ -24,13 +28,13 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from metric_learning.data.decode import _open
 from metric_learning.data.decode import _read_rgb
 from metric_learning.data.decode import decode as decode  # re-exported: transforms.decode
 # The image operations :class:`Transform` is made of, re-exported under their old
 # home (``transforms.resize`` ...); they live in :mod:`metric_learning.data.image_ops`.
+from metric_learning.data.image_ops import _bilinear
 from metric_learning.data.image_ops import _resize_extent
 from metric_learning.data.image_ops import _resized_shape
 from metric_learning.data.image_ops import center_crop as center_crop
@@ -39,6 +43,7 @@ from metric_learning.data.image_ops import five_crops as five_crops
 from metric_learning.data.image_ops import random_erasing as random_erasing
 from metric_learning.data.image_ops import random_resized_crop_box as random_resized_crop_box
 from metric_learning.data.image_ops import resize as resize
+from metric_learning.data.image_ops import shift as shift
 
 TTA_MODES = ("none", "flip", "five_crop_flip")
 _VIEWS = {"none": 1, "flip": 2, "five_crop_flip": 10}
@@ -83,8 +88,9 @@ class _Crop(NamedTuple):
   resizes: tuple[tuple[int, int], ...]
   box: tuple[int, int, int, int]
   resample: bool
+  size: tuple[int, int]
 
-  def min_size(self, height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+  def min_size(self, height: int, width: int) -> tuple[int, int]:
     """The fewest pixels (h, w) of the whole ``height × width`` image this crop reads.
 
     The first resize's shape; without one, the image must be large enough that
@@ -94,25 +100,31 @@ class _Crop(NamedTuple):
     if self.resizes:
       return self.resizes[0]
     _, _, h, w = self.box
-    return -(-height * size[0] // h), -(-width * size[1] // w)
+    return -(-height * self.size[0] // h), -(-width * self.size[1] // w)
 
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-  """Training augmentation and evaluation views of one image, uint8 in and out.
+  """Training augmentation and evaluation views of one image, its dtype in and out.
 
   Training (:meth:`train`): resize to ``resize`` (default: ``size``), then either
   a ``random_resized_crop`` to ``size`` or a random ``size`` crop (none when the
-  two are equal), colour jitter, horizontal flip, random erasing — the order of
-  torchvision recipes. Evaluation (:meth:`eval_views`): ``"none"`` and
+  two are equal), a random shift, colour jitter, horizontal flip, random
+  erasing — the order of torchvision recipes. Evaluation (:meth:`eval_views`): ``"none"`` and
   ``"flip"`` resize to ``eval_resize`` (default: ``size``) and take the centre
   ``size`` crop (then its mirror image); ``"five_crop_flip"`` takes the four
   corner and the centre ``size`` crops of the image resized to ``eval_resize``
   (default: ``resize``), then their mirror images — 10 views (Hermans, Beyer,
   Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017).
 
+  Every setting defaults to "off": ``Transform()`` returns its input unchanged.
+  Images are ``uint8 [h, w, 3]`` (decoded files) or float ``[h, w, c]`` (arrays
+  in memory); :meth:`train` and :meth:`eval_views` return the input's dtype.
+
   Attributes:
     size: ``(h, w)`` network input; non-square allowed, e.g. ``(256, 128)``.
+      ``None``: each image's own size (arrays in memory all share one; image
+      files need a size, their images differ).
     resize: ``None`` or the size to resize to before cropping: ``(h, w)`` or an
       int shorter side (aspect kept), e.g. ``(288, 144)`` for TriNet's random
       256×128 crops. Without ``random_resized_crop`` it must cover ``size``.
@@ -120,12 +132,16 @@ class Transform:
       fraction of the area with aspect ratio in ``crop_ratio``, resized to
       ``size`` (torchvision ``RandomResizedCrop``, e.g. ``(0.08, 1.0)``).
     crop_ratio: ``(min, max)`` aspect ratio ``w / h`` of random resized crops.
+    max_shift: a random translation by up to this many pixels each way, zero
+      fill, after the crop (:func:`~metric_learning.data.image_ops.shift`;
+      torchvision's ``RandomCrop(size, padding=max_shift)``).
     flip: horizontal flip with probability 0.5.
     erasing: random-erasing probability (Zhong et al. 2020; area 0.02–0.33,
-      aspect 0.3–3.3, random uint8 fill).
-    color_jitter: brightness / contrast / saturation jitter strength (0 = off).
+      aspect 0.3–3.3, uniform noise fill, see :func:`random_erasing`).
+    color_jitter: brightness / contrast / saturation jitter strength (0 = off);
+      uint8 RGB images only.
     hue: hue jitter in turns, in [0, 0.5] (0 = off); a YIQ rotation, see
-      :func:`color_jitter`.
+      :func:`color_jitter`; uint8 RGB images only.
     eval_resize: ``None``, ``(h, w)`` or an int shorter side: evaluation images
       are resized to it, then centre-cropped to ``size`` (e.g. 256 then 224).
     tta: test-time views: ``"none"`` (1), ``"flip"`` (2), ``"five_crop_flip"`` (10).
@@ -137,7 +153,7 @@ class Transform:
       difference about 1/255 on smooth images), never an upsampling the full
       decode would not do. ``False``: ``train_file(path, rng)`` equals
       ``train(decode(path), rng)`` bit for bit. Evaluation views always decode
-      at full size.
+      at full size. No effect on arrays in memory.
 
   Example:
     >>> t = Transform(size=(4, 2), resize=(6, 3), flip=True, tta="five_crop_flip")
@@ -147,10 +163,11 @@ class Transform:
     >>> t.eval_views(image).shape
     (10, 4, 2, 3)
   """
-  size: tuple[int, int] = (224, 224)
+  size: tuple[int, int] | None = None
   resize: int | tuple[int, int] | None = None
   random_resized_crop: tuple[float, float] | None = None
   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  max_shift: int = 0
   flip: bool = False
   erasing: float = 0.0
   color_jitter: float = 0.0
@@ -161,7 +178,12 @@ class Transform:
 
   def __post_init__(self):
     put = lambda name, value: object.__setattr__(self, name, value)
-    put("size", _size_field("size", self.size, allow_int=False))
+    if self.size is not None:
+      put("size", _size_field("size", self.size, allow_int=False))
+    if (isinstance(self.max_shift, bool) or not isinstance(self.max_shift, (int, np.integer))
+        or self.max_shift < 0):
+      raise ValueError(f"Transform.max_shift must be an int >= 0; got {self.max_shift!r}.")
+    put("max_shift", int(self.max_shift))
     for name in ("resize", "eval_resize"):
       if getattr(self, name) is not None:
         put(name, _size_field(name, getattr(self, name), allow_int=True))
@@ -177,6 +199,10 @@ class Transform:
     put("hue", _probability("hue", self.hue, hi=0.5))
     if self.tta not in TTA_MODES:
       raise ValueError(f"Transform.tta must be one of {list(TTA_MODES)}; got {self.tta!r}.")
+    if self.size is None:
+      if self.tta == "five_crop_flip":
+        raise ValueError("Transform.tta='five_crop_flip' needs Transform.size (the crops' size).")
+      return
     if self.random_resized_crop is None and isinstance(self.resize, tuple) and (
         self.resize[0] < self.size[0] or self.resize[1] < self.size[1]):
       raise ValueError(f"Transform.resize {self.resize} must cover size {self.size} "
@@ -191,8 +217,27 @@ class Transform:
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
-    """``(h, w, 3)``, one network input."""
+    """``(h, w, 3)``, one network input from an image file (``size`` must be set)."""
+    if self.size is None:
+      raise ValueError("Transform.size is None: each output keeps its input's size; set "
+                       "Transform.size for image files.")
     return (*self.size, 3)
+
+  def output_size(self, height: int, width: int) -> tuple[int, int]:
+    """``(h, w)`` of :meth:`train` and :meth:`eval_views` for a ``height × width`` input."""
+    return self.size if self.size is not None else (int(height), int(width))
+
+  @property
+  def changes_training(self) -> bool:
+    """Whether :meth:`train` can return anything but its input (``size`` aside)."""
+    return (self.resize is not None or self.random_resized_crop is not None
+            or self.max_shift > 0 or self.flip or self.erasing > 0
+            or self.color_jitter > 0 or self.hue > 0)
+
+  @property
+  def changes_evaluation(self) -> bool:
+    """Whether :meth:`eval_views` can return anything but its input (``size`` aside)."""
+    return self.eval_resize is not None or self.tta != "none"
 
   @property
   def num_views(self) -> int:
@@ -200,20 +245,25 @@ class Transform:
     return _VIEWS[self.tta]
 
   def _check_image(self, image: np.ndarray) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(f"Transform expects a uint8 [h, w, 3] image; got {image.dtype} "
-                       f"{image.shape}.")
+    if image.ndim != 3 or not (image.dtype == np.uint8
+                               or np.issubdtype(image.dtype, np.floating)):
+      raise ValueError(f"Transform expects a uint8 or float [h, w, c] image; got "
+                       f"{image.dtype} {image.shape}.")
+    if (self.color_jitter > 0 or self.hue > 0) and (image.dtype != np.uint8
+                                                    or image.shape[-1] != 3):
+      raise ValueError(f"Transform.color_jitter and Transform.hue need uint8 RGB images; "
+                       f"got {image.dtype} {image.shape}.")
 
   def train(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One training augmentation of ``image``.
 
     Args:
-      image: ``uint8 [h, w, 3]`` (any size).
+      image: ``uint8 [h, w, 3]`` or float ``[h, w, c]`` (any size).
       rng: every random choice draws from it, so the same seed gives the same
         output.
 
     Returns:
-      ``uint8 [*size, 3]``.
+      ``[*size, c]`` (``size``: ``image``'s own without one) in ``image``'s dtype.
     """
     self._check_image(image)
     crop = self._train_crop(*image.shape[:2], rng)
@@ -243,12 +293,13 @@ class Transform:
     with _open(path) as im:
       height, width = im.height, im.width
       crop = self._train_crop(height, width, rng)
-      image, scale = _read_rgb(im, path, crop.min_size(height, width, self.size)
+      image, scale = _read_rgb(im, path, crop.min_size(height, width)
                                if self.draft else None)
     return self._augment(image, crop, rng, scale=scale, extent=(height / scale, width / scale))
 
   def _train_crop(self, height: int, width: int, rng: np.random.Generator) -> _Crop:
     """The geometry of a training crop of a ``height × width`` image, drawn from ``rng``."""
+    size = self.output_size(height, width)
     resizes = []
     shape = (height, width)
     if self.resize is not None:
@@ -257,17 +308,17 @@ class Transform:
     if self.random_resized_crop is not None:
       box = random_resized_crop_box(rng, *shape, scale=self.random_resized_crop,
                                     ratio=self.crop_ratio)
-      return _Crop(tuple(resizes), box, resample=True)
-    if self.resize is None or shape[0] < self.size[0] or shape[1] < self.size[1]:
-      shape = self.size
+      return _Crop(tuple(resizes), box, resample=True, size=size)
+    if self.resize is None or shape[0] < size[0] or shape[1] < size[1]:
+      shape = size
       resizes.append(shape)
-    top = int(rng.integers(0, shape[0] - self.size[0] + 1))
-    left = int(rng.integers(0, shape[1] - self.size[1] + 1))
-    return _Crop(tuple(resizes), (top, left, *self.size), resample=False)
+    top = int(rng.integers(0, shape[0] - size[0] + 1))
+    left = int(rng.integers(0, shape[1] - size[1] + 1))
+    return _Crop(tuple(resizes), (top, left, *size), resample=False, size=size)
 
   def _augment(self, image: np.ndarray, crop: _Crop, rng: np.random.Generator, *,
                scale: int = 1, extent: tuple[float, float] | None = None) -> np.ndarray:
-    """``crop`` of ``image``, then jitter, flip and erasing.
+    """``crop`` of ``image``, then shift, jitter, flip and erasing.
 
     ``image`` is the full-size image decoded at scale ``1 / scale``: its top-left
     ``extent`` (h, w) pixels, ``(height / scale, width / scale)``, hold it.
@@ -282,10 +333,10 @@ class Transform:
       if scale != 1:
         box = tuple(v / scale for v in box)
       # Pillow crops and resizes in one pass (box=), reading only the window.
-      image = np.asarray(Image.fromarray(image).resize(
-          (self.size[1], self.size[0]), Image.BILINEAR, box=box))
+      image = _bilinear(image, crop.size, box=box)
     else:
-      image = image[top:top + self.size[0], left:left + self.size[1]]
+      image = image[top:top + h, left:left + w]
+    image = shift(image, rng, self.max_shift)
     if self.color_jitter > 0 or self.hue > 0:
       image = color_jitter(image, rng, strength=self.color_jitter, hue=self.hue)
     if self.flip and rng.random() < 0.5:
@@ -297,18 +348,20 @@ class Transform:
     """The deterministic evaluation views of ``image`` (see the class docstring).
 
     Args:
-      image: ``uint8 [h, w, 3]`` (any size).
+      image: ``uint8 [h, w, 3]`` or float ``[h, w, c]`` (any size).
 
     Returns:
-      ``uint8 [num_views, *size, 3]``.
+      ``[num_views, *size, c]`` (``size``: ``image``'s own without one) in
+      ``image``'s dtype.
     """
     self._check_image(image)
+    size = self.output_size(*image.shape[:2])
     if self.tta == "five_crop_flip":
       base = resize(image, self.eval_resize if self.eval_resize is not None else self.resize)
-      views = five_crops(base, self.size)
+      views = five_crops(base, size)
     else:
-      base = resize(image, self.eval_resize if self.eval_resize is not None else self.size)
-      views = center_crop(base, self.size)[None]
+      base = resize(image, self.eval_resize if self.eval_resize is not None else size)
+      views = center_crop(base, size)[None]
     if self.tta != "none":
       views = np.concatenate([views, views[:, :, ::-1]])
     return np.ascontiguousarray(views)
