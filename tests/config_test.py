@@ -128,3 +128,16 @@ def test_a_workdir_recorded_with_old_evaluator_names_still_resumes(tmp_path):
   assert recorded.evals.seen.name == "retrieval"
   assert recorded.evals.seen_knn.ks == (1, 3) and "k" not in recorded.evals.seen_knn
   assert recorded.loss_lr_scale == 1.0 and recorded.embed_chunk == 0
+
+
+def test_switching_the_kind_of_data_keeps_the_one_augment_schema():
+  """Arrays and image files read the same augment fields: a data switch keeps the
+  file's augment section (it was dropped when the kinds had two schemas)."""
+  cfg, file_cfg = test_config.get_config(), test_config.get_config()
+  with cfg.unlocked(), file_cfg.unlocked():
+    for c in (cfg, file_cfg):
+      c.augment = {"max_shift": 1, "flip": True}
+    cfg.data.name = "image_folder"
+  resolved = config_lib.resolve_part_overrides(cfg, file_cfg, {"data.name": "image_folder"})
+  assert dict(resolved.augment) == {"max_shift": 1, "flip": True}
+  assert dict(resolved.data) == {"name": "image_folder"}
