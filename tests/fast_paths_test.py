@@ -326,6 +326,7 @@ def _planned_temp_bytes(loss, batch, dim):
   return step.lower(x, y).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize("name", sorted(ISSUE_21))
 def test_default_call_memory_grows_linearly_with_the_batch(name, monkeypatch):
   """XLA's planned temporaries of loss + gradient: O(block · batch), not O(batch²).

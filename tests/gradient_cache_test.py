@@ -162,6 +162,7 @@ def test_a_chunk_that_does_not_divide_the_batch_is_refused():
     state_lib.make_train_step(graphdef, tx, _loss("batch_hard_triplet_loss"), embed_chunk=0)
 
 
+@pytest.mark.xla_optimized
 def test_cached_value_and_grad_keeps_one_chunk_of_activations():
   """The compiled step's temporary memory grows with the chunk, not with the batch
   (a CNN: activations, 512 x 32 x 32 x 16 floats a layer, dwarf the parameters)."""
