@@ -11,6 +11,9 @@ import reference as ref
 
 import metric_learning as ml
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 
 def _setup(x, y, w):
   return ref.Setup(x, y, w), ref.distance_matrix(x, x, "euclidean")
@@ -401,3 +404,20 @@ def test_slot_argmax_equals_the_masked_first_argmax(width):
       got = jax.jit(lambda i, c, args=args: ml.mining.slot_argmax(*args, i, c))(index, count)
       np.testing.assert_array_equal(got[0], want[0][rows])
       np.testing.assert_array_equal(got[1], want[1][rows])
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_label_slots_at_the_packed_sort_limit(extra):
+  """Labels spanning just under, at and over the range where (label, column)
+  packs into one uint32 (the fast sort) give the masks' positive columns."""
+  size = 23
+  limit = 2**32 // size - 2                 # spans below this take the packed sort
+  rng = np.random.default_rng(extra + 5)
+  low = np.iinfo(np.int32).min + 7
+  labels = jnp.asarray(rng.choice([low, low + 1, low + limit + extra, low + limit - 1],
+                                  size), jnp.int32)
+  where = jnp.asarray(rng.random(size) > 0.2)
+  masks = ml.masks.pair_masks(labels, where, labels, where, jnp.arange(size))
+  index, count = ml.mining.label_slots(labels, where, labels, where, jnp.arange(size), 8)
+  np.testing.assert_array_equal(index, ml.mining.positive_slots(masks.positive, 8)[0])
+  np.testing.assert_array_equal(count, jnp.sum(masks.positive, -1))

@@ -338,6 +338,37 @@ def positive_slots(positive: jax.Array, bound: int):
   return jnp.where(valid, index, -1), valid
 
 
+def _label_order(labels: jax.Array, where: jax.Array) -> jax.Array:
+  """The columns of the candidates sorted by (real first, label, column).
+
+  Where the real labels span fewer than ``2**32 // size - 1`` values (any
+  class count a batch holds), (label rank, column) packs into one uint32 and a
+  one-operand sort gives that order, several times faster on CPU than a stable
+  sort of three operands, which remains for the other labels (chosen at run
+  time).
+  """
+  size = labels.shape[0]
+  columns = jnp.arange(size, dtype=jnp.int32)
+
+  def general():
+    return jax.lax.sort((~where, labels, columns), num_keys=2, is_stable=True)[2]
+
+  if size < 2 or labels.dtype != jnp.int32:
+    return general()
+  flip = jnp.uint32(1 << 31)            # int32 -> uint32, order kept
+  lab = jax.lax.bitcast_convert_type(labels, jnp.uint32) ^ flip
+  lowest = jnp.min(jnp.where(where, lab, jnp.uint32(2**32 - 1)))
+  span = jnp.max(jnp.where(where, lab - lowest, 0))    # uint32: no overflow
+  fits = jnp.any(where) & (span < jnp.uint32(2**32 // size - 2))
+
+  def packed():
+    rank = jnp.where(where, lab - lowest, span + 1)     # padding after every label
+    return (jnp.sort(rank * jnp.uint32(size) + columns.astype(jnp.uint32))
+            % jnp.uint32(size)).astype(jnp.int32)
+
+  return jax.lax.cond(fits, packed, general)
+
+
 def label_slots(labels, where, candidate_labels, candidate_where, self_index, bound: int):
   """:func:`positive_slots` of the label masks, from one sort of the candidate labels.
 
@@ -349,11 +380,7 @@ def label_slots(labels, where, candidate_labels, candidate_where, self_index, bo
   columns in column order (-1 past the last) and how many positives there are.
   """
   size = candidate_labels.shape[0]
-  columns = jnp.arange(size, dtype=jnp.int32)
-  # One stable sort on two keys (real first, label) carrying the columns:
-  # cheaper on CPU than a three-key lexsort with the same order.
-  order = jax.lax.sort((~candidate_where, candidate_labels, columns), num_keys=2,
-                       is_stable=True)[2]
+  order = _label_order(candidate_labels, candidate_where)
   real = candidate_where[order]
   top = jnp.iinfo(candidate_labels.dtype).max
   key = jnp.where(real, candidate_labels[order], top)      # sorted: real labels, then top
