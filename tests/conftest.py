@@ -35,20 +35,36 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 collect_ignore = ["fixtures/make_pretrained_fixtures.py"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _compile_for_values(request):
-  """Tests compile with XLA's ``jax_disable_most_optimizations``: they check values,
-  and most of their time on 2 cores was compiling programs run once (a cold-cache
-  run of the loss modules: 513 s -> 373 s). Tests marked ``xla_optimized`` read
-  what the optimised program plans (memory) and compile as users do; so do the
-  doctests and every subprocess the tests start (README commands, end-to-end
-  runs), which do not see this setting.
+  """Modules marked ``values_only`` compile with XLA's
+  ``jax_disable_most_optimizations`` (LLVM at -O0, no expensive passes): they
+  check the values of many small programs, each run once or twice, and compiling
+  them was most of their time on 2 cores. The rest — training runs, models,
+  recipes, the doctests and every subprocess (README commands, end-to-end runs) —
+  compile as users do: there an unoptimised program runs slower than it compiles.
+  Set per module, before its module-scoped fixtures run, so that no program of a
+  module is compiled both ways.
   """
   import jax  # pylint: disable=import-outside-toplevel
-  fast = request.node.get_closest_marker("xla_optimized") is None
+  fast = request.node.get_closest_marker("values_only") is not None
   jax.config.update("jax_disable_most_optimizations", fast)
   yield
   jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.fixture(autouse=True)
+def _optimized_when_marked(request):
+  """A test marked ``xla_optimized`` (it reads what the optimised program plans:
+  memory) compiles with XLA's optimisations in a ``values_only`` module too."""
+  if request.node.get_closest_marker("xla_optimized") is None:
+    yield
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,6 +28,9 @@ from jax.test_util import check_grads
 
 from metric_learning.losses import contrastive
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 REDUCTIONS = ("mean", "sum", "none", "mean_nonzero")
 TAU = 0.2
 T, B = 5.0, -2.0    # sigmoid temperature and bias used throughout

@@ -7,7 +7,6 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from cases import write_noise_images
 
 from metric_learning import data

@@ -9,6 +9,9 @@ from jax.test_util import check_grads
 
 import metric_learning as ml
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 

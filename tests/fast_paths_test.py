@@ -26,6 +26,9 @@ from metric_learning.losses import _pipeline
 from metric_learning.losses import contrastive
 from metric_learning.losses import triplet
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 REDUCTIONS = reductions.REDUCTIONS
 DENSE_ROWS, BLOCK_ROWS = 16, 8        # the automatic rule, shrunk for the tests
 

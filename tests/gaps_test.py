@@ -13,14 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
+from cases import LOSSES
+from cases import REDUCTIONS
+from cases import check
 from jax.test_util import check_grads
-from losses_test import LOSSES
-from losses_test import REDUCTIONS
-from losses_test import check
 
 import metric_learning as ml
 from metric_learning.losses import pairs
 from metric_learning.losses import triplet
+
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
 
 NAMES = sorted(LOSSES)
 

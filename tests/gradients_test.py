@@ -5,8 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cases import LOSSES
 from jax.test_util import check_grads
-from losses_test import LOSSES
+
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
 
 NAMES = sorted(LOSSES)
 # Losses whose gradient is exactly 0 when every embedding is identical.

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 from cases import noise
 from cases import ramp
+
 from metric_learning.data import image_ops
 from metric_learning.data import transforms
 

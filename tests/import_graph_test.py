@@ -104,3 +104,18 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_library_code_never_imports_experiments(name):
   graph = _graph()
   assert not {m for m in graph[name] if m.split(".")[0] == "experiments"}
+
+
+def test_test_modules_never_import_each_other():
+  """Shared cases live in helper modules (cases.py, reference.py, ...): a test
+  module that imported another would also collect and run its tests' setup."""
+  tests = ROOT / "tests"
+  test_modules = {p.stem for p in tests.glob("*_test.py")}
+  offenders = []
+  for path in sorted(tests.glob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+      names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+               [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+      offenders += [f"{path.name} imports {n}" for n in names if n in test_modules]
+  assert not offenders, offenders
+  assert "losses_test" in test_modules          # the check sees the modules

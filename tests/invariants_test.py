@@ -4,10 +4,13 @@ import cases
 import jax
 import numpy as np
 import pytest
-from losses_test import LOSSES
-from losses_test import ORDER_DEPENDENT
+from cases import LOSSES
+from cases import ORDER_DEPENDENT
 
 import metric_learning as ml
+
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
 
 NAMES = sorted(LOSSES)
 EUCLIDEAN_ONLY = {"multi_similarity", "npair", "npair_all_pairs"}   # cosine / inner products

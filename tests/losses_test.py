@@ -9,81 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
+from cases import LOSSES
+from cases import METRICS
+from cases import REDUCTIONS
+from cases import check
 
 import metric_learning as ml
 
-METRICS = ("euclidean", "sqeuclidean", "cosine")
-REDUCTIONS = ("mean", "sum", "none", "mean_nonzero")
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
 
-# name -> (library call, reference per-anchor terms, uses metric)
-LOSSES = {
-    "batch_hard": (
-        lambda x, y, w, m, r: ml.batch_hard_triplet_loss(
-            x, y, where=w, margin=0.5, metric=m, reduction=r),
-        lambda s, m: ref.batch_hard(s, m, 0.5, False), True),
-    "batch_hard_soft": (
-        lambda x, y, w, m, r: ml.batch_hard_triplet_loss(
-            x, y, where=w, metric=m, soft=True, reduction=r),
-        lambda s, m: ref.batch_hard(s, m, 0.0, True), True),
-    "batch_hard_streaming": (
-        lambda x, y, w, m, r: ml.batch_hard_triplet_loss(
-            x, y, where=w, margin=0.5, metric=m, reduction=r, block_size=5),
-        lambda s, m: ref.batch_hard(s, m, 0.5, False), True),
-    "batch_all": (
-        lambda x, y, w, m, r: ml.batch_all_triplet_loss(
-            x, y, where=w, margin=0.5, metric=m, reduction=r),
-        lambda s, m: ref.batch_all(s, m, 0.5, False), True),
-    "batch_all_soft": (
-        lambda x, y, w, m, r: ml.batch_all_triplet_loss(
-            x, y, where=w, metric=m, soft=True, reduction=r),
-        lambda s, m: ref.batch_all(s, m, 0.0, True), True),
-    "semi_hard_facenet": (
-        lambda x, y, w, m, r: ml.semi_hard_triplet_loss(
-            x, y, where=w, margin=0.5, metric=m, reduction=r),
-        lambda s, m: ref.semi_hard_facenet(s, m, 0.5, False), True),
-    "semi_hard_tfa": (
-        lambda x, y, w, m, r: ml.semi_hard_triplet_loss(
-            x, y, where=w, margin=0.5, metric=m, definition="tfa", reduction=r),
-        lambda s, m: ref.semi_hard_tfa(s, m, 0.5, False), True),
-    "quadruplet": (
-        lambda x, y, w, m, r: ml.quadruplet_loss(
-            x, y, where=w, margin=0.5, margin2=0.3, metric=m, reduction=r),
-        lambda s, m: ref.quadruplet(s, m, 0.5, 0.3), True),
-    "quadruplet_soft": (
-        lambda x, y, w, m, r: ml.quadruplet_loss(
-            x, y, where=w, soft=True, metric=m, reduction=r),
-        lambda s, m: ref.quadruplet(s, m, 0.0, 0.0, soft=True), True),
-    "contrastive": (
-        lambda x, y, w, m, r: ml.contrastive_loss(
-            x, y, where=w, margin=1.5, metric=m, reduction=r),
-        lambda s, m: ref.contrastive(s, m, 1.5), True),
-    "lifted_structure": (
-        lambda x, y, w, m, r: ml.lifted_structure_loss(
-            x, y, where=w, margin=1.0, metric=m, reduction=r),
-        lambda s, m: ref.lifted(s, m, 1.0), True),
-    "margin": (
-        lambda x, y, w, m, r: ml.margin_loss(
-            x, y, where=w, beta=1.0, margin=0.3, metric=m, reduction=r),
-        lambda s, m: ref.margin_loss(s, m, 1.0, 0.3), True),
-    "margin_triplets": (
-        lambda x, y, w, m, r: ml.margin_loss(
-            x, y, where=w, beta=1.0, margin=0.3, metric=m, reduction=r,
-            weighting="triplets"),
-        lambda s, m: ref.margin_triplets(s, m, 1.0, 0.3), True),
-    "multi_similarity": (
-        lambda x, y, w, m, r: ml.multi_similarity_loss(
-            x, y, where=w, alpha=2.0, beta=10.0, base=0.5, epsilon=0.1, reduction=r),
-        lambda s, m: ref.multi_similarity(s, 2.0, 10.0, 0.5, 0.1), False),
-    "npair": (
-        lambda x, y, w, m, r: ml.npair_loss(x, y, where=w, reduction=r),
-        lambda s, m: ref.npair_sohn(s), False),
-    "npair_all_pairs": (
-        lambda x, y, w, m, r: ml.npair_loss(x, y, where=w, reduction=r,
-                                            definition="all_pairs"),
-        lambda s, m: ref.npair(s), False),
-}
-# Losses whose roles depend on the row order (Sohn's anchor = first row of a label).
-ORDER_DEPENDENT = {"npair"}
 
 # The triplet family compares distances only, so it also takes the "dot"
 # similarity (as the distance -x.y); losses that square or threshold a distance
@@ -95,13 +30,6 @@ GRID = [(name, metric) for name, (_, _, uses_metric) in LOSSES.items()
         for metric in (METRICS if uses_metric else METRICS[:1])]
 GRID += [(name, "dot") for name in DOT_LOSSES]
 
-
-def check(actual, expected, rtol=2e-4, atol=2e-4):
-  actual = np.asarray(actual)
-  expected = np.asarray(expected)
-  assert actual.shape == expected.shape, (actual.shape, expected.shape)
-  assert np.all(np.isfinite(actual))
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("name,metric", GRID)

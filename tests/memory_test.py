@@ -8,6 +8,9 @@ import pytest
 
 import metric_learning as ml
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 
 def test_ring_buffer_overwrites_oldest_and_tracks_validity():
   bank = ml.init_memory(5, 2)

@@ -15,6 +15,9 @@ from metric_learning import _kernels
 from metric_learning import distances as distances_lib
 from metric_learning import mining
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 TYPES = ("all", "hard", "semihard", "easy")
 
 

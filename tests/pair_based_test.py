@@ -31,6 +31,9 @@ from metric_learning.losses.pair_based import generalized_lifted_structure_loss
 from metric_learning.losses.pair_based import nca_loss
 from metric_learning.losses.pair_based import tuplet_margin_loss
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 REDUCTIONS = ("mean", "sum", "none", "mean_nonzero")
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 

@@ -22,6 +22,9 @@ from jax.sharding import PartitionSpec as P
 
 import metric_learning as ml
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 # 8 with conftest.py's fake CPU devices; fewer on a real accelerator.
 N = max(n for n in (1, 2, 4, 8) if n <= jax.device_count())
 ROWS = 24

@@ -7,6 +7,9 @@ import reference as ref
 
 import metric_learning as ml
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 
 def _pk(seed=0, batch=12, dim=6, scale=1.0):
   x, y, _ = cases.make("pk", batch, dim, seed=seed, scale=scale)

@@ -20,11 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
+from cases import LOSSES
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-from losses_test import LOSSES
+
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
 
 settings.register_profile("default", max_examples=50, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

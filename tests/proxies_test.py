@@ -15,6 +15,9 @@ from jax.test_util import check_grads
 from metric_learning import models
 from metric_learning.losses import proxies as px
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 # --------------------------------------------------------------------------- #
 # Float64 brute-force references: explicit loops, nothing shared with the library.
 # --------------------------------------------------------------------------- #

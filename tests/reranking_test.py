@@ -8,6 +8,9 @@ import reference as ref
 
 from metric_learning import reranking
 
+# Many small programs, checked for their values (tests/conftest.py).
+pytestmark = pytest.mark.values_only
+
 
 def _sq(a, b):
   return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).astype(np.float32)

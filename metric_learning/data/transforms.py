@@ -32,6 +32,7 @@ import numpy as np
 from metric_learning.data.decode import _open
 from metric_learning.data.decode import _read_rgb
 from metric_learning.data.decode import decode as decode  # re-exported: transforms.decode
+
 # The image operations :class:`Transform` is made of, re-exported under their old
 # home (``transforms.resize`` ...); they live in :mod:`metric_learning.data.image_ops`.
 from metric_learning.data.image_ops import _bilinear
