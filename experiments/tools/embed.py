@@ -160,23 +160,23 @@ def read_inputs(path: str, input_shape: tuple[int, ...], *, flag: str = "--input
     ToolError: ``path`` is missing or unreadable, or its rows do not fit
       ``input_shape``.
   """
-  views = transform if in_memory else None   # of the rows read, not of decoded files
+  if not os.path.exists(path):
+    raise ToolError(f"{flag}: no such file or folder {path!r}; give an .npz (arrays inputs, "
+                    "labels optional) or an image folder ROOT/CLASS_NAME/IMAGE.png.")
+  # A run on image files takes the views of each decoded image; a run on arrays,
+  # of each row read (an .npz's rows may then have any height and width).
+  views = transform if in_memory else None
   if os.path.isdir(path):
     data = _read_folder(path, tuple(input_shape), flag, None if in_memory else transform)
-  elif os.path.isfile(path):
-    data = _read_npz(path, tuple(input_shape), flag, known_names or {}, views is not None)
   else:
-    data = None
-  if data is not None and views is not None:
-    rows = np.stack([views.eval_views(row) for row in data.inputs])
-    if rows.shape[2:] != tuple(input_shape):
-      raise ToolError(f"{flag}: {path!r}: its rows' evaluation views have shape "
-                      f"{list(rows.shape[2:])} but the model takes {_shape(input_shape)}.")
-    return dataclasses.replace(data, inputs=rows)
-  if data is not None:
+    data = _read_npz(path, tuple(input_shape), flag, known_names or {}, views is not None)
+  if views is None:
     return data
-  raise ToolError(f"{flag}: no such file or folder {path!r}; give an .npz (arrays inputs, "
-                  "labels optional) or an image folder ROOT/CLASS_NAME/IMAGE.png.")
+  rows = np.stack([views.eval_views(row) for row in data.inputs])
+  if rows.shape[2:] != tuple(input_shape):
+    raise ToolError(f"{flag}: {path!r}: its rows' evaluation views have shape "
+                    f"{list(rows.shape[2:])} but the model takes {_shape(input_shape)}.")
+  return dataclasses.replace(data, inputs=rows)
 
 
 def _shape(shape) -> str:

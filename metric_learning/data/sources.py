@@ -107,8 +107,6 @@ class _Augmented:
   """What both kinds share: ``augment`` read as one
   :class:`~metric_learning.data.transforms.Transform`, checked for the kind."""
 
-  WHAT = ""
-
   @classmethod
   def make_transform(cls, augment: Mapping[str, Any] | None):
     """The :class:`~metric_learning.data.transforms.Transform` of ``augment``; a
@@ -190,6 +188,11 @@ class Arrays(_Augmented):
   def _same_size(self) -> bool:
     return self.input_shape == tuple(self.split.inputs.shape[1:])
 
+  @property
+  def _rows_are_views(self) -> bool:
+    """Whether every row is its own single evaluation view (no resize, no test-time views)."""
+    return self._same_size and not self.transform.changes_evaluation
+
   def batch(self, sampler: sampler_lib.PKSampler, step: int, seed: int) -> Batch:
     """Batch ``step``: a function of ``(seed, step)`` only, so a resumed run repeats it."""
     index = sampler.batch(step)
@@ -213,7 +216,7 @@ class Arrays(_Augmented):
     averaged over the transform's evaluation views when it has several."""
     del workers
     from metric_learning.evaluators import base  # pylint: disable=import-outside-toplevel
-    if not self.transform.changes_evaluation and self._same_size:
+    if self._rows_are_views:
       return base.embed_dataset(embed_fn, self.split.inputs, batch_size)
     views = self.transform.num_views
 
@@ -227,7 +230,7 @@ class Arrays(_Augmented):
   def images(self, index: np.ndarray) -> np.ndarray:
     """The inputs of samples ``index``, as the model sees them (the first evaluation view)."""
     rows = self.split.inputs[np.asarray(index)]
-    if not self.transform.changes_evaluation and self._same_size:
+    if self._rows_are_views:
       return rows
     return np.stack([self.transform.eval_views(row)[0] for row in rows])
 
