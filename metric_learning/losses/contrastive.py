@@ -125,7 +125,8 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
     pairs = masks.positive & found[:, None]
     return _pipeline.terms(jax.nn.softplus(lse[:, None] - z), pairs, axis=-1)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
+                      reduction)
 
 
 def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
@@ -199,7 +200,8 @@ def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
                                       n_pos.astype(z.dtype))
     return _pipeline.terms(lse - mean_pos, masks.valid_anchor)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
+                      reduction)
 
 
 def _sigmoid_block(anchors, labels, where, self_index, candidates, candidate_labels,

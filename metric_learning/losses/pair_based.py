@@ -145,7 +145,7 @@ def circle_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.4, gamma=8
     value = jax.nn.softplus(jnp.where(valid, lse_p + lse_n, 0.0))
     return _pipeline.terms(value, valid)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction).astype(dtype)
 
 
@@ -225,7 +225,7 @@ def tuplet_margin_loss(embeddings: jax.Array, labels: jax.Array, *,
     gap = jnp.where(pairs, lse_n[:, None] - scale * shifted, 0.0)
     return _pipeline.terms(jax.nn.softplus(gap), pairs, axis=-1)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction).astype(dtype)
 
 
@@ -457,7 +457,7 @@ def generalized_lifted_structure_loss(
     value = jax.nn.relu(jnp.where(valid, lse_p + lse_n, 0.0))
     return _pipeline.terms(value, valid)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction).astype(dtype)
 
 
@@ -557,7 +557,7 @@ def fast_ap_loss(embeddings: jax.Array, labels: jax.Array, *, num_bins: int = 10
     value = jnp.where(valid, miss / jnp.where(valid, n_pos, 1.0), 0.0)
     return _pipeline.terms(value, valid)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction).astype(dtype)
 
 
@@ -633,5 +633,5 @@ def nca_loss(embeddings: jax.Array, labels: jax.Array, *, softmax_scale=1.0,
     value = jax.nn.softplus(jnp.where(valid, lse_n - lse_p, 0.0))
     return _pipeline.terms(value, valid)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows),
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction).astype(dtype)

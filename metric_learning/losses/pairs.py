@@ -107,10 +107,14 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
     neg = _pipeline.terms(shape(jax.nn.relu(margin - d)), masks.negative, axis=-1)
     return pos, neg
 
-  pos, neg = _pipeline.per_anchor(batch, block_size, rows, pairs)
   if reduce_separately:
+    pos, neg = _pipeline.per_anchor(batch, block_size, rows, pairs)
     return batch.finish(pos, reduction) + batch.finish(neg, reduction)
-  return batch.finish(jax.tree.map(jnp.add, pos, neg), reduction)
+
+  def both(anchors, masks):
+    return jax.tree.map(jnp.add, *rows(anchors, masks))
+  return batch.finish(_pipeline.per_anchor(batch, block_size, both, pairs, reduction=reduction),
+                      reduction)
 
 
 def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
@@ -188,7 +192,7 @@ def lifted_structure_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.
     pairs = masks.positive & found_i[:, None]
     return _pipeline.terms(0.5 * jax.nn.relu(j_ij) ** 2, pairs, axis=-1)
 
-  t = _pipeline.per_anchor(batch, block_size, rows, extra=(lse, found))
+  t = _pipeline.per_anchor(batch, block_size, rows, extra=(lse, found), reduction=reduction)
   return batch.finish(t, reduction)
 
 
@@ -270,7 +274,8 @@ def multi_similarity_loss(embeddings: jax.Array, labels: jax.Array, *, alpha=2.0
     t = _pipeline.terms(pos + neg, used)
     return reductions.Terms(t.values, masks.valid_anchor.astype(t.values.dtype), t.nonzero)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, pairs), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, pairs, reduction=reduction),
+                      reduction)
 
 
 MARGIN_WEIGHTINGS = ("pairs", "triplets")
@@ -381,7 +386,8 @@ def margin_loss(embeddings: jax.Array, labels: jax.Array, *, beta=1.2, margin=0.
     return reductions.Terms(num_neg * pos.values + num_pos * neg.values, num_pos * num_neg,
                             num_neg * pos.nonzero + num_pos * neg.nonzero)
 
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=extra), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=extra,
+                                             reduction=reduction), reduction)
 
 
 def _second_occurrences(batch: _pipeline.Batch):
@@ -539,7 +545,8 @@ def _npair(batch: _pipeline.Batch, definition: str, reduction: str, block_size) 
       pairs = masks.positive & found[:, None]
       return _pipeline.terms(jax.nn.softplus(lse[:, None] - s), pairs, axis=-1)
 
-    return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
+                      reduction)
   return batch.finish(_sohn_terms(batch, block_size), reduction)
 
 

@@ -360,6 +360,51 @@ def _tfa_terms(d, pos, neg, margin, soft: bool, slots=None):
   return mining.by_positive_count(pos, bounded, general, count)
 
 
+def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, general, *,
+                    margin, soft: bool, reduction: str) -> reductions.Terms:
+  """TFA semi-hard terms with the pairs mined first, outside the gradient.
+
+  Where no anchor has more than ``POSITIVE_BOUNDS[-1]`` positives (decided at
+  run time from the label sort's counts), the (positive, negative) column pairs
+  are mined block by block under ``stop_gradient``
+  (:func:`mining.bounded_tfa_pairs`, the smallest bound that fits every anchor;
+  :func:`mining.by_positive_count`)
+  and the loss reads two recomputed distances per pair, as batch-hard does:
+  O(batch · K · dim) backward instead of a pass over every [block, batch]
+  distance block. Otherwise ``general()``, the streamed terms.
+  """
+  index, count = slots
+  anchors = jax.lax.stop_gradient(batch.anchors)
+  cands = jax.lax.stop_gradient(batch.candidates)
+
+  def pairs(bound):
+    def select(a, labels, where, self_index, known):
+      d = _kernels.pairwise(a, cands, metric)
+      m = masks_lib.pair_masks(labels, where, batch.candidate_labels,
+                               batch.candidate_where, self_index)
+      return mining.bounded_tfa_pairs(bound, d, m.positive, m.negative, known)
+
+    rows = (anchors, batch.labels, batch.where, batch.self_index, index)
+    pi, ni, valid = _pipeline.map_row_blocks(
+        select, rows, _pipeline.block_rows(block_size, anchors.shape[0]))
+    a = batch.anchors[:, None, :]
+
+    def dist(i):
+      chosen = _sharding.take_rows(batch.candidates, jax.lax.stop_gradient(jnp.maximum(i, 0)))
+      return _kernels.paired(a, chosen, metric)
+    gap = dist(pi) - dist(ni)
+    return _pipeline.terms(_pipeline.triplet_term(gap, margin, soft), valid, axis=-1)
+
+  def fits(bound):
+    t = pairs(bound)
+    if _pipeline.sums_rows(batch, block_size, reduction):    # shaped as general()'s
+      t = jax.tree.map(lambda v: jnp.sum(v, keepdims=True), t)
+    return t
+
+  return mining.by_positive_count(None, fits, general, count,
+                                  width=batch.candidates.shape[0])
+
+
 def _window_terms(d, pos, neg, margin, lower: bool, slots=None):
   """Per-anchor :class:`Terms` of the hinge windows (:func:`mining.window_sums`)."""
   sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower, slots)
@@ -440,9 +485,10 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       d = _kernels.pairwise(anchors, batch.candidates, metric)
       return _window_terms(d, masks.positive, masks.negative, margin, lower=False,
                            slots=known or None)
-    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots),
-                        reduction)
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots,
+                                             reduction=reduction), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
+                      reduction)
 
 
 def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
@@ -526,9 +572,17 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
         return _window_terms(d, masks.positive, masks.negative, margin, lower=True,
                              slots=known or None)
       return _tfa_terms(d, masks.positive, masks.negative, margin, soft, known or None)
-    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots),
-                        reduction)
-  return batch.finish(_pipeline.per_anchor(batch, block_size, rows), reduction)
+
+    def streamed():
+      return _pipeline.per_anchor(batch, block_size, rows, extra=slots, reduction=reduction)
+
+    if definition == "tfa" and slots:
+      terms = _tfa_pair_terms(batch, metric, block_size, slots, streamed, margin=margin,
+                              soft=soft, reduction=reduction)
+      return batch.finish(terms, reduction)
+    return batch.finish(streamed(), reduction)
+  return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
+                      reduction)
 
 
 def quadruplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2, margin2=0.1,

@@ -418,16 +418,17 @@ def anchor_slots(labels, where, candidate_labels, candidate_where, self_index):
   return label_slots(labels, where, candidate_labels, candidate_where, self_index, width)
 
 
-def by_positive_count(positive: jax.Array, bounded: Callable, general: Callable,
-                      count: jax.Array | None = None):
+def by_positive_count(positive: jax.Array | None, bounded: Callable, general: Callable,
+                      count: jax.Array | None = None, width: int | None = None):
   """``bounded(bound)`` with the smallest bound every row fits, else ``general()``.
 
   Chosen at run time (``lax.switch`` on the largest positive count of these
   rows; ``count``: the rows' counts if known, else summed from ``positive``),
   so the result is exact for any labels. Rows no wider than the largest bound
-  always take that path (bound = width), with no switch.
+  always take that path (bound = width), with no switch. ``positive`` may be
+  None where ``count`` and ``width`` (the candidates per row) are given.
   """
-  width = positive.shape[-1]
+  width = positive.shape[-1] if width is None else width
   if width == 0:
     return general()
   bounds = list(POSITIVE_BOUNDS)
@@ -478,6 +479,21 @@ def _scatter_slots(like, index, valid, values, fill):
   return out.at[rows, column].set(values, mode="drop")
 
 
+def _slot_columns(like, index, valid, values):
+  """``[rows, C]``: ``values[i, s]`` at column ``index[i, s]``, 0 elsewhere.
+
+  :func:`_scatter_slots` with fill 0, as a sum of one compare per slot: an
+  elementwise expression XLA fuses into its consumer (a scatter writes a
+  whole buffer first).
+  """
+  columns = jax.lax.broadcasted_iota(jnp.int32, like.shape, like.ndim - 1)
+  out = jnp.zeros(like.shape, values.dtype)
+  for s in range(index.shape[-1]):
+    hit = valid[..., s, None] & (columns == index[..., s, None])
+    out = out + jnp.where(hit, values[..., s, None], 0)
+  return out
+
+
 def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None):
   r""":func:`window_sums` for rows with at most ``bound`` positives: no sort.
 
@@ -506,7 +522,7 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None
   base = jnp.where(jnp.isfinite(base), base, 0)
   values = (jnp.sum(jnp.where(n > 0, n * (dp + margin - base), 0), -1)
             - jnp.sum(jnp.where(covers > 0, covers * (fixed - base), 0), -1))
-  slope = (_scatter_slots(fixed, index, valid, n, 0) - covers).astype(d.dtype)
+  slope = (_slot_columns(fixed, index, valid, n) - covers).astype(d.dtype)
   sums = values.astype(d.dtype) + jnp.sum(slope * (d - fixed), -1)
   active = jnp.sum(n, -1)
   triplets = jnp.sum(pos, -1) * jnp.sum(neg, -1) if not lower else active
