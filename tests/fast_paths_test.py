@@ -78,6 +78,7 @@ ISSUE_21 = {
 def small_threshold(monkeypatch):
   monkeypatch.setattr(_pipeline, "AUTO_DENSE_ROWS", DENSE_ROWS)
   monkeypatch.setattr(_pipeline, "AUTO_BLOCK_ROWS", BLOCK_ROWS)
+  monkeypatch.setattr(_pipeline, "AUTO_SUM_BLOCK_ROWS", BLOCK_ROWS // 2)
 
 
 def _batch(size, seed=0, refs=0):
@@ -344,6 +345,7 @@ def test_default_call_memory_grows_linearly_with_the_batch(name, monkeypatch):
   """
   monkeypatch.setattr(_pipeline, "AUTO_DENSE_ROWS", 512)    # the library's own rule
   monkeypatch.setattr(_pipeline, "AUTO_BLOCK_ROWS", 256)
+  monkeypatch.setattr(_pipeline, "AUTO_SUM_BLOCK_ROWS", 64)
   loss = ISSUE_21[name]
   small, large = (_planned_temp_bytes(loss, b, 16) for b in (4096, 8192))
   assert large < 8192 * 8192 * 4 / 2, f"{name}: {large / 2**20:.0f} MiB planned"
