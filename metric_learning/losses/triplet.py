@@ -386,7 +386,8 @@ def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, gene
 
     rows = (anchors, batch.labels, batch.where, batch.self_index, index)
     pi, ni, valid = _pipeline.map_row_blocks(
-        select, rows, _pipeline.block_rows(block_size, anchors.shape[0]))
+        select, rows, _pipeline.block_rows(block_size, anchors.shape[0],
+                                           auto=_pipeline.AUTO_SUM_BLOCK_ROWS))
     a = batch.anchors[:, None, :]
 
     def dist(i):

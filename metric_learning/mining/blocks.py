@@ -577,21 +577,20 @@ def bounded_tfa_pairs(bound: int, distances, positive, negative, slots=None):
   """
   fixed = jax.lax.stop_gradient(distances)
   size = fixed.shape[-1]
-  columns = jnp.arange(size, dtype=jnp.int32)
   dn = fixed[..., None, :]
 
   def step(carry, slots):
     _, _, dp = slots
     farther = negative[..., None, :] & (dn > dp[..., None])   # [r, G, C]
-    near = jnp.min(jnp.where(farther, dn, jnp.inf), axis=-1, keepdims=True)
-    return carry, jnp.min(jnp.where(farther & (dn == near), columns, size), axis=-1)
+    # The nearest farther negative, lowest column on ties: the first maximum of -D.
+    near, found = first_argmax(jnp.where(farther, -dn, -jnp.inf))
+    return carry, jnp.where(found, near, size)
 
   _, near_i, index, valid, _ = _slot_passes(fixed, positive, bound, (), step,
                                             _TFA_SLOT_GROUP, slots)
-  far = jnp.max(jnp.where(negative, fixed, -jnp.inf), axis=-1, keepdims=True)
-  far_i = jnp.min(jnp.where(negative & (fixed == far), columns, size), axis=-1)
+  far_i, any_negative = first_argmax(jnp.where(negative, fixed, -jnp.inf))
   chosen = jnp.where(near_i < size, near_i, far_i[..., None])  # [r, b]
-  valid = valid & (far_i < size)[..., None]
+  valid = valid & any_negative[..., None]
   return jnp.where(valid, index, -1), jnp.where(valid, chosen, -1), valid
 
 
