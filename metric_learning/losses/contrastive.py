@@ -89,9 +89,11 @@ def ntxent_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
     axis_name: inside ``pmap`` / ``shard_map``, the mapped axis over which the
       candidates (and the reduction) are global.
     block_size: anchor rows per block. None (the default) is automatic: dense
-      ``[batch, candidates]`` logits up to 512 rows, blocks of 256 rows above,
-      each recomputed in the backward pass (O(256 · candidates) memory). An
-      int ``>= batch`` forces the dense logits. Same values and gradients.
+      ``[batch, candidates]`` logits up to 512 rows, blocks of rows above
+      (O(block · candidates) memory; see ``_pipeline.per_anchor``: 64 rows
+      differentiated as they are computed for a scalar reduction, else 256
+      recomputed in the backward pass). An int ``>= batch`` forces the dense
+      logits. Same values and gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
@@ -166,9 +168,11 @@ def supcon_loss(embeddings: jax.Array, labels: jax.Array, *, temperature=0.1,
     axis_name: inside ``pmap`` / ``shard_map``, the mapped axis over which the
       candidates (and the reduction) are global.
     block_size: anchor rows per block. None (the default) is automatic: dense
-      ``[batch, candidates]`` logits up to 512 rows, blocks of 256 rows above,
-      each recomputed in the backward pass (O(256 · candidates) memory). An
-      int ``>= batch`` forces the dense logits. Same values and gradients.
+      ``[batch, candidates]`` logits up to 512 rows, blocks of rows above
+      (O(block · candidates) memory; see ``_pipeline.per_anchor``: 64 rows
+      differentiated as they are computed for a scalar reduction, else 256
+      recomputed in the backward pass). An int ``>= batch`` forces the dense
+      logits. Same values and gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.

@@ -73,10 +73,11 @@ def contrastive_loss(embeddings: jax.Array, labels: jax.Array, *, margin=1.0,
       (pytorch-metric-learning's ``indices_tuple``). Memory-bank columns are
       not mined and stay in.
     block_size: anchor rows per block. None (the default) is automatic: one
-      dense ``[batch, candidates]`` matrix up to 512 rows, blocks of 256 rows
-      above, each recomputed in the backward pass (O(256 · candidates)
-      memory). An int ``>= batch`` forces the dense matrix. Same values and
-      gradients.
+      dense ``[batch, candidates]`` matrix up to 512 rows, blocks of rows
+      above (O(block · candidates) memory; see ``_pipeline.per_anchor``: 64
+      rows differentiated as they are computed for a scalar reduction, else
+      256 recomputed in the backward pass). An int ``>= batch`` forces the
+      dense matrix. Same values and gradients.
 
   Returns:
     A scalar, or ``[batch]`` with ``reduction="none"``.
