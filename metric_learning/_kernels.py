@@ -106,8 +106,7 @@ def _squared_form(x, y, root: bool):
   :math:`\dot S = 2(x \cdot \dot x + y \cdot \dot y - \dot x y^\top - x \dot y^\top)`,
   :math:`\dot D = \dot S / (2D)` (``root``) or :math:`\dot S`, masked where
   :math:`D = 0`. Its transpose is one fused pass over the matrix and two
-  matmuls; XLA's CPU backend took about 1.2-1.4x as long for a streamed loss's
-  step through autodiff's chain of selects (docs/benchmarks.md).
+  matmuls, where autodiff's chain of selects made XLA's CPU backend run several.
   """
   return _squared_form_values(x, y, root)
 

@@ -432,3 +432,23 @@ def test_summed_blocks_inside_a_branch_and_under_vmap():
   xs = jnp.stack([jnp.asarray(x), jnp.asarray(x)[::-1]])
   batched = jax.jit(jax.vmap(jax.value_and_grad(loss)))(xs)
   _assert_same(jax.tree.map(lambda v: v[1], batched), jax.value_and_grad(loss)(xs[1]))
+
+
+@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
+@pytest.mark.parametrize("budget", [0, 4 * 48 * 6])
+def test_tfa_pairs_mined_first_within_the_gather_budget(labels, budget, monkeypatch):
+  """TFA semi-hard mines its pairs first only for the positive bounds whose
+  gathered [anchors, bound, dim] rows fit ``_TFA_GATHER_BUDGET`` (0: none, so
+  the streamed terms; 4 · 48 · 6: bound 4 alone): the same values and
+  gradients as the triplet cube on every path."""
+  monkeypatch.setattr(triplet, "_TFA_GATHER_BUDGET", budget)
+  y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
+  x, _, w, _ = _batch(len(y), seed=2)
+  x, w = jnp.asarray(x) * 3, jnp.asarray(w)
+  ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0,
+                                                     metric="euclidean", kind="tfa"))(x)
+  for block in (None, 16):
+    got = jax.jit(jax.value_and_grad(lambda e: ml.semi_hard_triplet_loss(
+        e, y, where=w, margin=2.0, definition="tfa", reduction="mean",
+        block_size=block)))(x)
+    _assert_same(got, ref, rtol=1e-5, atol=1e-5)

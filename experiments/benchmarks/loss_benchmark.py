@@ -98,6 +98,19 @@ def _pml_bytes(name: str, batch: int) -> float:
   return 40.0 * batch * batch
 
 
+_SUMMED_BLOCKS = flags.DEFINE_bool(
+    "summed_blocks", True, "Scalar reductions differentiate each streamed block as it is "
+    "computed (the library's default); false: every block is rematerialised in the "
+    "backward pass, as before (metric_learning.losses._pipeline.sums_rows).")
+
+
+def set_summed_blocks(on: bool) -> None:
+  """Applies ``--summed_blocks`` (read when a loss is traced)."""
+  if not on:
+    from metric_learning.losses import _pipeline  # pylint: disable=import-outside-toplevel
+    _pipeline.sums_rows = lambda *args: False
+
+
 def set_positive_bounds(values) -> None:
   """Applies ``--positive_bounds`` (read when a loss is traced); None: the library's."""
   if values is None:
@@ -114,6 +127,7 @@ def _ml_runner(name: str, batch: int, dim: int):
   compile-time constants that XLA spends seconds folding).
   """
   set_positive_bounds(_POSITIVE_BOUNDS.value)
+  set_summed_blocks(_SUMMED_BLOCKS.value)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -264,7 +278,8 @@ def _peak_rss_mb(impl: str, name: str, batch: int, timeout: float):
   try:
     got = harness.in_fresh_process("experiments.benchmarks.loss_benchmark",
                                    f"--single={impl}:{name}:{batch}",
-                                   *harness.flag_args("dim", "torch_device", "positive_bounds"),
+                                   *harness.flag_args("dim", "torch_device", "positive_bounds",
+                                                     "summed_blocks"),
                                    timeout=timeout)
   except harness.FreshProcessError as e:
     return None, e.reason
@@ -396,7 +411,7 @@ def main(argv):
     raise ValueError(f"unknown losses {unknown}; known: {list(ALL)}")
   load = harness.loadavg()
   meta = {**harness.machine(), "loadavg_start": load, "repeats": _REPEATS.value,
-          "positive_bounds": _POSITIVE_BOUNDS.value,
+          "positive_bounds": _POSITIVE_BOUNDS.value, "summed_blocks": _SUMMED_BLOCKS.value,
           "torch_device": _TORCH_DEVICE.value if _PML.value else None}
   results = []
   for name in names:

@@ -22,6 +22,7 @@ import dataclasses
 import jax
 from jax.extend import core as jax_core
 import jax.numpy as jnp
+import numpy as np
 
 from metric_learning import _kernels
 from metric_learning import _sharding
@@ -43,9 +44,9 @@ AUTO_DENSE_ROWS = 512
 AUTO_BLOCK_ROWS = 256
 # Rows per automatic block where a scalar reduction sums the blocks with their
 # gradients (:func:`sum_row_blocks`): each block then also holds its backward
-# pass, and smaller blocks measured faster (batch-all at B = 4096: 64 rows
-# 7.1x the floor, 256 rows 8.5x) with a quarter of the temporaries. TFA
-# semi-hard's mining pass ([rows, 4, C] windows) uses it too (5.6x against 7.5x).
+# pass, and 64 rows timed faster than 256 on 2 CPU cores (batch-all, B = 4096)
+# with a quarter of the planned temporaries. TFA semi-hard's mining pass
+# ([rows, 4, C] windows) uses it too.
 AUTO_SUM_BLOCK_ROWS = 64
 
 
@@ -251,6 +252,13 @@ def _tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
+def _zero_tangent(x):
+  """The zero tangent of ``x`` (``float0`` for an integer array)."""
+  if _is_float(x):
+    return jnp.zeros_like(x)
+  return np.zeros(jnp.shape(x), jax.dtypes.float0)
+
+
 def _merge(floats, others, flags):
   """Interleaves two lists back into the order ``flags`` (True: from ``floats``)."""
   floats, others = iter(floats), iter(others)
@@ -329,7 +337,7 @@ def sum_row_blocks(fn, rows, block_size: int) -> reductions.Terms:
                                               + pick(tangents[1], flags[1]))),
               jnp.zeros((), out[0].dtype))
     dot = jnp.reshape(dot, out[0].shape).astype(out[0].dtype)
-    return out, (dot, jnp.zeros_like(out[1]), jnp.zeros_like(out[2]))
+    return out, (dot, *map(_zero_tangent, out[1:]))
 
   return reductions.Terms(*row_block_sums(rows, consts))
 

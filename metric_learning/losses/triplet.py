@@ -360,12 +360,18 @@ def _tfa_terms(d, pos, neg, margin, soft: bool, slots=None):
   return mining.by_positive_count(pos, bounded, general, count)
 
 
+# Elements of one [anchors, bound, dim] gather of TFA's mined-first pairs (64 MB
+# in float32): B = 4096 with 32 positives per anchor, B = 16384 with 4 (D = 128).
+_TFA_GATHER_BUDGET = 1 << 24
+
+
 def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, general, *,
                     margin, soft: bool, reduction: str) -> reductions.Terms:
   """TFA semi-hard terms with the pairs mined first, outside the gradient.
 
   Where no anchor has more than ``POSITIVE_BOUNDS[-1]`` positives (decided at
-  run time from the label sort's counts), the (positive, negative) column pairs
+  run time from the label sort's counts; a bound whose gathered rows would
+  exceed ``_TFA_GATHER_BUDGET`` elements is left out), the (positive, negative) column pairs
   are mined block by block under ``stop_gradient``
   (:func:`mining.bounded_tfa_pairs`, the smallest bound that fits every anchor;
   :func:`mining.by_positive_count`)
@@ -402,8 +408,13 @@ def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, gene
       t = jax.tree.map(lambda v: jnp.sum(v, keepdims=True), t)
     return t
 
+  # Each bound gathers [anchors, bound, dim] rows twice (and their gradients):
+  # bounds whose rows would exceed the budget take the streamed terms.
+  rows, dim = batch.anchors.shape
+  bounds = tuple(b for b in mining.POSITIVE_BOUNDS
+                 if min(b, batch.candidates.shape[0]) * rows * dim <= _TFA_GATHER_BUDGET)
   return mining.by_positive_count(None, fits, general, count,
-                                  width=batch.candidates.shape[0])
+                                  width=batch.candidates.shape[0], bounds=bounds)
 
 
 def _window_terms(d, pos, neg, margin, lower: bool, slots=None):

@@ -419,7 +419,8 @@ def anchor_slots(labels, where, candidate_labels, candidate_where, self_index):
 
 
 def by_positive_count(positive: jax.Array | None, bounded: Callable, general: Callable,
-                      count: jax.Array | None = None, width: int | None = None):
+                      count: jax.Array | None = None, width: int | None = None,
+                      bounds: tuple[int, ...] | None = None):
   """``bounded(bound)`` with the smallest bound every row fits, else ``general()``.
 
   Chosen at run time (``lax.switch`` on the largest positive count of these
@@ -427,11 +428,12 @@ def by_positive_count(positive: jax.Array | None, bounded: Callable, general: Ca
   so the result is exact for any labels. Rows no wider than the largest bound
   always take that path (bound = width), with no switch. ``positive`` may be
   None where ``count`` and ``width`` (the candidates per row) are given.
+  ``bounds``: the bounds to choose from (default :data:`POSITIVE_BOUNDS`).
   """
   width = positive.shape[-1] if width is None else width
   if width == 0:
     return general()
-  bounds = list(POSITIVE_BOUNDS)
+  bounds = list(POSITIVE_BOUNDS if bounds is None else bounds)
   if not bounds:
     return general()
   if width <= bounds[-1]:                   # a row cannot hold more: one branch
