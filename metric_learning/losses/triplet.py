@@ -526,7 +526,9 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   over the row per positive, O(batch² · K) time; otherwise from each row's
   sorted negative distances (a binary search per positive pair and, for
   "facenet", prefix sums over the window), O(batch² log batch); chosen at run
-  time, same values. Streamed over blocks of anchor rows, O(block · batch)
+  time, same values. "tfa" with few positives mines its pairs outside the
+  gradient and differentiates two recomputed distances per pair (O(batch · K ·
+  dim) backward, as batch-hard). Streamed over blocks of anchor rows, O(block · batch)
   memory. "facenet" with ``soft=True`` (softplus does not decompose into
   counts) sums over each positive's row with few positives, O(batch² · K),
   and the triplet cube anchor by anchor otherwise, O(batch³).
