@@ -82,9 +82,6 @@ def pairwise(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
   if metric == "cosine":
     xn, yn = l2_normalize(x), l2_normalize(y)
     return cosine_distance(jnp.matmul(xn, yn.T, precision=HIGHEST))
-  import os
-  if os.environ.get("ML_PLAIN_PD") == "1":
-    return _squared_form_values(x, y, metric == "euclidean")
   return _squared_form(x, y, metric == "euclidean")
 
 

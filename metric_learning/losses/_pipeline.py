@@ -226,13 +226,13 @@ def map_row_blocks(fn, rows, block_size: int | None):
   if block_size is None:
     return fn(*rows)
   size = rows[0].shape[0]
-  rows = _block_rows(rows, block_size)
+  rows = _split_blocks(rows, block_size)
   blocks = rows[0].shape[0]
   out = jax.lax.map(jax.checkpoint(lambda r: fn(*r)), rows)
   return jax.tree.map(lambda v: v.reshape((blocks * block_size,) + v.shape[2:])[:size], out)
 
 
-def _block_rows(rows, block_size: int):
+def _split_blocks(rows, block_size: int):
   """``rows`` padded to whole blocks and shaped ``[blocks, block_size, ...]``."""
   size = rows[0].shape[0]
   blocks = -(-size // block_size)
@@ -246,10 +246,6 @@ def _block_rows(rows, block_size: int):
 
 def _is_float(x) -> bool:
   return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-
-
-def _tree_add(a, b):
-  return jax.tree.map(jnp.add, a, b)
 
 
 def _zero_tangent(x):
@@ -283,7 +279,7 @@ def sum_row_blocks(fn, rows, block_size: int) -> reductions.Terms:
   """
   size = rows[0].shape[0]
   # The rows padding the last block are dropped from the sums.
-  rows = _block_rows(tuple(rows) + (jnp.ones((size,), bool),), block_size)
+  rows = _split_blocks(tuple(rows) + (jnp.ones((size,), bool),), block_size)
   example = [r[0] for r in rows]
 
   def total(*r):
@@ -326,7 +322,7 @@ def sum_row_blocks(fn, rows, block_size: int) -> reductions.Terms:
       s, pullback, counts = jax.vjp(value, pick(r, flags[0]), pick(consts, flags[1]),
                                     has_aux=True)
       grad_r, grad_c = pullback(jnp.ones_like(s))
-      return _tree_add(grad_consts, grad_c), ((s, *counts), grad_r)
+      return jax.tree.map(jnp.add, grad_consts, grad_c), ((s, *counts), grad_r)
 
     zeros = [jnp.zeros_like(c) for c in pick(consts, flags[1])]
     grad_consts, (out, grad_rows) = jax.lax.scan(step, zeros, rows)

@@ -564,7 +564,7 @@ def bounded_softplus_sums(bound: int, d, pos, neg, margin, facenet: bool, slots=
   init = (jnp.zeros_like(fixed), jnp.zeros_like(fixed[..., 0]), count, count)
   (covers, values, triplets, active), own, index, valid, _ = _slot_passes(
       fixed, pos, bound, init, step, _SLOT_GROUP, slots)
-  slope = _scatter_slots(fixed, index, valid, own, 0) - covers
+  slope = _slot_columns(fixed, index, valid, own) - covers
   sums = values + jnp.sum(slope * (d - fixed), -1)
   return sums, triplets, active
 
