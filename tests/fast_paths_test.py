@@ -95,17 +95,32 @@ def _batch(size, seed=0, refs=0):
   return x, y, w, bank
 
 
+# Compiled programs shared by the tests of this module: the batch (rows, labels,
+# padding, bank) is an argument, so batches of one shape run one program. The key
+# holds what a test may have patched that tracing reads.
+_PROGRAMS = {}
+
+
+def _compiled(key, fn):
+  key = (key, _pipeline.AUTO_DENSE_ROWS, _pipeline.AUTO_BLOCK_ROWS,
+         _pipeline.AUTO_SUM_BLOCK_ROWS, ml.mining.blocks.POSITIVE_BOUNDS,
+         triplet._TFA_GATHER_BUDGET)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = jax.jit(fn)
+  return _PROGRAMS[key]
+
+
 def _values_and_grads(loss, x, y, w, bank, block_size):
-  """{reduction: (value, gradient)} in one compiled function."""
-  def run(e):
+  """{reduction: (value, gradient of its sum)} in one compiled program."""
+  def run(e, y, w, bank):
     out = {}
     for r in REDUCTIONS:
-      f = lambda e, r=r: jnp.sum(loss(e, y, where=w, reduction=r, block_size=block_size,
-                                      **bank))
-      value = loss(e, y, where=w, reduction=r, block_size=block_size, **bank)
-      out[r] = (value, jax.grad(f)(e))
+      value, pullback = jax.vjp(lambda e, r=r: loss(e, y, where=w, reduction=r,
+                                                    block_size=block_size, **bank), e)
+      out[r] = (value, pullback(jnp.ones_like(value))[0])
     return out
-  return jax.jit(run)(x)
+  return _compiled(("values_and_grads", loss, block_size, tuple(sorted(bank))), run)(
+      x, y, w, bank)
 
 
 def _assert_same(a, b, rtol=2e-5, atol=2e-6):
@@ -115,6 +130,14 @@ def _assert_same(a, b, rtol=2e-5, atol=2e-6):
     v = np.asarray(v)
     scale = max(1.0, float(np.max(np.abs(v)))) if v.size else 1.0
     np.testing.assert_allclose(np.asarray(u), v, rtol=rtol, atol=atol * scale, strict=True)
+
+
+def _trace(loss, x, y, w, bank, block_size):
+  """The program of every reduction's value and gradient, as text."""
+  def run(e):
+    return {r: jax.value_and_grad(lambda e, r=r: jnp.sum(loss(
+        e, y, where=w, reduction=r, block_size=block_size, **bank)))(e) for r in REDUCTIONS}
+  return str(jax.make_jaxpr(run)(x))
 
 
 def _streams(loss, x, y, w, bank, block_size=None):
@@ -128,18 +151,23 @@ def _streams(loss, x, y, w, bank, block_size=None):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("size", [12, 37])    # below and above DENSE_ROWS
 def test_automatic_dense_and_streamed_paths_agree(name, size):
+  """Below the threshold the automatic call traces the dense program (so the
+  explicit blocks of 5 rows are compared with it); above it, it streams in the
+  automatic blocks (8 rows, 4 summed: neither divides 37) and equals the dense
+  path."""
   loss = LOSSES[name]
   x, y, w, bank = _batch(size, refs=5)
-  auto = _values_and_grads(loss, x, y, w, bank, None)
-  dense = _values_and_grads(loss, x, y, w, bank, 10_000)
-  streamed = _values_and_grads(loss, x, y, w, bank, 5)   # 5 does not divide the rows
-  _assert_same(auto, dense)
-  _assert_same(streamed, dense)
   # The rule: dense up to DENSE_ROWS rows (candidates for sigmoid), blocks above.
   rows = size + (5 if name == "sigmoid" else 0)
   assert _streams(loss, x, y, w, bank) == (rows > DENSE_ROWS)
   assert not _streams(loss, x, y, w, bank, block_size=size + 5)
   assert _streams(loss, x, y, w, bank, block_size=5)
+  dense = _values_and_grads(loss, x, y, w, bank, 10_000)
+  if rows > DENSE_ROWS:
+    _assert_same(_values_and_grads(loss, x, y, w, bank, None), dense)
+  else:
+    assert _trace(loss, x, y, w, bank, None) == _trace(loss, x, y, w, bank, 10_000)
+    _assert_same(_values_and_grads(loss, x, y, w, bank, 5), dense)  # 5 does not divide
 
 
 def _cube_reference(x, y, w, *, margin, metric, kind):
@@ -223,8 +251,8 @@ def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels
   x, w = jnp.asarray(x) * 3, jnp.asarray(w)
   ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0,
                                                      metric="euclidean", kind=kind))(x)
-  got = jax.jit(jax.value_and_grad(lambda e: loss(e, y, where=w, margin=2.0,
-                                                  block_size=16)))(x)
+  got = _compiled(("few_positives", loss), lambda e, y, w: jax.value_and_grad(
+      lambda e: loss(e, y, where=w, margin=2.0, block_size=16))(e))(x, y, w)
   _assert_same(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -448,7 +476,7 @@ def test_tfa_pairs_mined_first_within_the_gather_budget(labels, budget, monkeypa
   ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0,
                                                      metric="euclidean", kind="tfa"))(x)
   for block in (None, 16):
-    got = jax.jit(jax.value_and_grad(lambda e: ml.semi_hard_triplet_loss(
-        e, y, where=w, margin=2.0, definition="tfa", reduction="mean",
-        block_size=block)))(x)
+    got = _compiled(("tfa", block), lambda e, y, w, block=block: jax.value_and_grad(
+        lambda e: ml.semi_hard_triplet_loss(e, y, where=w, margin=2.0, definition="tfa",
+                                            reduction="mean", block_size=block))(e))(x, y, w)
     _assert_same(got, ref, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ from metric_learning.training import state as state_lib
 ])
 def test_models_map_inputs_to_embeddings(name, shape, kwargs):
   m = models.create(name, shape, **kwargs, normalize=True)
-  out = m(jnp.ones((3,) + shape))
+  out = nnx.jit(lambda m, x: m(x))(m, jnp.ones((3,) + shape))
   assert out.shape == (3, 5)
   np.testing.assert_allclose(jnp.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
@@ -142,8 +142,9 @@ def test_efficientnet_pads_like_tensorflow_same_and_joins_blocks_within_stages()
   assert efficientnet.round_width(80, 0.125) == efficientnet.round_width(112, 0.125) == 16
   assert blocks[8]._project_conv.out_features == 16 and not blocks[8].skip  # pylint: disable=protected-access
   x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
-  assert m.features(x).shape == (1, 1280)
-  assert m.features(x[:, :17, :23]).shape == (1, 1280)     # any size: "SAME" padding
+  features = lambda m, x: m.features(x)
+  assert nnx.eval_shape(features, m, x).shape == (1, 1280)
+  assert nnx.eval_shape(features, m, x[:, :17, :23]).shape == (1, 1280)  # "SAME" padding
   with pytest.raises(ValueError, match="width_multiplier must be a positive number"):
     models.create("efficientnet_lite0", (32, 32, 3), width_multiplier=0)
 
@@ -224,8 +225,8 @@ def test_identity_head_starts_from_the_normalised_features(name, shape, kwargs):
   model = models.create(name, shape, normalize=True, head_init="identity", **kwargs)
   model.eval()
   x = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
-  features = np.asarray(model.features(x))
-  np.testing.assert_allclose(model(x), features / np.linalg.norm(features, axis=1,
+  embeddings, features = nnx.jit(lambda m, x: (m(x), m.features(x)))(model, x)
+  np.testing.assert_allclose(embeddings, features / np.linalg.norm(features, axis=1,
                                                                  keepdims=True), atol=1e-6)
   assert models.arguments(name)["head_init"] == "lecun_normal"
 
