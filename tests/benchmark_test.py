@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_benchmark_writes_table_json_and_plot(tmp_path):
   out, png = tmp_path / "b.json", tmp_path / "b.png"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
@@ -26,6 +29,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
   assert png.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_gradient_cache_benchmark_plans_runs_and_plots(tmp_path):
   """Tiny sizes: planned memory for every B, measured points up to --run_max_batch."""
   out, png = tmp_path / "gc.json", tmp_path / "gc.png"

@@ -186,6 +186,7 @@ def built_site(tmp_path_factory):
   return proc, out
 
 
+@pytest.mark.slow
 def test_the_site_builds_offline_without_warnings(built_site):
   proc, out = built_site
   assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}"
@@ -198,6 +199,7 @@ def test_the_site_builds_offline_without_warnings(built_site):
   assert (out / "_images" / "benchmark_cpu.png").exists()
 
 
+@pytest.mark.slow
 def test_every_documented_name_has_a_generated_page(built_site):
   proc, out = built_site
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import protocol_fixtures as fx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_fashion_mnist_benchmark_writes_table_json_and_plot(tmp_path):
   root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
   out, plot = tmp_path / "b.json", tmp_path / "b.png"
@@ -36,6 +39,7 @@ def test_fashion_mnist_benchmark_writes_table_json_and_plot(tmp_path):
     assert "pml rows skipped" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_proxy_recipe_trains_its_proxies_at_its_own_rate(tmp_path):
   """fashion_mnist_proxy.py: Proxy-Anchor with loss_lr_scale=100, on generated IDX files."""
   root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)
@@ -56,6 +60,7 @@ def test_the_proxy_recipe_trains_its_proxies_at_its_own_rate(tmp_path):
   assert 0 <= json.loads(out.read_text())["summary"]["ours"]["seen/map_at_r"]["mean"] <= 1
 
 
+@pytest.mark.slow
 def test_untrained_baselines_and_config_overrides(tmp_path):
   """--methods=raw,init: raw pixels and the untrained model, each euclidean and
   L2-normalised; --config.SECTION.FIELD reaches the model (a field the file lacks too)."""

@@ -395,6 +395,7 @@ def test_positive_bounds_flag_sets_the_library_bounds(monkeypatch):
     assert ml.mining.blocks.POSITIVE_BOUNDS == want
 
 
+@pytest.mark.slow
 def test_loss_benchmark_smoke(tmp_path):
   out = tmp_path / "bench.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu")

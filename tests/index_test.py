@@ -217,6 +217,7 @@ def test_bad_backend_arguments_name_themselves():
                                     M=8)
 
 
+@pytest.mark.slow
 def test_search_benchmark_smoke(tmp_path):
   pytest.importorskip("faiss")
   out = tmp_path / "search.json"

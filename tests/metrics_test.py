@@ -125,6 +125,7 @@ def test_retrieval_matches_pytorch_metric_learning_accuracy_calculator():
     assert ours[k] == pytest.approx(theirs[v], abs=1e-6), k
 
 
+@pytest.mark.slow
 def test_eval_benchmark_smoke(tmp_path):
   out = tmp_path / "eval.json"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")

@@ -19,6 +19,7 @@ def test_there_are_three_notebooks_with_badges_and_no_outputs():
     assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_executes(path, monkeypatch):
   monkeypatch.setenv("ML_NOTEBOOK_SMALL", "1")
