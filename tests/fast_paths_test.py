@@ -110,8 +110,8 @@ def _compiled(key, fn):
   return _PROGRAMS[key]
 
 
-def _values_and_grads(loss, x, y, w, bank, block_size):
-  """{reduction: (value, gradient of its sum)} in one compiled program."""
+def _program(loss, block_size):
+  """{reduction: (value, gradient of its sum)} of a batch, for every reduction."""
   def run(e, y, w, bank):
     out = {}
     for r in REDUCTIONS:
@@ -119,8 +119,13 @@ def _values_and_grads(loss, x, y, w, bank, block_size):
                                                     block_size=block_size, **bank), e)
       out[r] = (value, pullback(jnp.ones_like(value))[0])
     return out
-  return _compiled(("values_and_grads", loss, block_size, tuple(sorted(bank))), run)(
-      x, y, w, bank)
+  return run
+
+
+def _values_and_grads(loss, x, y, w, bank, block_size):
+  """``_program``'s values, in one compiled program per loss, block and bank."""
+  return _compiled(("values_and_grads", loss, block_size, tuple(sorted(bank))),
+                   _program(loss, block_size))(x, y, w, bank)
 
 
 def _assert_same(a, b, rtol=2e-5, atol=2e-6):
@@ -133,11 +138,8 @@ def _assert_same(a, b, rtol=2e-5, atol=2e-6):
 
 
 def _trace(loss, x, y, w, bank, block_size):
-  """The program of every reduction's value and gradient, as text."""
-  def run(e):
-    return {r: jax.value_and_grad(lambda e, r=r: jnp.sum(loss(
-        e, y, where=w, reduction=r, block_size=block_size, **bank)))(e) for r in REDUCTIONS}
-  return str(jax.make_jaxpr(run)(x))
+  """``_program`` as traced for this batch, as text."""
+  return str(jax.make_jaxpr(_program(loss, block_size))(x, y, w, bank))
 
 
 def _streams(loss, x, y, w, bank, block_size=None):
