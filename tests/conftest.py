@@ -61,15 +61,18 @@ def _compile_for_values(request):
 @pytest.fixture(autouse=True)
 def _optimized_when_marked(request):
   """A test marked ``xla_optimized`` (it reads what the optimised program plans:
-  memory) compiles with XLA's optimisations in a ``values_only`` module too."""
-  if request.node.get_closest_marker("xla_optimized") is None:
+  memory) compiles with XLA's optimisations in a ``values_only`` module too; a
+  single test marked ``values_only`` (one large program compiled to run a step
+  or two: a deep model's training step) compiles without them in any module."""
+  own = {m.name for m in request.node.own_markers}
+  if "xla_optimized" in own or "values_only" in own:
+    import jax  # pylint: disable=import-outside-toplevel
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", "values_only" in own)
     yield
-    return
-  import jax  # pylint: disable=import-outside-toplevel
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", False)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+    jax.config.update("jax_disable_most_optimizations", before)
+  else:
+    yield
 
 
 @pytest.fixture(autouse=True, scope="module")

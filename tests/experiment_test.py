@@ -201,6 +201,7 @@ def test_one_name_per_model_class_covers_every_class():
 
 
 @pytest.mark.slow
+@pytest.mark.values_only      # two steps of a deep model: compiling, not running (conftest.py)
 @pytest.mark.parametrize("name", ONE_NAME_PER_CLASS)
 def test_every_model_trains_by_name_alone(name, tmp_path):
   cfg = _by_name("model", name)
@@ -364,6 +365,7 @@ def test_mnist_npz_config_trains_on_a_generated_file(tmp_path):
   assert summary["steps"] == 2 and 0 <= summary["seen/map_at_r"] <= 1
 
 
+@pytest.mark.values_only      # two steps of a deep model: compiling, not running (conftest.py)
 def test_the_efficientnet_recipe_trains_its_head_alone_on_resized_idx_images(tmp_path):
   """fashion_mnist_efficientnet.py on generated IDX files (a narrow network, no weights)."""
   from experiments.configs import fashion_mnist_efficientnet

@@ -25,6 +25,7 @@ from metric_learning.training import state as state_lib
     # inputs zeroes the (ReLU6, not residual) head: embeddings of norm 0.
     ("efficientnet_lite0", (48, 48, 3), dict(width_multiplier=0.125, embedding_dim=5)),
 ])
+@pytest.mark.values_only      # one call of each model: compiling, not running (conftest.py)
 def test_models_map_inputs_to_embeddings(name, shape, kwargs):
   m = models.create(name, shape, **kwargs, normalize=True)
   out = nnx.jit(lambda m, x: m(x))(m, jnp.ones((3,) + shape))
