@@ -25,9 +25,11 @@ def _env(devices: int) -> dict:
 
 
 def _cmd(workdir, mode, *extra):
+  # No plots (process 0 draws them after all that is compared here) and no raw-pixel
+  # baseline (the evaluators the model's embeddings go through, run on pixels).
   return [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
           f"--workdir={workdir}", f"--config.parallel={mode}", "--config.num_steps=6",
-          *extra]
+          "--config.plots=False", "--config.raw_baseline=False", *extra]
 
 
 def _losses(workdir):
@@ -82,7 +84,7 @@ def test_two_processes_stream_image_files_like_one_process(tmp_path):
                                              per_class=20)
   data = ["--config.data.name=image_folder", f"--config.data.path={root}",
           "--config.data.seen_classes=(0,1,2,3,4)", "--config.augment.size=(12,12)",
-          "--config.augment.flip=True", "--config.raw_baseline=False"]
+          "--config.augment.flip=True"]
   _, multi, _ = _single_and_two_processes(tmp_path, "mesh", *data)
   with open(os.path.join(multi, "config.json")) as f:
     augment = json.load(f)["augment"]
