@@ -11,7 +11,10 @@ deliberate, visible changes:
 * size flags are shrunk (``SHRINK``; a training run without a step count gets
   ``--config.num_steps=30``), so the benchmark, the sweep and the runs take
   seconds: the flags themselves — their names and that they are accepted — are
-  still exercised.
+  still exercised;
+* the training runs after the first (the default run, whose plots are checked
+  here) draw no plots and skip the raw-pixel baseline (``LATER_RUNS``): the same
+  code, on other parts.
 
 The README's test command itself is the one command not run here: it is what
 runs this file; ``test_ci_runs_the_readme_test_command`` checks CI uses it.
@@ -51,8 +54,12 @@ def blocks():
   return re.findall(r"```(\w+)\n(.*?)```", _readme(), flags=re.S)
 
 
-def commands_of(source: str) -> list[str]:
-  """The commands of one bash block, after the documented substitutions."""
+LATER_RUNS = " --config.plots=False --config.raw_baseline=False"
+
+
+def commands_of(source: str, first_run: bool = True) -> list[str]:
+  """The commands of one bash block, after the documented substitutions
+  (``first_run``: no training run came before this block)."""
   out = []
   for line in source.splitlines():
     line = line.split("  #")[0].strip()
@@ -63,14 +70,22 @@ def commands_of(source: str) -> list[str]:
       line = line[m.end():]
     for pattern, replacement in SHRINK:
       line = pattern.sub(replacement, line)
-    if "experiments.main" in line and "--config.num_steps" not in line:
-      line += " --config.num_steps=30"
+    if "experiments.main" in line:
+      if "--config.num_steps" not in line:
+        line += " --config.num_steps=30"
+      if not first_run:
+        line += LATER_RUNS
+      first_run = False
     out.append(line)
   return out
 
 
 def commands() -> list[str]:
-  return [c for lang, source in blocks() if lang == "bash" for c in commands_of(source)]
+  out = []
+  for lang, source in blocks():
+    if lang == "bash":
+      out += commands_of(source, first_run=not any("experiments.main" in c for c in out))
+  return out
 
 
 def test_ci_runs_the_readme_test_command():
@@ -105,7 +120,8 @@ def test_every_readme_command_runs_in_document_order(tmp_path):
       if lang == "python":
         exec(compile(source, "README.md", "exec"), {})  # pylint: disable=exec-used
         continue
-      for command in commands_of(source):
+      for command in commands_of(source, first_run=not any("experiments.main" in c
+                                                             for c in ran)):
         out = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
                              text=True, timeout=600)
         assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
@@ -115,6 +131,9 @@ def test_every_readme_command_runs_in_document_order(tmp_path):
     os.chdir(cwd)
   assert ran == commands()
   assert os.path.exists(scratch / "workdir" / "default" / "summary.json")
+  plots = sorted(os.listdir(scratch / "workdir" / "default" / "plots"))
+  assert len(plots) >= 4 and all(p.endswith(".png") for p in plots), plots
+  assert sum(LATER_RUNS in c for c in ran) == sum("experiments.main" in c for c in ran) - 1
 
 
 def _experiments_page_commands() -> list[str]:
