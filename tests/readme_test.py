@@ -57,35 +57,34 @@ def blocks():
 LATER_RUNS = " --config.plots=False --config.raw_baseline=False"
 
 
-def commands_of(source: str, first_run: bool = True) -> list[str]:
-  """The commands of one bash block, after the documented substitutions
-  (``first_run``: no training run came before this block)."""
-  out = []
-  for line in source.splitlines():
-    line = line.split("  #")[0].strip()
-    if not line or line == _test_command():
+def steps():
+  """``("python", source)`` per Python block and ``("bash", command)`` per command
+  of a bash block, in document order, after the documented substitutions."""
+  first_run = True
+  for lang, source in blocks():
+    if lang == "python":
+      yield lang, source
       continue
-    m = SETUP.match(line)
-    if m:
-      line = line[m.end():]
-    for pattern, replacement in SHRINK:
-      line = pattern.sub(replacement, line)
-    if "experiments.main" in line:
-      if "--config.num_steps" not in line:
-        line += " --config.num_steps=30"
-      if not first_run:
-        line += LATER_RUNS
-      first_run = False
-    out.append(line)
-  return out
+    for line in source.splitlines():
+      line = line.split("  #")[0].strip()
+      if not line or line == _test_command():
+        continue
+      m = SETUP.match(line)
+      if m:
+        line = line[m.end():]
+      for pattern, replacement in SHRINK:
+        line = pattern.sub(replacement, line)
+      if "experiments.main" in line:
+        if "--config.num_steps" not in line:
+          line += " --config.num_steps=30"
+        if not first_run:
+          line += LATER_RUNS
+        first_run = False
+      yield lang, line
 
 
 def commands() -> list[str]:
-  out = []
-  for lang, source in blocks():
-    if lang == "bash":
-      out += commands_of(source, first_run=not any("experiments.main" in c for c in out))
-  return out
+  return [command for lang, command in steps() if lang == "bash"]
 
 
 def test_ci_runs_the_readme_test_command():
@@ -116,17 +115,15 @@ def test_every_readme_command_runs_in_document_order(tmp_path):
   ran = []
   try:
     os.chdir(scratch)
-    for lang, source in blocks():
+    for lang, command in steps():
       if lang == "python":
-        exec(compile(source, "README.md", "exec"), {})  # pylint: disable=exec-used
+        exec(compile(command, "README.md", "exec"), {})  # pylint: disable=exec-used
         continue
-      for command in commands_of(source, first_run=not any("experiments.main" in c
-                                                             for c in ran)):
-        out = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
-                             text=True, timeout=600)
-        assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
-        assert "Traceback" not in out.stderr, command
-        ran.append(command)
+      out = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                           text=True, timeout=600)
+      assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+      assert "Traceback" not in out.stderr, command
+      ran.append(command)
   finally:
     os.chdir(cwd)
   assert ran == commands()
