@@ -59,7 +59,7 @@ def _compile_for_values(request):
 
 
 @pytest.fixture(autouse=True)
-def _optimized_when_marked(request):
+def _compile_mode_when_marked(request):
   """A test marked ``xla_optimized`` (it reads what the optimised program plans:
   memory) compiles with XLA's optimisations in a ``values_only`` module too; a
   single test marked ``values_only`` (one large program compiled to run a step
