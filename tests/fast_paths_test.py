@@ -104,7 +104,7 @@ _PROGRAMS = {}
 def _compiled(key, fn):
   key = (key, _pipeline.AUTO_DENSE_ROWS, _pipeline.AUTO_BLOCK_ROWS,
          _pipeline.AUTO_SUM_BLOCK_ROWS, ml.mining.blocks.POSITIVE_BOUNDS,
-         triplet._TFA_GATHER_BUDGET)
+         triplet._GATHER_BUDGET)
   if key not in _PROGRAMS:
     _PROGRAMS[key] = jax.jit(fn)
   return _PROGRAMS[key]
@@ -175,6 +175,8 @@ def test_automatic_dense_and_streamed_paths_agree(name, size):
 def _cube_reference(x, y, w, *, margin, metric, kind):
   """Batch-all / semi-hard hinge losses summed over the explicit triplet cube."""
   d = ml.pairwise_distances(jnp.where(w[:, None], x, 0), metric=metric)
+  if metric == "dot":                   # a similarity: the losses rank by -x.y
+    d = -d
   same = y[:, None] == y[None, :]
   real = w[:, None] & w[None, :]
   pos = same & real & ~jnp.eye(len(y), dtype=bool)
@@ -256,6 +258,65 @@ def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels
   got = _compiled(("few_positives", loss), lambda e, y, w: jax.value_and_grad(
       lambda e: loss(e, y, where=w, margin=2.0, block_size=16))(e))(x, y, w)
   _assert_same(got, ref, rtol=1e-5, atol=1e-5)
+
+
+WINDOW_LOSSES = {
+    "batch_all": functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero"),
+    "facenet": functools.partial(ml.semi_hard_triplet_loss, reduction="mean"),
+}
+
+
+def _symmetric(loss, **kwargs) -> bool:
+  """Whether the traced loss takes the symmetric pass (``mining.symmetric_window_sums``)."""
+  x, y = jnp.zeros((48, 6)), jnp.arange(48) // 4
+  return "_symmetric_pass" in str(jax.make_jaxpr(lambda e: loss(e, y, **kwargs))(x))
+
+
+@pytest.mark.parametrize("kind", sorted(WINDOW_LOSSES))
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "dot"])
+def test_a_batch_against_itself_sums_both_halves_of_each_block_as_the_triplet_cube(kind,
+                                                                                   metric):
+  """Batch-all and FaceNet semi-hard of a batch against itself, reduced to a
+  scalar over blocks, with few positives per anchor: one pass compares each
+  block with its rows' thresholds and, transposed, with every column's
+  (``mining.symmetric_window_sums``). Values, the gradients in the rows and in
+  the margin, and forward mode equal the triplet cube's, with padding rows,
+  for 3 positives (bound 4), 11 (bound 32) and 39 in some rows (the per-block
+  path, chosen at run time); without a gradient only the values are computed."""
+  loss = WINDOW_LOSSES[kind]
+
+  def ours(e, m, y, w):
+    return loss(e, y, where=w, margin=m, metric=metric, block_size=16)
+
+  def cube(e, m, y, w):
+    return _cube_reference(e, y, w, margin=m, metric=metric, kind=kind)
+
+  assert _symmetric(loss, metric=metric, block_size=16)
+  program = lambda f: _compiled(("symmetric", kind, metric, f.__name__), lambda *a: (
+      jax.value_and_grad(f, (0, 1))(*a),
+      jax.jvp(lambda e, m: f(e, m, *a[2:]), a[:2], (jnp.ones_like(a[0]), jnp.float32(0.5)))))
+  for labels in sorted(FEW_POSITIVE_LABELS):
+    y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
+    x, _, w, _ = _batch(len(y), seed=3)
+    x, w, m = jnp.asarray(x) * 2, jnp.asarray(w), jnp.float32(1.5)
+    got, want = program(ours)(x, m, y, w), program(cube)(x, m, y, w)
+    _assert_same(got, want, rtol=1e-5, atol=1e-5)
+    _assert_same(jax.jit(ours)(x, m, y, w), want[0][0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_symmetric_pass_is_taken_only_where_it_applies():
+  """The square pass needs the batch alone, a scalar reduction and blocks:
+  a memory bank, ``reduction="none"`` and the dense path take the windows per
+  block, and so does the soft margin."""
+  bank = dict(ref_embeddings=jnp.ones((3, 6)), ref_labels=jnp.arange(3))
+  for loss in WINDOW_LOSSES.values():
+    assert _symmetric(loss, block_size=16)
+    assert _symmetric(loss, block_size=16, reduction="sum")
+    assert not _symmetric(loss, block_size=16, **bank)
+    assert not _symmetric(loss, block_size=16, reduction="none")
+    assert not _symmetric(loss, block_size=48)
+  assert not _symmetric(ml.batch_all_triplet_loss, block_size=16, soft=True)
+  assert not _symmetric(ml.semi_hard_triplet_loss, block_size=16, definition="tfa")
 
 
 @pytest.mark.parametrize("positive", ["hard", "easy"])
@@ -469,10 +530,10 @@ def test_summed_blocks_inside_a_branch_and_under_vmap():
 @pytest.mark.parametrize("budget", [0, 4 * 48 * 6])
 def test_tfa_pairs_mined_first_within_the_gather_budget(labels, budget, monkeypatch):
   """TFA semi-hard mines its pairs first only for the positive bounds whose
-  gathered [anchors, bound, dim] rows fit ``_TFA_GATHER_BUDGET`` (0: none, so
+  gathered [anchors, bound, dim] rows fit ``_GATHER_BUDGET`` (0: none, so
   the streamed terms; 4 · 48 · 6: bound 4 alone): the same values and
   gradients as the triplet cube on every path."""
-  monkeypatch.setattr(triplet, "_TFA_GATHER_BUDGET", budget)
+  monkeypatch.setattr(triplet, "_GATHER_BUDGET", budget)
   y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
   x, _, w, _ = _batch(len(y), seed=2)
   x, w = jnp.asarray(x) * 3, jnp.asarray(w)

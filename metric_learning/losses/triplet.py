@@ -360,9 +360,17 @@ def _tfa_terms(d, pos, neg, margin, soft: bool, slots=None):
   return mining.by_positive_count(pos, bounded, general, count)
 
 
-# Elements of one [anchors, bound, dim] gather of TFA's mined-first pairs (64 MB
-# in float32): B = 4096 with 32 positives per anchor, B = 16384 with 4 (D = 128).
-_TFA_GATHER_BUDGET = 1 << 24
+# Elements of one [anchors, bound, dim] gather of each anchor's positive rows (TFA's
+# mined-first pairs, the window losses' thresholds; 64 MB in float32): B = 4096
+# with 32 positives per anchor, B = 16384 with 4 (D = 128).
+_GATHER_BUDGET = 1 << 24
+
+
+def _gather_bounds(batch: _pipeline.Batch) -> tuple[int, ...]:
+  """The positive bounds whose [anchors, bound, dim] gather fits ``_GATHER_BUDGET``."""
+  rows, dim = batch.anchors.shape
+  return tuple(b for b in mining.POSITIVE_BOUNDS
+               if min(b, batch.candidates.shape[0]) * rows * dim <= _GATHER_BUDGET)
 
 
 def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, general, *,
@@ -371,7 +379,7 @@ def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, gene
 
   Where no anchor has more than ``POSITIVE_BOUNDS[-1]`` positives (decided at
   run time from the label sort's counts; a bound whose gathered rows would
-  exceed ``_TFA_GATHER_BUDGET`` elements is left out), the (positive, negative) column pairs
+  exceed ``_GATHER_BUDGET`` elements is left out), the (positive, negative) column pairs
   are mined block by block under ``stop_gradient``
   (:func:`mining.bounded_tfa_pairs`, the smallest bound that fits every anchor;
   :func:`mining.by_positive_count`)
@@ -410,17 +418,49 @@ def _tfa_pair_terms(batch: _pipeline.Batch, metric: str, block_size, slots, gene
 
   # Each bound gathers [anchors, bound, dim] rows twice (and their gradients):
   # bounds whose rows would exceed the budget take the streamed terms.
-  rows, dim = batch.anchors.shape
-  bounds = tuple(b for b in mining.POSITIVE_BOUNDS
-                 if min(b, batch.candidates.shape[0]) * rows * dim <= _TFA_GATHER_BUDGET)
   return mining.by_positive_count(None, fits, general, count,
-                                  width=batch.candidates.shape[0], bounds=bounds)
+                                  width=batch.candidates.shape[0], bounds=_gather_bounds(batch))
 
 
 def _window_terms(d, pos, neg, margin, lower: bool, slots=None):
   """Per-anchor :class:`Terms` of the hinge windows (:func:`mining.window_sums`)."""
   sums, triplets, active = mining.window_sums(d, pos, neg, margin, lower, slots)
   return reductions.Terms(sums, triplets.astype(d.dtype), active.astype(d.dtype))
+
+
+def _window_loss_terms(batch: _pipeline.Batch, metric: str, block_size, slots, margin,
+                       lower: bool, reduction):
+  """The :class:`Terms` of batch-all / FaceNet semi-hard (hinge).
+
+  A batch against itself, reduced to a scalar over blocks of rows, with few
+  positives per anchor (a bound whose gathered positive rows fit
+  ``_GATHER_BUDGET``, chosen at run time) takes
+  :func:`mining.symmetric_window_sums` (two matmuls per block); a memory bank,
+  ``axis_name``, ``reduction="none"``, the dense path or more positives take
+  the per-block windows.
+  """
+  def rows(anchors, masks, *known):
+    d = _kernels.pairwise(anchors, batch.candidates, metric)
+    return _window_terms(d, masks.positive, masks.negative, margin, lower=lower,
+                         slots=known or None)
+
+  def streamed():
+    return _pipeline.per_anchor(batch, block_size, rows, extra=slots, reduction=reduction)
+
+  size = batch.anchors.shape[0]
+  if (not slots or batch.num_refs or batch.axis_name is not None
+      or not _pipeline.sums_rows(batch, block_size, reduction)):
+    return streamed()
+  index, count = slots
+  block = _pipeline.block_rows(block_size, size, auto=_pipeline.AUTO_SUM_BLOCK_ROWS)
+
+  def symmetric(bound):
+    sums, triplets, active = mining.symmetric_window_sums(
+        bound, batch.anchors, batch.labels, batch.where, index, margin, metric, lower, block)
+    return reductions.Terms(sums[None], triplets[None], active[None])
+
+  return mining.by_positive_count(None, symmetric, streamed, count=count, width=size,
+                                  bounds=_gather_bounds(batch))
 
 
 def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0.2,
@@ -491,14 +531,8 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
       return _sum_terms(_pipeline.triplet_term(gap, margin, soft), mask)
     rows = _soft_rows(batch, metric, row, margin, facenet=False)
   else:
-    slots = _anchor_slots(batch)
-
-    def rows(anchors, masks, *known):
-      d = _kernels.pairwise(anchors, batch.candidates, metric)
-      return _window_terms(d, masks.positive, masks.negative, margin, lower=False,
-                           slots=known or None)
-    return batch.finish(_pipeline.per_anchor(batch, block_size, rows, extra=slots,
-                                             reduction=reduction), reduction)
+    return batch.finish(_window_loss_terms(batch, metric, block_size, _anchor_slots(batch),
+                                           margin, False, reduction), reduction)
   return batch.finish(_pipeline.per_anchor(batch, block_size, rows, reduction=reduction),
                       reduction)
 
@@ -579,18 +613,18 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
     rows = _soft_rows(batch, metric, facenet_row, margin, facenet=True)
   else:
     slots = _anchor_slots(batch)
+    if definition == "facenet":
+      return batch.finish(_window_loss_terms(batch, metric, block_size, slots, margin, True,
+                                             reduction), reduction)
 
     def rows(anchors, masks, *known):
       d = _kernels.pairwise(anchors, batch.candidates, metric)
-      if definition == "facenet":
-        return _window_terms(d, masks.positive, masks.negative, margin, lower=True,
-                             slots=known or None)
       return _tfa_terms(d, masks.positive, masks.negative, margin, soft, known or None)
 
     def streamed():
       return _pipeline.per_anchor(batch, block_size, rows, extra=slots, reduction=reduction)
 
-    if definition == "tfa" and slots:
+    if slots:
       terms = _tfa_pair_terms(batch, metric, block_size, slots, streamed, margin=margin,
                               soft=soft, reduction=reduction)
       return batch.finish(terms, reduction)

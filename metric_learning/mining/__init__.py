@@ -64,6 +64,7 @@ from metric_learning.mining.blocks import sort_rows
 from metric_learning.mining.blocks import sorted_tfa_selection
 from metric_learning.mining.blocks import sorted_window_sums
 from metric_learning.mining.blocks import square_batch
+from metric_learning.mining.blocks import symmetric_window_sums
 from metric_learning.mining.blocks import tfa_negatives
 from metric_learning.mining.blocks import tfa_selection
 from metric_learning.mining.blocks import triplet_cube
@@ -123,6 +124,7 @@ __all__ = (
     "sorted_tfa_selection",
     "sorted_window_sums",
     "square_batch",
+    "symmetric_window_sums",
     "statistics",
     "tfa_negatives",
     "tfa_selection",

@@ -12,7 +12,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from metric_learning import _kernels
 from metric_learning import _sharding
 from metric_learning import _validation
 from metric_learning import masks as masks_lib
@@ -529,6 +531,135 @@ def bounded_window_sums(bound: int, d, pos, neg, margin, lower: bool, slots=None
   active = jnp.sum(n, -1)
   triplets = jnp.sum(pos, -1) * jnp.sum(neg, -1) if not lower else active
   return sums, triplets, active
+
+
+def symmetric_window_sums(bound: int, x, labels, where, index, margin, metric: str,
+                          lower: bool, block: int):
+  r""":func:`window_sums` of a batch against itself, summed, gradient in the same pass.
+
+  The square case (candidates = the anchors ``x`` [B, D]: no reference rows,
+  one device) with at most ``bound`` positives per anchor, ``index`` [B, >=
+  bound] their columns (:func:`label_slots`, -1 past the last). Returns
+  ``(sums, triplets, active)`` summed over the anchors (scalars, ``x``'s dtype).
+
+  The gradient of :math:`\sum_{ik} G_{ik} D(x_i, x_k)` is, for row l,
+  :math:`\sum_k (G_{lk} + G_{kl})\, \partial D(x_l, x_k) / \partial x_l`. A
+  negative's entry :math:`G_{ik}` is minus its cover (how many of anchor i's
+  windows hold it), which needs only anchor i's thresholds
+  :math:`D_{ij} + m` (and, ``lower``, :math:`D_{ij}`): B × bound numbers found
+  before the pass from the positive pairs' distances. So each block of rows,
+  compared with its own thresholds and, transposed, with every column's, gives
+  both halves from one distance block, and its rows' gradient is one matmul:
+  two matmuls per block where differentiating each block's rows and columns
+  takes three, and no [B, D] accumulation across blocks. A positive's entry
+  (its window size) reaches the gradient through its own distance, computed
+  per pair (O(B · bound · D)). Distances are symmetric in value; the
+  transposed windows compare the same pair's distance as computed in the other
+  row's block, which can differ in the last bit where a distance ties a
+  threshold (a subgradient of the hinge either way).
+  """
+  group = _SLOT_GROUP
+  width = -(-bound // group) * group
+  index = index[:, :width]
+  valid = index >= 0
+  partner = x[jnp.clip(index, 0)]                                     # [B, S, D]
+  dp = jax.vmap(lambda a, c: _kernels.pairwise(a[None], c, metric)[0])(x, partner)
+  upper = dp + margin
+  fixed_dp, fixed_upper = jax.lax.stop_gradient(dp), jax.lax.stop_gradient(upper)
+  base = jnp.min(jnp.where(valid, fixed_dp, jnp.inf), axis=-1)
+  base = jnp.where(jnp.isfinite(base), base, 0)
+  sums, n = _symmetric_pass(x, labels, where, jnp.where(valid, fixed_upper, -jnp.inf),
+                            jnp.where(valid, fixed_dp, jnp.inf), base, metric, lower, block)
+  # Zero in value; the positives' gradient: each window's size times its distance's.
+  sums = sums + jnp.sum(jnp.where(valid, n * (upper - fixed_upper), 0))
+  active = jnp.sum(n.astype(x.dtype))
+  if lower:
+    return sums, active, active
+  positives = jnp.sum(valid, -1).astype(x.dtype)
+  negatives = jnp.sum(where) - positives - 1
+  return sums, jnp.sum(jnp.where(where, positives * negatives, 0)), active
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
+def _symmetric_pass(x, labels, where, upper, lower_bound, base, metric, lower, block):
+  """The summed values and window sizes [B, S] of :func:`symmetric_window_sums`."""
+  return _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, block,
+                         gradient=False)
+
+
+@_symmetric_pass.defjvp
+def _symmetric_pass_jvp(metric, lower, block, primals, tangents):
+  sums, n, grad = _symmetric_scan(*primals, metric, lower, block, gradient=True)
+  dot = jnp.vdot(grad, tangents[0]).astype(sums.dtype)
+  return (sums, n), (dot, np.zeros(n.shape, jax.dtypes.float0))
+
+
+def _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, block,
+                    gradient: bool):
+  size = x.shape[0]
+  width = upper.shape[1]
+  group = min(_SLOT_GROUP, width)
+  blocks = -(-size // block)
+  pad = blocks * block - size
+
+  def cut(v, fill):                       # [B, ...] -> [blocks, block, ...]
+    v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=fill)
+    return v.reshape((blocks, block) + v.shape[1:])
+
+  rows = (cut(x, 0), cut(labels, 0), cut(where, False), cut(upper, -jnp.inf),
+          cut(lower_bound, jnp.inf), cut(base, 0))
+  # Every column's thresholds as [groups, G, B], compared with the transposed block.
+  column_upper = upper.T.reshape(-1, group, size)
+  column_lower = lower_bound.T.reshape(-1, group, size)
+
+  def windows(d, neg, up, low, carry):
+    """Adds the windows of G thresholds (``up``/``low`` broadcast against ``d``)."""
+    sizes = []
+    for s in range(up.shape[0]):
+      w = neg & (d < up[s])
+      if lower:
+        w = w & (d > low[s])
+      carry = carry + w.astype(jnp.int32)
+      sizes.append(jnp.sum(w, axis=-1, dtype=jnp.int32))
+    return carry, sizes
+
+  def step(_, r):
+    xb, lb, wb, ub, lob, bb = r
+    if gradient:
+      d, pullback = jax.vjp(lambda a: _kernels.pairwise(a, x, metric), xb)
+    else:
+      d = _kernels.pairwise(xb, x, metric)
+    neg = (lb[:, None] != labels[None, :]) & wb[:, None] & where[None, :]
+    own_up = jnp.moveaxis(ub.reshape(block, -1, group), 0, -1)[..., None]   # [g, G, b, 1]
+    own_low = jnp.moveaxis(lob.reshape(block, -1, group), 0, -1)[..., None]
+    zeros = jnp.zeros(d.shape, jnp.int32)
+
+    def slot_group(carry, g):
+      covers, columns = carry
+      up, low, col_up, col_low = g
+      covers, sizes = windows(d, neg, up, low, covers)
+      if gradient:
+        columns, _ = windows(d, neg, col_up[:, None, :], col_low[:, None, :], columns)
+      return (covers, columns), jnp.stack(sizes, -1)
+
+    groups = (own_up, own_low, column_upper, column_lower)
+    if own_up.shape[0] == 1:                 # one group: no loop
+      (covers, columns), n = slot_group((zeros, zeros), jax.tree.map(lambda v: v[0], groups))
+      n = n[None]
+    else:
+      (covers, columns), n = jax.lax.scan(slot_group, (zeros, zeros), groups)
+    n = jnp.moveaxis(n, 0, 1).reshape(block, -1)                            # [b, S]
+    shift = bb[:, None]
+    values = (jnp.sum(jnp.where(n > 0, n * (ub - shift), 0), -1)
+              - jnp.sum(jnp.where(covers > 0, covers * (d - shift), 0), -1))
+    if not gradient:
+      return None, (values, n)
+    (grad,) = pullback(-(covers + columns).astype(d.dtype))
+    return None, (values, n, grad)
+
+  _, out = jax.lax.scan(step, None, rows)
+  out = [o.reshape((blocks * block,) + o.shape[2:])[:size] for o in out]
+  return (jnp.sum(out[0]),) + tuple(out[1:])
 
 
 def bounded_softplus_sums(bound: int, d, pos, neg, margin, facenet: bool, slots=None):
