@@ -304,13 +304,37 @@ def test_a_batch_against_itself_sums_both_halves_of_each_block_as_the_triplet_cu
     _assert_same(jax.jit(ours)(x, m, y, w), want[0][0], rtol=1e-5, atol=1e-5)
 
 
+def _matmuls_per_block(loss, **kwargs) -> set[int]:
+  """The matmuls in each loop body (``scan``) of the loss's gradient, loops without one left out."""
+  x, y = jnp.zeros((48, 6)), jnp.arange(48) // 4
+  counts = set()
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, (tuple, list)) else (param,):
+          sub = getattr(sub, "jaxpr", sub)
+          if not hasattr(sub, "eqns"):
+            continue
+          if eqn.primitive.name == "scan":
+            counts.add(sum(e.primitive.name == "dot_general" for e in sub.eqns))
+          walk(sub)
+
+  walk(jax.make_jaxpr(jax.grad(lambda e: loss(e, y, **kwargs)))(x).jaxpr)
+  return counts - {0}
+
+
 def test_the_symmetric_pass_is_taken_only_where_it_applies():
   """The square pass needs the batch alone, a scalar reduction and blocks:
   a memory bank, ``reduction="none"`` and the dense path take the windows per
-  block, and so does the soft margin."""
+  block, and so does the soft margin. Differentiated, its blocks run two
+  matmuls each (the distances and one for the block's rows, both halves); the
+  per-block path, its fallback for many positives, three."""
   bank = dict(ref_embeddings=jnp.ones((3, 6)), ref_labels=jnp.arange(3))
   for loss in WINDOW_LOSSES.values():
     assert _symmetric(loss, block_size=16)
+    assert _matmuls_per_block(loss, block_size=16) == {2, 3}
+    assert _matmuls_per_block(loss, block_size=16, **bank) == {3}
     assert _symmetric(loss, block_size=16, reduction="sum")
     assert not _symmetric(loss, block_size=16, **bank)
     assert not _symmetric(loss, block_size=16, reduction="none")

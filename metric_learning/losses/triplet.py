@@ -485,7 +485,11 @@ def batch_all_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   rows has at most 32 positives (P×K batches) each positive takes one masked
   pass over the row, O(batch² · K) time; otherwise each row's negative
   distances are sorted, O(batch² log batch); chosen at run time, same values.
-  Streamed over blocks of anchor rows, memory is O(block · batch).
+  Streamed over blocks of anchor rows, memory is O(block · batch). A batch
+  against itself (no ``ref_embeddings``, no ``axis_name``) reduced to a scalar
+  over blocks, with few positives, takes both halves of each block's gradient
+  from its one distance block
+  (:func:`metric_learning.mining.symmetric_window_sums`).
   ``soft=True`` does not decompose into counts: with at most 32 positives per
   anchor it sums softplus over each positive's row (O(batch² · K)), otherwise
   the cube anchor by anchor (O(batch³)); chosen at run time, same values.
@@ -562,8 +566,10 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   "facenet", prefix sums over the window), O(batch² log batch); chosen at run
   time, same values. "tfa" with few positives mines its pairs outside the
   gradient and differentiates two recomputed distances per pair (O(batch · K ·
-  dim) backward, as batch-hard). Streamed over blocks of anchor rows, O(block · batch)
-  memory. "facenet" with ``soft=True`` (softplus does not decompose into
+  dim) backward, as batch-hard); "facenet" of a batch against itself reduced to
+  a scalar over blocks takes the one-pass gradient of batch-all
+  (:func:`metric_learning.mining.symmetric_window_sums`). Streamed over blocks
+  of anchor rows, O(block · batch) memory. "facenet" with ``soft=True`` (softplus does not decompose into
   counts) sums over each positive's row with few positives, O(batch² · K),
   and the triplet cube anchor by anchor otherwise, O(batch³).
 
