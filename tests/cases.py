@@ -5,6 +5,7 @@ fixtures and a tiny finished run. Test modules import this, never each other."""
 import os
 
 import numpy as np
+import pytest
 import reference as ref
 
 import metric_learning as ml
@@ -159,3 +160,14 @@ def check(actual, expected, rtol=2e-4, atol=2e-4):
   assert actual.shape == expected.shape, (actual.shape, expected.shape)
   assert np.all(np.isfinite(actual))
   np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def slow_after_first(cases, ids=None):
+  """``cases`` for ``parametrize``, every one after the first marked slow.
+
+  For checks that launch a command line once per case: ``pytest -m "not slow"``
+  (the developer loop) still runs the first, the README command all of them.
+  """
+  ids = ids or [None] * len(cases)
+  return [pytest.param(*case, id=i, marks=() if n == 0 else pytest.mark.slow)
+          for n, (case, i) in enumerate(zip(cases, ids, strict=True))]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import cases
 import pytest
 
 from experiments import config as config_lib
@@ -52,7 +53,8 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+@pytest.mark.parametrize("args,message", cases.slow_after_first(
+    MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES]))
 def test_a_config_mistake_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path):
   proc, workdir = _launch(tmp_path, *args)
   assert proc.returncode == 2, proc.stderr[-2000:]

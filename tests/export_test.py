@@ -220,6 +220,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(workdir, tmp_path, mon
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow   # launches the command line
 def test_the_command_line_exports_and_fails_in_one_line(workdir, tmp_path):
   def cli(*args):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}

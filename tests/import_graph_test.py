@@ -7,6 +7,7 @@ to the submodule ``package.name`` when there is one, else to the package's
 """
 
 import ast
+import functools
 import pathlib
 
 import pytest
@@ -43,7 +44,9 @@ def _imports(name: str, path: pathlib.Path, modules) -> set[str]:
   return {m for m in found if m.split(".")[0] in ("metric_learning", "experiments")}
 
 
+@functools.cache
 def _graph():
+  """The graph, parsed once for the module's tests (none of them changes it)."""
   modules = _modules()
   return {name: _imports(name, path, modules) for name, path in modules.items()}
 

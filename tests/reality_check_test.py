@@ -218,6 +218,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(tmp_path):
   assert "| batch_hard_triplet_loss |" in out.stdout
 
 
+@pytest.mark.slow   # launches the command line
 def test_the_command_line_fails_in_one_line_naming_the_flag(tmp_path):
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-m", "experiments.reality_check",
@@ -229,6 +230,7 @@ def test_the_command_line_fails_in_one_line_naming_the_flag(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow   # launches the command line
 def test_config_overrides_work_as_in_the_launcher_new_fields_included(tmp_path):
   """A part's field the config file leaves out (model.head_init) is taken, and a
   misspelt one fails in one line with the closest name, writing nothing."""

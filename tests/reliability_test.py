@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import cases
 import pytest
 
 from experiments import train
@@ -125,7 +126,7 @@ def test_sigterm_or_sigint_saves_a_checkpoint_and_stops_with_one_line(
   _same_figures(workdir, uninterrupted)
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize("args,message", cases.slow_after_first([
     (["--config.foo=1"], "FATAL config error: config.foo is not a field; "),
     (["--config.num_steps=abc"], "FATAL Flags parsing error: flag --config.num_steps=abc"),
     (["--config.num_steps=-5"], "FATAL config error: config.num_steps must be >= 1; got -5."),
@@ -134,7 +135,7 @@ def test_sigterm_or_sigint_saves_a_checkpoint_and_stops_with_one_line(
      "'multi_similarity_loss'"),
     (["--config=experiments/configs/nope.py"],
      "FATAL config error: --config: no such config file 'experiments/configs/nope.py'"),
-])
+]))
 def test_config_mistakes_on_the_command_line_end_in_one_line(args, message, tmp_path):
   cmd = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
          f"--workdir={tmp_path / 'w'}", *args]
@@ -159,6 +160,7 @@ def test_sigkill_then_restart_ends_like_an_uninterrupted_run(uninterrupted, tmp_
   _same_figures(killed, uninterrupted)
 
 
+@pytest.mark.slow   # launches the command line
 def test_a_part_setting_the_config_file_leaves_out_can_be_set_on_the_command_line(tmp_path):
   """``--config.loss.name=X --config.loss.FIELD=V`` works for X's own fields too
   (ml_collections alone only overrides fields the file sets)."""
@@ -205,7 +207,7 @@ def test_a_streamed_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path)
   assert losses(resumed_dir) == losses(str(tmp_path / "whole"))
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize("args,message", cases.slow_after_first([
     (["--config=experiments/configs/mlrc_cub200.py"],
      "FATAL config error: config.data ('cub200'): data 'cub200' needs path="),
     (["--config=experiments/configs/mlrc_cub200.py", "--config.data.path=/nonexistent"],
@@ -213,7 +215,7 @@ def test_a_streamed_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path)
     (["--config.model.name=resnet18", "--config.model.weights=/nonexistent.safetensors"],
      "FATAL not found:"),
     (["--config.sampler.p=7"], "FATAL config error: config.sampler: p=7 classes per batch"),
-])
+]))
 def test_missing_data_or_weights_end_in_one_line_and_write_nothing(args, message, tmp_path):
   cmd = [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path / 'w'}", *args]
   out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)

@@ -303,6 +303,7 @@ def _one_line_refusal(proc, *words):
   assert proc.stdout == ""
 
 
+@pytest.mark.slow   # launches the command line
 def test_query_and_append_refuse_an_index_of_another_model(workdir, other_runs, folders,
                                                            tmp_path):
   gallery, queries = folders
@@ -327,6 +328,7 @@ def test_query_and_append_refuse_an_index_of_another_model(workdir, other_runs, 
   assert sorted(os.listdir(tmp_path)) == ["index.npz"]
 
 
+@pytest.mark.slow   # launches the command line
 def test_enroll_replaces_an_existing_index_only_when_asked(workdir, other_runs, folders,
                                                            tmp_path):
   gallery, _ = folders
@@ -373,6 +375,7 @@ def test_an_index_without_a_model_is_queried_with_a_warning_but_not_appended_to(
 
 # ---------------------------------------------------------- command line ---- #
 
+@pytest.mark.slow   # launches the command line
 def test_command_lines_print_predictions_and_fail_in_one_line(workdir, folders, tmp_path):
   gallery, queries = folders
   path = str(tmp_path / "index.npz")
@@ -466,6 +469,7 @@ def _tree(path):
   return out
 
 
+@pytest.mark.slow   # launches the command line
 def test_evaluate_reruns_other_evaluators_without_touching_the_run(workdir, tmp_path):
   import shutil
   run = str(tmp_path / "run")
