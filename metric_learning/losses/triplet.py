@@ -569,8 +569,9 @@ def semi_hard_triplet_loss(embeddings: jax.Array, labels: jax.Array, *, margin=0
   dim) backward, as batch-hard); "facenet" of a batch against itself reduced to
   a scalar over blocks takes the one-pass gradient of batch-all
   (:func:`metric_learning.mining.symmetric_window_sums`). Streamed over blocks
-  of anchor rows, O(block · batch) memory. "facenet" with ``soft=True`` (softplus does not decompose into
-  counts) sums over each positive's row with few positives, O(batch² · K),
+  of anchor rows, O(block · batch) memory. "facenet" with ``soft=True``
+  (softplus does not decompose into counts) sums over each positive's row with
+  few positives, O(batch² · K),
   and the triplet cube anchor by anchor otherwise, O(batch³).
 
   Args:

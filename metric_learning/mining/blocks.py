@@ -12,7 +12,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from metric_learning import _kernels
 from metric_learning import _sharding
@@ -540,7 +539,8 @@ def symmetric_window_sums(bound: int, x, labels, where, index, margin, metric: s
   The square case (candidates = the anchors ``x`` [B, D]: no reference rows,
   one device) with at most ``bound`` positives per anchor, ``index`` [B, >=
   bound] their columns (:func:`label_slots`, -1 past the last). Returns
-  ``(sums, triplets, active)`` summed over the anchors (scalars, ``x``'s dtype).
+  ``(sums, triplets, active)`` summed over the anchors (scalars, ``x``'s dtype),
+  differentiable in ``x`` and ``margin``.
 
   The gradient of :math:`\sum_{ik} G_{ik} D(x_i, x_k)` is, for row l,
   :math:`\sum_k (G_{lk} + G_{kl})\, \partial D(x_l, x_k) / \partial x_l`. A
@@ -556,42 +556,58 @@ def symmetric_window_sums(bound: int, x, labels, where, index, margin, metric: s
   per pair (O(B · bound · D)). Distances are symmetric in value; the
   transposed windows compare the same pair's distance as computed in the other
   row's block, which can differ in the last bit where a distance ties a
-  threshold (a subgradient of the hinge either way).
+  threshold (a subgradient of the hinge either way). Differentiated, the only
+  residual is the [B, D] gradient (a ``custom_jvp``), so a ``lax.switch``
+  between bounds carries nothing larger.
   """
-  group = _SLOT_GROUP
-  width = -(-bound // group) * group
-  index = index[:, :width]
-  valid = index >= 0
+  width = -(-bound // _SLOT_GROUP) * _SLOT_GROUP
+  return _symmetric_pass(x, jnp.asarray(margin, x.dtype), labels, where, index[:, :width],
+                         metric, lower, block)
+
+
+def _positive_distances(x, index, metric):
+  """``[B, S]``: each anchor's distance to its positive slots (any value where -1)."""
   partner = x[jnp.clip(index, 0)]                                     # [B, S, D]
-  dp = jax.vmap(lambda a, c: _kernels.pairwise(a[None], c, metric)[0])(x, partner)
-  upper = dp + margin
-  fixed_dp, fixed_upper = jax.lax.stop_gradient(dp), jax.lax.stop_gradient(upper)
-  base = jnp.min(jnp.where(valid, fixed_dp, jnp.inf), axis=-1)
+  return jax.vmap(lambda a, c: _kernels.pairwise(a[None], c, metric)[0])(x, partner)
+
+
+def _symmetric_sums(x, margin, labels, where, index, metric, lower, block, gradient):
+  """``(sums, triplets, active)`` and, with ``gradient``, d sums / d x."""
+  valid = index >= 0
+  if gradient:
+    dp, positive_pullback = jax.vjp(lambda e: _positive_distances(e, index, metric), x)
+  else:
+    dp = _positive_distances(x, index, metric)
+  base = jnp.min(jnp.where(valid, dp, jnp.inf), axis=-1)
   base = jnp.where(jnp.isfinite(base), base, 0)
-  sums, n = _symmetric_pass(x, labels, where, jnp.where(valid, fixed_upper, -jnp.inf),
-                            jnp.where(valid, fixed_dp, jnp.inf), base, metric, lower, block)
-  # Zero in value; the positives' gradient: each window's size times its distance's.
-  sums = sums + jnp.sum(jnp.where(valid, n * (upper - fixed_upper), 0))
+  out = _symmetric_scan(x, labels, where, jnp.where(valid, dp + margin, -jnp.inf),
+                        jnp.where(valid, dp, jnp.inf), base, metric, lower, block, gradient)
+  sums, n = out[:2]
   active = jnp.sum(n.astype(x.dtype))
   if lower:
-    return sums, active, active
-  positives = jnp.sum(valid, -1).astype(x.dtype)
-  negatives = jnp.sum(where) - positives - 1
-  return sums, jnp.sum(jnp.where(where, positives * negatives, 0)), active
+    triplets = active
+  else:
+    positives = jnp.sum(valid, -1).astype(x.dtype)
+    negatives = jnp.sum(where) - positives - 1
+    triplets = jnp.sum(jnp.where(where, positives * negatives, 0))
+  if not gradient:
+    return sums, triplets, active
+  # A positive's window size is its distance's slope (and the margin's).
+  (positive_grad,) = positive_pullback(jnp.where(valid, n, 0).astype(x.dtype))
+  return (sums, triplets, active), out[2] + positive_grad
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
-def _symmetric_pass(x, labels, where, upper, lower_bound, base, metric, lower, block):
-  """The summed values and window sizes [B, S] of :func:`symmetric_window_sums`."""
-  return _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, block,
-                         gradient=False)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6, 7))
+def _symmetric_pass(x, margin, labels, where, index, metric, lower, block):
+  return _symmetric_sums(x, margin, labels, where, index, metric, lower, block, False)
 
 
 @_symmetric_pass.defjvp
 def _symmetric_pass_jvp(metric, lower, block, primals, tangents):
-  sums, n, grad = _symmetric_scan(*primals, metric, lower, block, gradient=True)
-  dot = jnp.vdot(grad, tangents[0]).astype(sums.dtype)
-  return (sums, n), (dot, np.zeros(n.shape, jax.dtypes.float0))
+  (sums, triplets, active), grad = _symmetric_sums(*primals, metric, lower, block, True)
+  dot = jnp.vdot(grad, tangents[0]) + active * tangents[1]
+  return (sums, triplets, active), (dot.astype(sums.dtype), jnp.zeros_like(triplets),
+                                    jnp.zeros_like(active))
 
 
 def _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, block,
