@@ -618,12 +618,12 @@ def _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, b
   blocks = -(-size // block)
   pad = blocks * block - size
 
-  def cut(v, fill):                       # [B, ...] -> [blocks, block, ...]
-    v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=fill)
+  def cut(v):            # [B, ...] -> [blocks, block, ...]; padding rows are not real
+    v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1))
     return v.reshape((blocks, block) + v.shape[1:])
 
-  rows = (cut(x, 0), cut(labels, 0), cut(where, False), cut(upper, -jnp.inf),
-          cut(lower_bound, jnp.inf), cut(base, 0))
+  rows = tuple(map(cut, (x, labels, where, upper, lower_bound, base)))
+  no_self = jnp.full((block,), -1, jnp.int32)     # the block's own columns are not negatives
   # Every column's thresholds as [groups, G, B], compared with the transposed block.
   column_upper = upper.T.reshape(-1, group, size)
   column_lower = lower_bound.T.reshape(-1, group, size)
@@ -645,7 +645,7 @@ def _symmetric_scan(x, labels, where, upper, lower_bound, base, metric, lower, b
       d, pullback = jax.vjp(lambda a: _kernels.pairwise(a, x, metric), xb)
     else:
       d = _kernels.pairwise(xb, x, metric)
-    neg = (lb[:, None] != labels[None, :]) & wb[:, None] & where[None, :]
+    neg = masks_lib.pair_masks(lb, wb, labels, where, no_self).negative
     own_up = jnp.moveaxis(ub.reshape(block, -1, group), 0, -1)[..., None]   # [g, G, b, 1]
     own_low = jnp.moveaxis(lob.reshape(block, -1, group), 0, -1)[..., None]
     zeros = jnp.zeros(d.shape, jnp.int32)
