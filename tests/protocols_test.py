@@ -353,6 +353,30 @@ def test_idx_unseen_from_all_uses_every_image(tmp_path):
     protocols.idx(root, unseen_from="train")
 
 
+def test_idx_classes_keep_a_subset_for_a_class_disjoint_validation_split(tmp_path):
+  """``classes`` = the training classes, ``seen_classes`` = some of them: the rest stand in
+  for unseen classes, and no image of another class enters any split."""
+  root = fx.make_idx(str(tmp_path))
+  m = root.manifest
+  splits = protocols.idx(root, classes=(0, 1, 2, 3, 4), seen_classes=(0, 1, 2),
+                         unseen_from="all")
+  images = np.concatenate([m["train_images"], m["test_images"]])
+  labels = np.concatenate([m["train_labels"], m["test_labels"]])
+  stand_in = np.isin(labels, (3, 4))
+  np.testing.assert_array_equal(splits["unseen"].labels, labels[stand_in].astype(np.int32),
+                                strict=True)
+  np.testing.assert_allclose(splits["unseen"].inputs[..., 0], images[stand_in] / np.float32(255),
+                             rtol=1e-6)
+  train = m["train_labels"] < 3
+  np.testing.assert_array_equal(splits["train"].labels, m["train_labels"][train])
+  np.testing.assert_array_equal(splits["seen"].labels, m["test_labels"][m["test_labels"] < 3])
+  assert np.isin(labels[stand_in], (3, 4)).all() and len(splits["unseen"]) == stand_in.sum() > 0
+  with pytest.raises(ValueError, match="classes"):
+    protocols.idx(root, classes=(0, 42))
+  with pytest.raises(ValueError, match="seen_classes"):          # 7 was filtered out
+    protocols.idx(root, classes=(0, 1, 2), seen_classes=(0, 7))
+
+
 def test_idx_prefixes_and_errors(tmp_path):
   root = fx.make_idx(str(tmp_path), gz=False, prefix_train="emnist-train",
                      prefix_test="emnist-test")

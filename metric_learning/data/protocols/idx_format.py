@@ -99,7 +99,8 @@ def _idx_samples(root: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
         seen_classes: Sequence[int] | None = None,
-        unseen_from: str = "test") -> dict[str, datasets.Dataset]:
+        unseen_from: str = "test",
+        classes: Sequence[int] | None = None) -> dict[str, datasets.Dataset]:
   """MNIST-format IDX files in memory, split by class: ``train`` / ``seen`` / ``unseen``.
 
   Reads ``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte``
@@ -121,6 +122,10 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
       sorted training labels (0–4 for MNIST).
     unseen_from: ``"test"`` or ``"all"``: which files the ``unseen`` split
       takes its samples from.
+    classes: keep only these classes of both files (default all). A
+      validation split for choosing a recipe without its unseen classes:
+      ``classes`` = the training classes, ``seen_classes`` = some of them; the
+      others stand in for the unseen classes.
 
   Returns:
     ``{"train", "seen", "unseen"}`` :class:`~metric_learning.data.Dataset` of
@@ -136,6 +141,13 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     raise ValueError(f"unseen_from must be 'test' or 'all'; got {unseen_from!r}.")
   train_x, train_y = _idx_samples(root, prefix_train)
   test_x, test_y = _idx_samples(root, prefix_test)
+  if classes is not None:
+    kept = np.asarray(list(classes), np.int32)
+    if not np.isin(kept, train_y).all():
+      raise ValueError(f"classes {kept.tolist()} must be classes of the training file "
+                       f"{np.unique(train_y).tolist()} of {root!r}.")
+    train_x, train_y = train_x[np.isin(train_y, kept)], train_y[np.isin(train_y, kept)]
+    test_x, test_y = test_x[np.isin(test_y, kept)], test_y[np.isin(test_y, kept)]
   classes = np.unique(train_y)
   if seen_classes is None:
     seen_classes = classes[:len(classes) // 2]
