@@ -324,7 +324,7 @@ def test_default_config_is_the_documented_experiment():
 
 RECIPES = ["trinet_market1501", "mlrc_cub200", "mlrc_cars196", "mlrc_sop", "inshop",
            "lfw_verification"]
-FASHION = ["fashion_mnist", "fashion_mnist_proxy", "fashion_mnist_efficientnet"]
+FASHION = ["fashion_mnist", "fashion_mnist_ms", "fashion_mnist_proxy", "fashion_mnist_efficientnet"]
 CONFIGS = ["default", "test", "mnist_npz", *FASHION, *RECIPES]
 
 
@@ -340,6 +340,31 @@ def test_every_shipped_config_validates_and_its_evaluators_exist(name):
   config_lib.validate(cfg)
   for spec in cfg.evals.values():
     assert spec["name"] in evaluators.EVALUATORS
+
+
+def test_an_idx_config_can_keep_some_training_classes_as_stand_in_unseen_classes(tmp_path):
+  """The validation split fashion_mnist_ms.py was chosen on, as a config gives it:
+  data.classes=(0, 1, 2, 3, 4), data.seen_classes=(0, 1, 2)."""
+  from tests import protocol_fixtures as fx
+  root = fx.make_idx(str(tmp_path / "idx"))
+  splits = data_registry.create("idx", path=root, classes=(0, 1, 2, 3, 4),
+                                seen_classes=(0, 1, 2), unseen_from="all")
+  assert {k: sorted(set(v.labels.tolist())) for k, v in splits.items()} == {
+      "train": [0, 1, 2], "seen": [0, 1, 2], "unseen": [3, 4]}
+  assert data_registry.arguments("idx")["classes"] is None
+
+
+def test_the_multi_similarity_recipe_changes_only_the_loss_and_keeps_the_paper_settings():
+  """fashion_mnist_ms.py's docstring: fashion_mnist.py with multi-similarity at its
+  paper's settings (alpha 2, beta 50, base 0.5, miner epsilon 0.1)."""
+  from experiments.configs import fashion_mnist, fashion_mnist_ms
+  ms, base = fashion_mnist_ms.get_config().to_dict(), fashion_mnist.get_config().to_dict()
+  assert ms.pop("loss") == {"name": "multi_similarity_loss"}
+  base.pop("loss")
+  assert ms == base
+  args = loss_registry.arguments("multi_similarity_loss")
+  assert {k: args[k] for k in ("alpha", "beta", "base", "epsilon")} == {
+      "alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1}
 
 
 @pytest.mark.parametrize("name", [*RECIPES, "mnist_npz", *FASHION])

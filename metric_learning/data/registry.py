@@ -132,14 +132,15 @@ def lfw(*, path: str = "", train_path: str = "") -> dict[str, files.ImageFiles]:
 
 
 def idx(*, path: str = "", seen_classes: Sequence[int] | None = None,
-        prefix_train: str = "train", prefix_test: str = "t10k", unseen_from: str = "test"
-        ) -> dict[str, datasets.Dataset]:
+        prefix_train: str = "train", prefix_test: str = "t10k", unseen_from: str = "test",
+        classes: Sequence[int] | None = None) -> dict[str, datasets.Dataset]:
   """MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), in memory: ``train`` /
   ``seen`` / ``unseen`` by class (:func:`protocols.idx`; ``unseen_from="all"`` puts
-  both files' images of the unseen classes in ``unseen``)."""
+  both files' images of the unseen classes in ``unseen``; ``classes`` keeps only
+  those classes, for a validation split among the training classes)."""
   return protocols.idx(_root("idx", path), seen_classes=seen_classes,
                        prefix_train=prefix_train, prefix_test=prefix_test,
-                       unseen_from=unseen_from)
+                       unseen_from=unseen_from, classes=classes)
 
 
 # ``streamed``: image files, decoded and augmented per batch by
