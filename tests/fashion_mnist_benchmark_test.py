@@ -13,6 +13,19 @@ from tests import protocol_fixtures as fx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def test_the_plot_names_the_classes_trained_and_keeps_its_legend_off_the_bars(tmp_path):
+  from experiments.benchmarks import fashion_mnist_benchmark as bench
+  scores = {k: (0.5, 0.1) for k in bench._scores_keys()}  # pylint: disable=protected-access
+  fig = bench._plot(str(tmp_path / "p.png"), {"ours": scores, "raw pixels": scores},  # pylint: disable=protected-access
+                    [0, 1, 2])
+  ax, = fig.axes
+  assert ax.get_title().startswith("classes 0, 1, 2 trained")
+  fig.canvas.draw()
+  legend = ax.get_legend().get_window_extent()
+  assert legend.x0 >= ax.get_window_extent().x1          # beside the axes, not over a bar
+  assert (tmp_path / "p.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_fashion_mnist_benchmark_writes_table_json_and_plot(tmp_path):
   root = fx.make_idx(str(tmp_path / "idx"), train_per_class=4, test_per_class=2)

@@ -227,11 +227,12 @@ def _scores_keys():
   return [f"{s}/{m}" for s in SPLITS for m in METRICS]
 
 
-def _plot(path: str, methods: dict) -> None:
+def _plot(path: str, methods: dict, trained):
+  """Writes the bar chart of every method's scores; returns its Figure."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   keys = _scores_keys()
-  fig = Figure(figsize=(8, 3.6))
+  fig = Figure(figsize=(9.5, 3.6))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
   width = 0.8 / len(methods)
@@ -243,12 +244,14 @@ def _plot(path: str, methods: dict) -> None:
   ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
   ax.set_xticklabels([k.replace("/", "\n") for k in keys], fontsize=8)
   ax.set_ylim(0, 1)
-  ax.set_title("Fashion-MNIST, classes 0-4 trained: mean and 95 % interval over seeds")
-  ax.legend(fontsize=8)
+  ax.set_title(f"classes {', '.join(map(str, trained))} trained: mean and 95 % interval "
+               "over seeds")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # clear of the bars
   ax.grid(True, axis="y", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   print(f"wrote {path}")
+  return fig
 
 
 def main(argv):
@@ -325,7 +328,7 @@ def main(argv):
       name: {k: {"mean": m[k][0], "ci95": m[k][1]} for k in keys}
       for name, m in methods.items()}})
   if _PLOT.value:
-    _plot(_PLOT.value, methods)
+    _plot(_PLOT.value, methods, sorted(set(datasets["train"].labels.tolist())))
 
 
 if __name__ == "__main__":
