@@ -146,8 +146,9 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     if not np.isin(kept, train_y).all():
       raise ValueError(f"classes {kept.tolist()} must be classes of the training file "
                        f"{np.unique(train_y).tolist()} of {root!r}.")
-    train_x, train_y = train_x[np.isin(train_y, kept)], train_y[np.isin(train_y, kept)]
-    test_x, test_y = test_x[np.isin(test_y, kept)], test_y[np.isin(test_y, kept)]
+    in_train, in_test = np.isin(train_y, kept), np.isin(test_y, kept)
+    train_x, train_y, test_x, test_y = (train_x[in_train], train_y[in_train],
+                                        test_x[in_test], test_y[in_test])
   classes = np.unique(train_y)
   if seen_classes is None:
     seen_classes = classes[:len(classes) // 2]
