@@ -149,13 +149,13 @@ def idx(root: str, *, prefix_train: str = "train", prefix_test: str = "t10k",
     in_train, in_test = np.isin(train_y, kept), np.isin(test_y, kept)
     train_x, train_y, test_x, test_y = (train_x[in_train], train_y[in_train],
                                         test_x[in_test], test_y[in_test])
-  classes = np.unique(train_y)
+  present = np.unique(train_y)      # the training file's classes (after ``classes``)
   if seen_classes is None:
-    seen_classes = classes[:len(classes) // 2]
+    seen_classes = present[:len(present) // 2]
   seen = np.asarray(list(seen_classes), np.int32)
-  if not np.isin(seen, classes).all() or len(np.unique(seen)) in (0, len(classes)):
+  if not np.isin(seen, present).all() or len(np.unique(seen)) in (0, len(present)):
     raise ValueError(f"seen_classes {list(seen.tolist())} must be some but not all of the "
-                     f"classes {classes.tolist()} of {root!r}.")
+                     f"classes {present.tolist()} of {root!r}.")
   count = int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
   names = tuple(str(c) for c in range(count))
 
