@@ -2,6 +2,7 @@
 loss is checked on, the in-batch losses with their brute-force references, image
 fixtures and a tiny finished run. Test modules import this, never each other."""
 
+import itertools
 import os
 
 import numpy as np
@@ -171,3 +172,39 @@ def slow_after_first(cases, ids=None):
   ids = ids or [None] * len(cases)
   return [pytest.param(*case, id=i, marks=() if n == 0 else pytest.mark.slow)
           for n, (case, i) in enumerate(zip(cases, ids, strict=True))]
+
+
+def covering(cases, ids=None):
+  """``cases`` (tuples) for ``parametrize``, marked so that the developer loop runs few.
+
+  A case stays in ``pytest -m "not slow"`` when it holds a value, at some
+  position, that no earlier kept case held; the rest are marked slow. So the
+  developer loop still runs every value of every position at least once (each
+  loss, each metric, each label pattern), and the README command runs them all.
+  """
+  cases = [tuple(c) for c in cases]
+  ids = ids or [None] * len(cases)
+  seen = [set() for _ in cases[0]]
+  params = []
+  for case, i in zip(cases, ids, strict=True):
+    keys = [repr(v) for v in case]
+    new = any(k not in s for k, s in zip(keys, seen, strict=True))
+    if new:
+      for k, s in zip(keys, seen, strict=True):
+        s.add(k)
+    params.append(pytest.param(*case, id=i, marks=() if new else pytest.mark.slow))
+  return params
+
+
+def covering_product(*axes):
+  """Every combination of ``axes`` for ``parametrize`` (in ``itertools.product``
+  order), with :func:`covering`'s marks chosen along the diagonals: case ``i``
+  of the developer loop takes value ``i mod len(axis)`` of each axis, so the
+  values of a short axis are spread over the long one's."""
+  axes = [list(a) for a in axes]
+  index = list(itertools.product(*(range(len(a)) for a in axes)))
+  longest = max(len(a) for a in axes)
+  diagonal = [tuple(i % len(a) for a in axes) for i in range(longest)]
+  order = diagonal + [c for c in index if c not in diagonal]
+  marked = dict(zip(order, covering([tuple(a[j] for a, j in zip(axes, c)) for c in order])))
+  return [marked[c] for c in index]

@@ -14,6 +14,7 @@ from experiments.configs import test as test_config
 from metric_learning import evaluators
 from metric_learning import models
 from metric_learning.data import registry as data_registry
+from metric_learning.losses import presets
 from metric_learning.losses import registry as loss_registry
 from metric_learning.training import optim
 
@@ -181,7 +182,11 @@ def _by_name(section, name):
   return _light(config_lib.resolve_part_overrides(cfg, file_cfg, {f"{section}.name": name}))
 
 
-@pytest.mark.parametrize("name", sorted(loss_registry.LOSSES))
+# A preset is its loss with pinned values, registered by one loop: the developer
+# loop trains every loss and one preset, the README command every preset too.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow if n in sorted(presets.NAMES)[1:] else ())
+    for n in sorted(loss_registry.LOSSES)])
 def test_every_loss_and_preset_trains_by_name_alone(name, tmp_path):
   summary = train.train_and_evaluate(_by_name("loss", name), str(tmp_path))
   assert summary["steps"] == 2 and 0 <= summary["seen/map_at_r"] <= 1
@@ -390,6 +395,7 @@ def test_mnist_npz_config_trains_on_a_generated_file(tmp_path):
   assert summary["steps"] == 2 and 0 <= summary["seen/map_at_r"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.values_only      # two steps of a deep model: compiling, not running (conftest.py)
 def test_the_efficientnet_recipe_trains_its_head_alone_on_resized_idx_images(tmp_path):
   """fashion_mnist_efficientnet.py on generated IDX files (a narrow network, no weights)."""

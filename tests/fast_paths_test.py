@@ -17,6 +17,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import cases
 import pytest
 import reference as ref
 
@@ -150,8 +151,8 @@ def _streams(loss, x, y, w, bank, block_size=None):
   return "checkpoint" in jaxpr or "remat" in jaxpr or "name=row_block_sums" in jaxpr
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("size", [12, 37])    # below and above DENSE_ROWS
+# below and above DENSE_ROWS; the developer loop takes each loss at one size
+@pytest.mark.parametrize("name,size", cases.covering_product(sorted(LOSSES), [12, 37]))
 def test_automatic_dense_and_streamed_paths_agree(name, size):
   """Below the threshold the automatic call traces the dense program (so the
   explicit blocks of 5 rows are compared with it); above it, it streams in the
@@ -206,13 +207,19 @@ def _cube_reference(x, y, w, *, margin, metric, kind):
   return jnp.sum(jnp.where(valid, jax.nn.relu(margin + d - dn), 0)) / jnp.sum(valid)
 
 
-@pytest.mark.parametrize("kind,loss", [
-    ("batch_all", functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero")),
-    ("facenet", functools.partial(ml.semi_hard_triplet_loss, reduction="mean")),
-    ("tfa", functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean")),
-])
-@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
-def test_sorted_triplet_sums_equal_the_triplet_cube(kind, loss, metric):
+CUBE_LOSSES = {
+    "batch_all": functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero"),
+    "facenet": functools.partial(ml.semi_hard_triplet_loss, reduction="mean"),
+    "tfa": functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean"),
+    "batch_all_soft": functools.partial(ml.batch_all_triplet_loss, soft=True, reduction="mean"),
+    "facenet_soft": functools.partial(ml.semi_hard_triplet_loss, soft=True, reduction="mean"),
+}
+
+
+@pytest.mark.parametrize("kind,metric", cases.covering_product(
+    ["batch_all", "facenet", "tfa"], ["euclidean", "sqeuclidean"]))
+def test_sorted_triplet_sums_equal_the_triplet_cube(kind, metric):
+  loss = CUBE_LOSSES[kind]
   x, y, w, _ = _batch(30, seed=1)
   x, y, w = jnp.asarray(x) * 3, jnp.asarray(y), jnp.asarray(w)
   ref = jax.value_and_grad(lambda e: _cube_reference(e, y, w, margin=2.0, metric=metric,
@@ -232,22 +239,14 @@ FEW_POSITIVE_LABELS = {
 }
 
 
-@pytest.mark.parametrize("kind,loss", [
-    ("batch_all", functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero")),
-    ("facenet", functools.partial(ml.semi_hard_triplet_loss, reduction="mean")),
-    ("tfa", functools.partial(ml.semi_hard_triplet_loss, definition="tfa", reduction="mean")),
-    ("batch_all_soft", functools.partial(ml.batch_all_triplet_loss, soft=True,
-                                         reduction="mean")),
-    ("facenet_soft", functools.partial(ml.semi_hard_triplet_loss, soft=True, reduction="mean")),
-])
-@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
-@pytest.mark.parametrize("path", ["automatic", "sorted"])
-def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, loss, labels, path,
-                                                              monkeypatch):
+@pytest.mark.parametrize("kind,labels,path", cases.covering_product(
+    sorted(CUBE_LOSSES), sorted(FEW_POSITIVE_LABELS), ["automatic", "sorted"]))
+def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, labels, path, monkeypatch):
   """The sort-free path for few positives per anchor (issue 21), the sorted path
   (forced by leaving no bound; the per-anchor cube for the soft margins) and the
   run-time choice between them, in blocks that take different branches: values
   and gradients of the triplet cube."""
+  loss = CUBE_LOSSES[kind]
   if path == "sorted":
     monkeypatch.setattr(ml.mining.blocks, "POSITIVE_BOUNDS", ())
   y = jnp.asarray(FEW_POSITIVE_LABELS[labels], jnp.int32)
@@ -272,8 +271,8 @@ def _symmetric(loss, **kwargs) -> bool:
   return "_symmetric_pass" in str(jax.make_jaxpr(lambda e: loss(e, y, **kwargs))(x))
 
 
-@pytest.mark.parametrize("kind", sorted(WINDOW_LOSSES))
-@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "dot"])
+@pytest.mark.parametrize("kind,metric", cases.covering_product(
+    sorted(WINDOW_LOSSES), ["euclidean", "sqeuclidean", "cosine", "dot"]))
 def test_a_batch_against_itself_sums_both_halves_of_each_block_as_the_triplet_cube(kind,
                                                                                    metric):
   """Batch-all and FaceNet semi-hard of a batch against itself, reduced to a
@@ -343,8 +342,8 @@ def test_the_symmetric_pass_is_taken_only_where_it_applies():
   assert not _symmetric(ml.semi_hard_triplet_loss, block_size=16, definition="tfa")
 
 
-@pytest.mark.parametrize("positive", ["hard", "easy"])
-@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
+@pytest.mark.parametrize("positive,labels", cases.covering_product(
+    ["hard", "easy"], sorted(FEW_POSITIVE_LABELS)))
 def test_batch_hard_positives_from_label_slots_equal_the_masked_pass(positive, labels,
                                                                      monkeypatch):
   """Batch-hard's positive read from each anchor's listed positive columns
@@ -415,8 +414,8 @@ def _labels(pattern, size, rng):
   return y.astype(np.int32)
 
 
-@pytest.mark.parametrize("name", sorted(ISSUE_21))
-@pytest.mark.parametrize("pattern", ["singletons", "one_class", "pk_sorted", "three_classes"])
+@pytest.mark.parametrize("name,pattern", cases.covering_product(
+    sorted(ISSUE_21), ["singletons", "one_class", "pk_sorted", "three_classes"]))
 def test_streamed_paths_agree_on_every_label_pattern(name, pattern):
   loss = LOSSES[name]
   rng = np.random.default_rng(3)
@@ -551,8 +550,8 @@ def test_summed_blocks_inside_a_branch_and_under_vmap():
   _assert_same(jax.tree.map(lambda v: v[1], batched), plain(xs[1]))
 
 
-@pytest.mark.parametrize("labels", sorted(FEW_POSITIVE_LABELS))
-@pytest.mark.parametrize("budget", [0, 4 * 48 * 6])
+@pytest.mark.parametrize("labels,budget", cases.covering_product(
+    sorted(FEW_POSITIVE_LABELS), [0, 4 * 48 * 6]))
 def test_tfa_pairs_mined_first_within_the_gather_budget(labels, budget, monkeypatch):
   """TFA semi-hard mines its pairs first only for the positive bounds whose
   gathered [anchors, bound, dim] rows fit ``_GATHER_BUDGET`` (0: none, so

@@ -52,8 +52,8 @@ def test_relabelling_classes_changes_nothing(name):
   np.testing.assert_array_equal(f(x, y, w), f(x, y2, w))
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "mean_nonzero"])
+@pytest.mark.parametrize("name,reduction", cases.covering_product(
+    NAMES, ["mean", "sum", "mean_nonzero"]))
 def test_masking_rows_equals_removing_them(name, reduction):
   x, y, w = cases.make("padding", 12, 4)
   f = _loss(name, reduction)

@@ -32,7 +32,8 @@ GRID += [(name, "dot") for name in DOT_LOSSES]
 
 
 
-@pytest.mark.parametrize("name,metric", GRID)
+# The developer loop takes each loss at one metric (and each metric once).
+@pytest.mark.parametrize("name,metric", cases.covering(GRID))
 def test_matches_reference(name, metric):
   """All four reductions, five label patterns, two shapes, under one jit."""
   call, reference, _ = LOSSES[name]
@@ -119,8 +120,7 @@ def _naive_batch_hard(x, y, where, margin, metric, soft):
   return jnp.sum(jnp.where(valid, term, 0)) / jnp.maximum(valid.sum(), 1)
 
 
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("metric,soft", cases.covering_product(METRICS, [False, True]))
 def test_dense_streaming_and_plain_autodiff_agree(metric, soft):
   """Value and gradient: dense, streaming with uneven block sizes, and naive autodiff."""
   x, y, w = cases.make("padding", 23, 6, seed=11)

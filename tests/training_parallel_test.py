@@ -1,5 +1,6 @@
 """Train steps under pmap and jit-over-mesh equal single-device training (8 CPU devices)."""
 
+import cases
 import jax
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_batch_must_divide_over_devices(tmp_path):
   assert not (tmp_path / "b").exists()          # nothing written before the checks
 
 
-@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+# The developer loop trains under jit over a mesh; the README command under pmap too.
+@pytest.mark.parametrize("mode", cases.slow_after_first([("mesh",), ("pmap",)], ["mesh", "pmap"]))
 def test_train_and_evaluate_runs_data_parallel(mode, tmp_path):
   cfg = test_config.get_config()
   cfg.parallel = mode
