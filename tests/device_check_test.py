@@ -59,6 +59,7 @@ def test_tiny_run_writes_every_part(tmp_path):
     assert needle in table
 
 
+@pytest.mark.slow
 def test_a_failing_test_fails_the_check(tmp_path):
   failing = tmp_path / "failing_test.py"
   failing.write_text("def test_passes():\n  pass\n\n\ndef test_fails():\n  assert 1 == 2\n")

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow    # a subprocess that compiles two models' train steps
 def test_train_benchmark_writes_table_and_json(tmp_path):
   out = tmp_path / "t.json"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
