@@ -73,7 +73,7 @@ TEST_FILES = (
 )
 TINY_TEST_FILES = (
     ("tests/gradients_test.py::test_gradient_matches_finite_differences[batch_hard]", None),
-    ("tests/parallel_test.py::test_pmap_equals_single_device[batch_hard]", None),
+    ("tests/parallel_test.py::test_shard_map_equals_single_device[batch_hard]", None),
 )
 
 LOSSES = ("batch_hard", "batch_all", "semi_hard", "contrastive", "multi_similarity")
