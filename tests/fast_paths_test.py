@@ -259,10 +259,7 @@ def test_few_positive_and_sorted_paths_equal_the_triplet_cube(kind, labels, path
   _assert_same(got, ref, rtol=1e-5, atol=1e-5)
 
 
-WINDOW_LOSSES = {
-    "batch_all": functools.partial(ml.batch_all_triplet_loss, reduction="mean_nonzero"),
-    "facenet": functools.partial(ml.semi_hard_triplet_loss, reduction="mean"),
-}
+WINDOW_LOSSES = {k: CUBE_LOSSES[k] for k in ("batch_all", "facenet")}
 
 
 def _symmetric(loss, **kwargs) -> bool:
